@@ -1,0 +1,122 @@
+"""The command line: a thin layer over the library (the library never imports typer or rich)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from tokenrelay import __version__
+from tokenrelay.client.native import NativeStream, StreamFailed
+from tokenrelay.server.settings import CONFIG_ENV, SettingsError, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="tokenrelay: stream LLM answers.")
+
+
+def _log_config() -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["tokenrelay"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    config: Annotated[
+        Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)
+    ] = None,
+) -> None:
+    """Serve the API (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config.resolve())  # workers read it too
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    host = host or settings.server.host
+    port = port or settings.server.port
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(
+        f"tokenrelay {__version__}: no provider keys needed; serving the built-in simulator "
+        f"(default model {settings.server.default_model}) at http://{shown}:{port}"
+    )
+    uvicorn.run(
+        "tokenrelay.server.app:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=_log_config(),
+        timeout_graceful_shutdown=int(settings.streams.drain_timeout) + 5,
+    )
+
+
+@app.command()
+def chat(
+    question: Annotated[str, typer.Argument(help="What to ask.")],
+    model: Annotated[str | None, typer.Option(help="provider/model, e.g. sim/fast")] = None,
+    url: Annotated[str, typer.Option(help="tokenrelay server.")] = "http://127.0.0.1:8000",
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Stream an answer into the terminal. Ctrl-C cancels it on the server."""
+    console = Console(highlight=False)
+    payload: dict[str, Any] = {"message": question}
+    for key, value in (("model", model), ("system_prompt", system), ("max_tokens", max_tokens)):
+        if value is not None:
+            payload[key] = value
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=None)) as client:
+        stream = NativeStream(client, payload)
+        try:
+            _print_stream(console, stream)
+        except KeyboardInterrupt:
+            cancelled = stream.cancel()
+            console.print("\n[yellow]cancelled[/]" + ("" if cancelled else " (it had ended)"))
+            raise typer.Exit(130) from None
+        except StreamFailed as exc:
+            console.print(f"[red]error {exc.status}[/] {exc.error.get('message', '')}")
+            raise typer.Exit(1) from None
+        except httpx.TransportError:
+            console.print(f"[red]cannot reach tokenrelay at {url}[/] (is `tokenrelay serve` up?)")
+            raise typer.Exit(1) from None
+
+
+def _print_stream(console: Console, stream: NativeStream) -> None:
+    for event in stream.events():
+        kind = event["type"]
+        if kind == "token":
+            console.out(event["content"], end="")
+            console.file.flush()
+        elif kind == "status":
+            console.print(f"[dim]{event['message']}[/]")
+        elif kind == "done":
+            ttft = event.get("ttft_ms")
+            console.print(
+                f"\n[dim]{event['token_count']} tokens · {event['tokens_per_second']} tok/s · "
+                f"first token {ttft} ms · {event['finish_reason']}[/]"
+            )
+        elif kind == "error":
+            console.print(f"\n[red]error ({event['error_type']}):[/] {event['message']}")
+            raise typer.Exit(1)
+        elif kind == "cancelled":
+            console.print("\n[yellow]cancelled[/]")
+            raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

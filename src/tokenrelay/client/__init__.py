@@ -1,0 +1,1 @@
+"""Python clients for tokenrelay's native API."""

@@ -1,0 +1,203 @@
+"""Every failure tokenrelay knows how to name, and what a client is told about each.
+
+    TokenRelayError
+    ├── RequestError                 the caller's fault; answered with a 4xx before any stream
+    │   ├── MalformedJSON            400
+    │   ├── InvalidRequest           422, with one entry per bad field
+    │   ├── UnsupportedMediaType     415
+    │   ├── PayloadTooLarge          413
+    │   ├── UnknownModel             404, listing the known models
+    │   └── UnknownStream            404
+    ├── ServiceUnavailable           503: shutting down, not accepting new streams
+    └── GenerationError              the generation failed; has an `error_type` and `retryable`
+        ├── RateLimited              rate_limit
+        ├── Overloaded               overloaded
+        ├── UpstreamError            api_error
+        ├── UpstreamTimeout          timeout
+        ├── Stalled                  stalled
+        ├── NetworkError             network_error
+        ├── ContentFiltered          content_filter
+        ├── StreamTooLarge           too_large
+        └── ShuttingDown             server_shutdown
+
+What reaches a client never comes from `str(exception)` or from an upstream's body: it comes from
+`CLIENT_MESSAGES`, keyed by error type. Details go to the log, next to the request id that the
+client is given, so an operator can look them up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+CLIENT_MESSAGES: dict[str, str] = {
+    "invalid_json": "The request body is not valid JSON.",
+    "invalid_request": "The request has invalid fields.",
+    "unsupported_media_type": "Send the request body as JSON with Content-Type: application/json.",
+    "payload_too_large": "The request body is larger than this server accepts.",
+    "unknown_model": "No such model.",
+    "not_found": "No such resource.",
+    "unknown_stream": "No such stream.",
+    "method_not_allowed": "That method is not allowed here.",
+    "service_unavailable": "The server is shutting down and accepts no new streams; retry shortly.",
+    "internal_error": "Something went wrong on our side.",
+    "cancelled": "The stream was cancelled before it finished.",
+    "rate_limit": "The model provider is rate limiting requests; retry after a short wait.",
+    "overloaded": "The model provider is overloaded; retry shortly.",
+    "api_error": "The model provider returned an error.",
+    "timeout": "The model provider did not answer in time.",
+    "stalled": "The model provider stopped sending tokens.",
+    "network_error": "The connection to the model provider failed.",
+    "content_filter": "The model provider's content filter stopped the answer.",
+    "too_large": "The answer grew past this server's limit for one stream.",
+    "server_shutdown": "The server shut down before the answer finished; retry.",
+}
+
+# HTTP status for an error type when it can still be expressed as a status (before streaming).
+HTTP_STATUS: dict[str, int] = {
+    "invalid_json": 400,
+    "invalid_request": 422,
+    "unsupported_media_type": 415,
+    "payload_too_large": 413,
+    "unknown_model": 404,
+    "not_found": 404,
+    "unknown_stream": 404,
+    "method_not_allowed": 405,
+    "service_unavailable": 503,
+    "internal_error": 500,
+    "cancelled": 409,
+    "rate_limit": 429,
+    "overloaded": 503,
+    "api_error": 502,
+    "timeout": 504,
+    "stalled": 504,
+    "network_error": 502,
+    "content_filter": 422,
+    "too_large": 502,
+    "server_shutdown": 503,
+}
+
+
+def client_message(error_type: str) -> str:
+    return CLIENT_MESSAGES.get(error_type, CLIENT_MESSAGES["internal_error"])
+
+
+def http_status(error_type: str) -> int:
+    return HTTP_STATUS.get(error_type, 500)
+
+
+class TokenRelayError(Exception):
+    error_type: ClassVar[str] = "internal_error"
+
+
+# ---------------------------------------------------------------- the caller's fault
+
+
+class RequestError(TokenRelayError):
+    """A problem with the request itself. `detail` is safe to show: we wrote it, not the caller."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or client_message(self.error_type))
+        self.detail = detail or client_message(self.error_type)
+
+
+class MalformedJSON(RequestError):
+    error_type = "invalid_json"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    problem: str
+
+
+class InvalidRequest(RequestError):
+    error_type = "invalid_request"
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        summary = "; ".join(f"{p.field}: {p.problem}" for p in problems)
+        super().__init__(f"Invalid request: {summary}")
+        self.problems = problems
+
+
+class UnsupportedMediaType(RequestError):
+    error_type = "unsupported_media_type"
+
+
+class PayloadTooLarge(RequestError):
+    error_type = "payload_too_large"
+
+
+class UnknownModel(RequestError):
+    error_type = "unknown_model"
+
+    def __init__(self, known: list[str]) -> None:
+        super().__init__("No such model. Known models: " + ", ".join(known))
+        self.known = known
+
+
+class UnknownStream(RequestError):
+    error_type = "unknown_stream"
+
+
+class ServiceUnavailable(TokenRelayError):
+    error_type = "service_unavailable"
+
+
+# ---------------------------------------------------------------- the generation failed
+
+
+class GenerationError(TokenRelayError):
+    """A failure of the generation itself. Providers raise these; nothing else crosses out.
+
+    `retry_after` (seconds) is honoured where the error can still become an HTTP status.
+    """
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(detail or self.error_type)
+        self.retry_after = retry_after
+
+
+class RateLimited(GenerationError):
+    error_type = "rate_limit"
+    retryable = True
+
+
+class Overloaded(GenerationError):
+    error_type = "overloaded"
+    retryable = True
+
+
+class UpstreamError(GenerationError):
+    error_type = "api_error"
+    retryable = True
+
+
+class UpstreamTimeout(GenerationError):
+    error_type = "timeout"
+    retryable = True
+
+
+class Stalled(GenerationError):
+    error_type = "stalled"
+    retryable = True
+
+
+class NetworkError(GenerationError):
+    error_type = "network_error"
+    retryable = True
+
+
+class ContentFiltered(GenerationError):
+    error_type = "content_filter"
+
+
+class StreamTooLarge(GenerationError):
+    error_type = "too_large"
+
+
+class ShuttingDown(GenerationError):
+    error_type = "server_shutdown"
+    retryable = True

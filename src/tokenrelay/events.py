@@ -1,0 +1,61 @@
+"""The events a stream is made of, and their constructors.
+
+A stream is an ordered sequence of events numbered from 1. It begins with `start` and ends with
+exactly one terminal event: `done`, `error` or `cancelled` (the `Stream` producer guarantees this).
+
+Each event carries its JSON payload already encoded (orjson, once, at creation): the log stores
+those bytes, and every subscriber and encoder reuses them, so a token fanned out to three tabs is
+serialised once. `payload()` decodes them for the few places that need a dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from tokenrelay._types import JSONObject
+
+EventType = Literal["start", "token", "status", "json", "done", "error", "cancelled"]
+TERMINAL_TYPES: frozenset[str] = frozenset({"done", "error", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    type: EventType
+    data: bytes  # the JSON object, "type" included, as sent on the wire
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def payload(self) -> JSONObject:
+        decoded: JSONObject = orjson.loads(self.data)
+        return decoded
+
+
+def make_event(seq: int, type_: EventType, **fields: Any) -> Event:
+    return Event(seq, type_, orjson.dumps({"type": type_, **fields}))
+
+
+def token_event(seq: int, content: str) -> Event:
+    # The hot path: one small dict, one orjson call, no model objects.
+    return Event(seq, "token", orjson.dumps({"type": "token", "content": content}))
+
+
+def start_event(seq: int, stream_id: str, model: str) -> Event:
+    return make_event(seq, "start", stream_id=stream_id, model=model)
+
+
+def status_event(seq: int, message: str) -> Event:
+    return make_event(seq, "status", message=message)
+
+
+def error_event(seq: int, error_type: str, message: str, retryable: bool) -> Event:
+    return make_event(seq, "error", error_type=error_type, message=message, retryable=retryable)
+
+
+def cancelled_event(seq: int, reason: str) -> Event:
+    return make_event(seq, "cancelled", reason=reason)

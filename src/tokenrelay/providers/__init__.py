@@ -1,0 +1,1 @@
+"""Model providers: each turns a GenerationRequest into an async iterator of Deltas."""

@@ -1,0 +1,183 @@
+"""`sim`: the embedded simulated LLM. No network, no keys, no tokenizer download.
+
+A model name is one or more parts joined by `+`, for example `sim/default`, `sim/fast`,
+`sim/fast+error-after-5`. At most one timing part and one fault part:
+
+    timing   default        ~300 ms to first token, ~40 tokens/s with jitter (settings can change it)
+             fast           no delays at all (tests, benchmarks)
+             slow-start     30 s to first token, then default speed (cancel-while-waiting demos)
+    content  endless        never finishes on its own: stops at max_tokens (load, backpressure)
+    faults   rate-limit              429-style failure before the first token (retry_after 1 s)
+             error-after-N           upstream error after N tokens
+             stall-after-N           stops sending after N tokens, without closing
+             content-filter-after-N  content filter stops the answer after N tokens
+             reset-after-N           connection reset after N tokens
+
+Answers are deterministic for a given conversation (`sim_text`). `temperature` is accepted and
+ignored: determinism is worth more to tests and demos than variety.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import random
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
+from tokenrelay.providers import sim_text
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider, Usage
+
+ENDLESS_CAP = 100_000  # tokens, when an endless answer has no max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class SimTiming:
+    ttft: float = 0.3  # seconds to the first token
+    tokens_per_second: float = 40.0  # 0 means no delay between tokens
+    jitter: float = 0.35  # each delay varies by up to this fraction either way
+
+    @property
+    def instant(self) -> bool:
+        return self.ttft == 0 and self.tokens_per_second == 0
+
+
+INSTANT = SimTiming(ttft=0.0, tokens_per_second=0.0, jitter=0.0)
+_FAULTS = {
+    "error-after": "error",
+    "stall-after": "stall",
+    "content-filter-after": "content_filter",
+    "reset-after": "reset",
+}
+_FAULT_PART = re.compile(r"(error-after|stall-after|content-filter-after|reset-after)-(\d{1,6})")
+
+
+@dataclass(frozen=True, slots=True)
+class SimVariant:
+    timing: SimTiming
+    endless: bool = False
+    fault: str | None = None  # rate_limit | error | stall | content_filter | reset
+    fault_after: int = 0
+
+
+def parse_variant(model: str, default: SimTiming) -> SimVariant | None:
+    """The variant a model name asks for, or None if the name is not a sim model."""
+    variant = SimVariant(timing=default)
+    timing_set = fault_set = False
+    parts = model.split("+")
+    if len(parts) != len(set(parts)):
+        return None
+    for part in parts:
+        if part in ("default", "fast", "slow-start") and not timing_set:
+            timing_set = True
+            timing = {"default": default, "fast": INSTANT}.get(part, replace(default, ttft=30.0))
+            variant = replace(variant, timing=timing)
+        elif part == "endless":
+            variant = replace(variant, endless=True)
+        elif part == "rate-limit" and not fault_set:
+            fault_set = True
+            variant = replace(variant, fault="rate_limit")
+        elif (match := _FAULT_PART.fullmatch(part)) and not fault_set:
+            fault_set = True
+            variant = replace(variant, fault=_FAULTS[match[1]], fault_after=int(match[2]))
+        else:
+            return None
+    return variant
+
+
+class SimProvider(Provider):
+    name = "sim"
+
+    def __init__(self, timing: SimTiming | None = None) -> None:
+        self.timing = timing or SimTiming()
+
+    def models(self) -> list[str]:
+        return [
+            "default",
+            "fast",
+            "slow-start",
+            "endless",
+            "rate-limit",
+            "error-after-20",
+            "stall-after-20",
+            "content-filter-after-20",
+            "reset-after-20",
+        ]
+
+    def supports(self, model: str) -> bool:
+        return parse_variant(model, self.timing) is not None
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        variant = parse_variant(request.model, self.timing)
+        if variant is None:  # the registry checked already; this is a programming error
+            raise ValueError(f"not a sim model: {request.model!r}")
+        seed = request.prompt_text
+        pace = _Pacer(variant.timing, seed)
+        await pace.first_token()
+        if variant.fault == "rate_limit":
+            raise RateLimited("sim: scripted rate limit", retry_after=1.0)
+        limit = request.max_tokens or (ENDLESS_CAP if variant.endless else None)
+        count = 0
+        finish = "stop"
+        for token in _answer_tokens(request, variant.endless):
+            if limit is not None and count >= limit:
+                finish = "length"
+                break
+            if variant.fault and count == variant.fault_after:
+                await _fail(variant.fault)
+            yield Delta(text=token)
+            count += 1
+            await pace.next_token()
+        if variant.fault and count == variant.fault_after:
+            await _fail(variant.fault)  # a fault scheduled right at the natural end still fires
+        prompt_tokens = max(1, len(seed) // 4)
+        yield Delta(finish_reason=finish, usage=Usage(prompt_tokens, count))
+
+
+def _answer_tokens(request: GenerationRequest, endless: bool) -> Iterable[str]:
+    prompt, seed = request.last_user_text, request.prompt_text
+    fmt = request.response_format or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        return sim_text.tokenize(sim_text.compose_json(prompt, fmt), seed)
+    if endless:
+        return _endless_tokens(prompt, seed)
+    return sim_text.tokenize(sim_text.compose_answer(prompt), seed)
+
+
+def _endless_tokens(prompt: str, seed: str) -> Iterator[str]:
+    for paragraph in itertools.count():
+        yield from sim_text.tokenize(sim_text.compose_endless(prompt, paragraph), seed)
+
+
+async def _fail(fault: str) -> None:
+    if fault == "stall":
+        await asyncio.Event().wait()  # never set: only the stream's idle deadline ends this
+    if fault == "content_filter":
+        raise ContentFiltered("sim: scripted content filter")
+    if fault == "reset":
+        raise NetworkError("sim: scripted connection reset")
+    raise UpstreamError("sim: scripted upstream error")
+
+
+class _Pacer:
+    """Sleeps like a real model: a time to first token, then a jittered delay per token."""
+
+    def __init__(self, timing: SimTiming, seed: str) -> None:
+        self._timing = timing
+        digest = hashlib.blake2b(seed.encode("utf-8"), digest_size=8).digest()
+        self._rng = random.Random(int.from_bytes(digest, "big"))
+
+    def _jittered(self, seconds: float) -> float:
+        j = self._timing.jitter
+        return seconds * self._rng.uniform(1 - j, 1 + j)
+
+    async def first_token(self) -> None:
+        await asyncio.sleep(self._jittered(self._timing.ttft) if self._timing.ttft else 0)
+
+    async def next_token(self) -> None:
+        tps = self._timing.tokens_per_second
+        # Even with no delay, yield to the loop once per token, as one upstream read would.
+        await asyncio.sleep(self._jittered(1 / tps) if tps else 0)

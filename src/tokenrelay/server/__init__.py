@@ -1,0 +1,1 @@
+"""The HTTP face of tokenrelay: an ASGI app built by `create_app`."""

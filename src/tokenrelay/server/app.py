@@ -1,0 +1,144 @@
+"""`create_app`: the ASGI application, assembled from settings.
+
+Errors are mapped here, at the boundary, to the JSON body `{"error": {"type", "message",
+"request_id"}}`. Messages come from our own table or our own validation text, never from
+`str(exception)` of something we did not write; unexpected exceptions become a 500 whose
+details exist only in the log, under the request id the client is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokenrelay.errors import (
+    InvalidRequest,
+    RequestError,
+    ServiceUnavailable,
+    UnknownModel,
+)
+from tokenrelay.providers.base import Provider
+from tokenrelay.providers.registry import ProviderRegistry
+from tokenrelay.providers.sim import SimProvider, SimTiming
+from tokenrelay.server.lifecycle import chain_shutdown_signals
+from tokenrelay.server.middleware import RequestIdMiddleware
+from tokenrelay.server.responses import error_response
+from tokenrelay.server.routes_native import ROUTES
+from tokenrelay.server.settings import Settings, load_settings
+from tokenrelay.server.state import AppState, request_id_of
+from tokenrelay.streams.log_memory import MemoryStreamLog
+from tokenrelay.streams.manager import StreamManager, StreamSettings
+from tokenrelay.streams.stream import Deadlines
+
+logger = logging.getLogger("tokenrelay.http")
+
+
+def build_providers(settings: Settings) -> list[Provider]:
+    sim = settings.sim
+    return [SimProvider(SimTiming(sim.ttft, sim.tokens_per_second, sim.jitter))]
+
+
+def build_manager(settings: Settings) -> StreamManager:
+    s = settings.streams
+    log = MemoryStreamLog(max_bytes=s.max_log_bytes, ttl=s.ttl)
+    return StreamManager(
+        log,
+        StreamSettings(
+            keepalive=s.keepalive,
+            send_timeout=s.send_timeout,
+            resume_window=s.resume_window,
+            drain_timeout=s.drain_timeout,
+            deadlines=Deadlines(first_token=s.first_token_timeout, idle=s.idle_timeout),
+        ),
+    )
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidRequest):
+        extra["fields"] = [{"field": p.field, "problem": p.problem} for p in exc.problems]
+    if isinstance(exc, UnknownModel):
+        extra["known_models"] = exc.known
+    return error_response(exc.error_type, request_id_of(request), message=exc.detail, **extra)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return error_response(
+        "service_unavailable", request_id_of(request), headers={"retry-after": "5"}
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    if error_type is None:
+        return error_response("internal_error", request_id_of(request), status=exc.status_code)
+    return error_response(error_type, request_id_of(request), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("request %s failed", request_id_of(request), exc_info=exc)
+    return error_response("internal_error", request_id_of(request))
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    providers: list[Provider] | None = None,
+    handle_signals: bool = False,
+) -> Starlette:
+    settings = settings or Settings()
+    registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
+    state = AppState(settings, registry, build_manager(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        restore = chain_shutdown_signals(state.manager.begin_drain) if handle_signals else None
+        try:
+            yield
+        finally:
+            if restore is not None:
+                restore()
+            await state.manager.close()
+            await state.manager.log.close()
+            await registry.aclose()
+
+    middleware = [Middleware(RequestIdMiddleware)]
+    if settings.server.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.server.cors_origins),
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["content-type", "last-event-id", "authorization"],
+                expose_headers=["x-stream-id", "x-request-id"],
+            )
+        )
+    app = Starlette(
+        routes=ROUTES,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            RequestError: _request_error,
+            ServiceUnavailable: _unavailable,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.tokenrelay = state
+    return app
+
+
+def serve_app() -> Starlette:
+    """The factory `tokenrelay serve` hands to uvicorn (settings from $TOKENRELAY_CONFIG)."""
+    return create_app(load_settings(), handle_signals=True)

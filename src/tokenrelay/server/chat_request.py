@@ -1,0 +1,186 @@
+"""The native chat request: read the body within its limit, parse, validate, name every bad field.
+
+Validation is pydantic, once per request (never per token). Every problem is reported, each with
+its field path, in one 422. POST bodies are validated strictly (JSON `"5"` is not an integer);
+GET query parameters are strings by nature, so they are converted first (lax mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+
+from tokenrelay._types import Chunking, DisconnectPolicy, JSONObject, Role
+from tokenrelay.errors import (
+    FieldProblem,
+    InvalidRequest,
+    MalformedJSON,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from tokenrelay.providers.base import GenerationRequest, Message
+
+_FORBID = ConfigDict(extra="forbid")
+
+
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class MessageIn(BaseModel):
+    model_config = _FORBID
+    role: Role
+    content: str
+
+    _content_not_blank = field_validator("content")(_not_blank)
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = _FORBID
+    name: str = Field(default="response", min_length=1, max_length=64)
+    schema_: JSONObject = Field(alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = _FORBID
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = _FORBID
+    message: str | None = None
+    messages: list[MessageIn] | None = Field(default=None, min_length=1)
+    system_prompt: str | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    chunking: Chunking = "token"
+    response_format: ResponseFormat | None = None
+    on_disconnect: DisconnectPolicy = "cancel"
+
+    _message_not_blank = field_validator("message")(_not_blank)
+
+    def to_generation(self, model: str, request_id: str) -> GenerationRequest:
+        messages: list[Message] = []
+        if self.system_prompt:
+            messages.append(Message("system", self.system_prompt))
+        if self.messages is not None:
+            messages.extend(Message(m.role, m.content) for m in self.messages)
+        elif self.message is not None:
+            messages.append(Message("user", self.message))
+        fmt = self.response_format.model_dump(by_alias=True, exclude_none=True) if (
+            self.response_format and self.response_format.type != "text"
+        ) else None
+        return GenerationRequest(
+            model=model,
+            messages=tuple(messages),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            response_format=fmt,
+            request_id=request_id,
+        )
+
+
+_PROBLEM_TEXT = {
+    "extra_forbidden": "unknown field",
+    "missing": "is required",
+}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def _problems(error: ValidationError) -> list[FieldProblem]:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        text = _PROBLEM_TEXT.get(item["type"]) or item["msg"].removeprefix("Value error, ")
+        problems.append(FieldProblem(_field_path(item["loc"]), text))
+    return problems
+
+
+def _shape_problems(data: JSONObject, max_tokens_limit: int) -> list[FieldProblem]:
+    """Rules across fields, and limits from settings, which a static model cannot state."""
+    problems = []
+    has_message, has_messages = data.get("message") is not None, data.get("messages") is not None
+    if has_message == has_messages:
+        problems.append(FieldProblem("message", "give exactly one of message or messages"))
+    fmt = data.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not fmt.get("json_schema"):
+        problems.append(FieldProblem("response_format.json_schema", "is required for json_schema"))
+    max_tokens = data.get("max_tokens")
+    if isinstance(max_tokens, str) and max_tokens.isdigit():
+        max_tokens = int(max_tokens)  # a GET parameter
+    if isinstance(max_tokens, int) and max_tokens > max_tokens_limit:
+        problems.append(FieldProblem("max_tokens", f"must be at most {max_tokens_limit}"))
+    return problems
+
+
+def validate_chat(data: Any, *, strict: bool, max_tokens_limit: int) -> ChatRequest:
+    if not isinstance(data, dict):
+        raise InvalidRequest([FieldProblem("body", "must be a JSON object")])
+    problems = _shape_problems(data, max_tokens_limit)
+    try:
+        request = ChatRequest.model_validate(data, strict=strict)
+    except ValidationError as exc:
+        raise InvalidRequest(_problems(exc) + problems) from None
+    if problems:
+        raise InvalidRequest(problems)
+    return request
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The body as JSON: 415 unless JSON, 413 past `limit` without reading further, 400 if bad."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType()
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedJSON() from None
+
+
+_JSON_QUERY_FIELDS = ("messages", "response_format")
+_QUERY_NOT_FIELDS = frozenset({"last_event_id"})
+
+
+def query_to_data(params: list[tuple[str, str]]) -> JSONObject:
+    """GET parameters as a request dict: repeated keys are an error, JSON fields are decoded."""
+    data: JSONObject = {}
+    problems = []
+    for key, value in params:
+        if key in _QUERY_NOT_FIELDS:
+            continue
+        if key in data:
+            problems.append(FieldProblem(key, "given more than once"))
+            continue
+        if key in _JSON_QUERY_FIELDS:
+            try:
+                data[key] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                problems.append(FieldProblem(key, "must be JSON"))
+                continue
+        else:
+            data[key] = value
+    if problems:
+        raise InvalidRequest(problems)
+    return data

@@ -1,0 +1,150 @@
+"""The native API: /api/chat/stream (POST and GET), /api/chat, /api/streams/{id}, /api/models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tokenrelay.errors import UnknownStream, http_status
+from tokenrelay.server.chat_request import (
+    ChatRequest,
+    query_to_data,
+    read_json_body,
+    validate_chat,
+)
+from tokenrelay.server.responses import (
+    EventStreamResponse,
+    error_response,
+    until_disconnect,
+)
+from tokenrelay.server.state import AppState, request_id_of
+from tokenrelay.streams.subscriber import batches
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.tokenrelay
+    return state
+
+
+async def _start(request: Request, chat: ChatRequest) -> tuple[str, str]:
+    """Start a generation; return its stream id and canonical model name."""
+    state = _state(request)
+    provider, model, canonical = state.registry.resolve(chat.model or state.default_model)
+    generation = chat.to_generation(model, request_id_of(request))
+    stream_id = await state.manager.start(
+        generation, provider, canonical, on_disconnect=chat.on_disconnect
+    )
+    return stream_id, canonical
+
+
+async def chat_stream_post(request: Request) -> Response:
+    state = _state(request)
+    data = await read_json_body(request, state.settings.server.max_body_bytes)
+    chat = validate_chat(data, strict=True, max_tokens_limit=state.settings.server.max_tokens_limit)
+    stream_id, _ = await _start(request, chat)
+    return EventStreamResponse(state.manager, stream_id)
+
+
+async def chat_stream_get(request: Request) -> Response:
+    state = _state(request)
+    data = query_to_data(request.query_params.multi_items())
+    chat = validate_chat(
+        data, strict=False, max_tokens_limit=state.settings.server.max_tokens_limit
+    )
+    stream_id, _ = await _start(request, chat)
+    return EventStreamResponse(state.manager, stream_id)
+
+
+async def chat_complete(request: Request) -> Response:
+    """The non-streaming fallback: the same stream machinery, collected into one answer."""
+    state = _state(request)
+    data = await read_json_body(request, state.settings.server.max_body_bytes)
+    chat = validate_chat(data, strict=True, max_tokens_limit=state.settings.server.max_tokens_limit)
+    stream_id, model = await _start(request, chat)
+    async with state.manager.subscription(stream_id):
+        outcome = await until_disconnect(request.receive, _collect(state, stream_id))
+    if outcome is None:
+        return Response(status_code=499)  # the client is gone; nobody reads this
+    parts, ending = outcome
+    return _completion_response(request_id_of(request), stream_id, model, parts, ending)
+
+
+async def _collect(state: AppState, stream_id: str) -> tuple[list[str], dict[str, Any]]:
+    parts: list[str] = []
+    ending: dict[str, Any] = {}
+    keepalive = state.manager.settings.keepalive
+    async for events in batches(state.manager.log, stream_id, 0, keepalive=keepalive):
+        for event in events:
+            if event.type == "token":
+                parts.append(event.payload()["content"])
+            elif event.terminal:
+                ending = event.payload()
+    return parts, ending
+
+
+def _completion_response(
+    request_id: str, stream_id: str, model: str, parts: list[str], ending: dict[str, Any]
+) -> Response:
+    headers = {"x-stream-id": stream_id}
+    if ending.get("type") == "done":
+        meta = {k: ending[k] for k in ("token_count", "elapsed_seconds", "ttft_ms")}
+        body = {
+            "id": stream_id,
+            "content": "".join(parts),
+            "model": model,
+            "finish_reason": ending["finish_reason"],
+            "usage": ending["usage"],
+            **meta,
+        }
+        return JSONResponse(body, headers=headers)
+    if ending.get("type") == "error":
+        error_type = ending["error_type"]
+        return error_response(
+            error_type, request_id, status=http_status(error_type), headers=headers,
+            retryable=ending["retryable"],
+        )
+    return error_response("cancelled", request_id, headers=headers)
+
+
+async def cancel_stream(request: Request) -> Response:
+    state = _state(request)
+    stream_id = request.path_params["stream_id"]
+    cancelled = await state.manager.cancel(stream_id)
+    return JSONResponse({"id": stream_id, "cancelled": cancelled}, status_code=202 if cancelled else 200)
+
+
+async def attach_stream(request: Request) -> Response:
+    state = _state(request)
+    stream_id = request.path_params["stream_id"]
+    if await state.manager.log.meta(stream_id) is None:
+        raise UnknownStream()
+    return EventStreamResponse(state.manager, stream_id)
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    models = [{"id": name} for name in state.registry.known_models()]
+    return JSONResponse({"default": state.default_model, "models": models})
+
+
+async def healthz(request: Request) -> Response:
+    state = _state(request)
+    status = "draining" if state.manager.draining else "ok"
+    return JSONResponse(
+        {"status": status, "active_streams": state.manager.active_count},
+        status_code=503 if state.manager.draining else 200,
+    )
+
+
+ROUTES = [
+    Route("/api/chat/stream", chat_stream_post, methods=["POST"]),
+    Route("/api/chat/stream", chat_stream_get, methods=["GET"]),
+    Route("/api/chat", chat_complete, methods=["POST"]),
+    Route("/api/streams/{stream_id}", attach_stream, methods=["GET"]),
+    Route("/api/streams/{stream_id}", cancel_stream, methods=["DELETE"]),
+    Route("/api/models", list_models, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

@@ -1,0 +1,117 @@
+"""Settings: defaults, overridden by `tokenrelay.toml`, overridden by the environment.
+
+The file is optional. Unknown sections or keys are an error at start-up, naming the key:
+a typo should not silently fall back to a default. Upstream addresses only ever come from here
+(or the providers' conventional environment variables), never from a request.
+
+    [server]   host, port, default_model, cors_origins, max_body_bytes, max_tokens_limit
+    [streams]  keepalive, send_timeout, first_token_timeout, idle_timeout, resume_window,
+               drain_timeout, ttl, max_log_bytes
+    [sim]      ttft, tokens_per_second, jitter
+    [aliases]  name = "provider/model"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV = "TOKENRELAY_CONFIG"
+
+
+class SettingsError(ValueError):
+    """The configuration file is unreadable or names something unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_model: str = "sim/default"
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    max_tokens_limit: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsSection:
+    keepalive: float = 15.0
+    send_timeout: float = 30.0
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 30.0
+    resume_window: float = 30.0
+    drain_timeout: float = 10.0
+    ttl: float = 600.0
+    max_log_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SimSection:
+    ttft: float = 0.3
+    tokens_per_second: float = 40.0
+    jitter: float = 0.35
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = ServerSettings()
+    streams: StreamsSection = StreamsSection()
+    sim: SimSection = SimSection()
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+_SECTIONS: dict[str, Any] = {"server": ServerSettings, "streams": StreamsSection, "sim": SimSection}
+
+
+def _section(cls: Any, name: str, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise SettingsError(f"[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise SettingsError(f"unknown key(s) in [{name}]: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        default = getattr(cls(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SettingsError(f"[{name}] {key} must be a list of strings")
+            value = tuple(value)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif type(value) is not type(default):
+            raise SettingsError(f"[{name}] {key} must be a {type(default).__name__}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse_settings(data: dict[str, Any]) -> Settings:
+    unknown = sorted(set(data) - {*_SECTIONS, "aliases"})
+    if unknown:
+        raise SettingsError(f"unknown section(s): {', '.join(unknown)}")
+    sections = {name: _section(cls, name, data.get(name, {})) for name, cls in _SECTIONS.items()}
+    aliases = data.get("aliases", {})
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise SettingsError('[aliases] maps names to "provider/model" strings')
+    return Settings(aliases=dict(aliases), **sections)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the file named by `path`, else by $TOKENRELAY_CONFIG, else defaults."""
+    path = path or os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        return Settings()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path} is not valid TOML: {exc}") from None
+    return parse_settings(data)
+
+
+def with_server(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, server=replace(settings.server, **changes))

@@ -1,0 +1,1 @@
+"""Generation decoupled from connections: producers, logs, subscribers."""

@@ -1,0 +1,66 @@
+"""The stream log: where a producer writes events and subscribers read them, by cursor.
+
+Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against every backend):
+
+- `create(stream_id, meta)` registers a stream before its first event. Creating an existing id
+  raises `ValueError` (ids are random; a clash is a bug).
+- `append(stream_id, event)` stores `event`, whose `seq` must be exactly one more than the last
+  (the first is 1). It wakes every reader waiting on that stream. Appending after a terminal
+  event raises `ValueError`: a stream has exactly one ending. When a non-terminal event would
+  take the stream past `max_bytes`, it raises `StreamTooLarge` and stores nothing; the producer
+  then ends the stream with an `error` (terminal events are always accepted).
+- `read(stream_id, after, timeout)` returns every stored event with `seq > after`, in order. If
+  there is none yet it waits until one is appended, or `timeout` seconds pass (then it returns
+  `[]`); it returns `[]` at once when the stream has ended and the reader has its last event.
+  It never busy-waits. Unknown or expired streams raise `UnknownStream`.
+- `status(stream_id)` returns the last seq and whether the stream has ended; it raises
+  `UnknownStream` like `read`. Subscribers use it to tell "nothing yet" from "nothing ever".
+- `meta(stream_id)` returns the stream's metadata, or None if unknown or expired.
+- A finished stream stays readable for `ttl` seconds after its terminal event, then expires.
+- `close()` releases the backend's resources; safe to call twice.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from tokenrelay.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    last_seq: int
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMeta:
+    stream_id: str
+    model: str
+    owner: str = ""  # who may attach or cancel; empty until authentication exists
+    created_at: float = 0.0
+
+
+class StreamLog(ABC):
+    def __init__(self, *, max_bytes: int, ttl: float) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+
+    @abstractmethod
+    async def create(self, stream_id: str, meta: StreamMeta) -> None: ...
+
+    @abstractmethod
+    async def append(self, stream_id: str, event: Event) -> None: ...
+
+    @abstractmethod
+    async def read(self, stream_id: str, after: int, timeout: float) -> list[Event]: ...
+
+    @abstractmethod
+    async def status(self, stream_id: str) -> StreamStatus: ...
+
+    @abstractmethod
+    async def meta(self, stream_id: str) -> StreamMeta | None: ...
+
+    async def close(self) -> None:  # noqa: B027 - nothing to release in the simplest backend
+        """Release resources. Safe to call twice."""

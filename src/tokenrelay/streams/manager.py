@@ -1,0 +1,168 @@
+"""The streams this process runs: start, subscribe, cancel, disconnect policy, drain.
+
+The manager owns every producer task it starts. Subscribers register while they read; when the
+last one leaves a stream that is still generating, the stream's `on_disconnect` policy decides:
+
+    cancel   cancel the producer now (the default: a closed tab stops the bill)
+    detach   keep generating for `resume_window` seconds; cancel then unless someone came back
+
+Draining (SIGTERM) refuses new streams at once and gives running ones `drain_timeout` seconds
+to finish; what is still running then is cancelled with a retryable `server_shutdown` error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from tokenrelay._types import DisconnectPolicy
+from tokenrelay.errors import ServiceUnavailable, UnknownStream
+from tokenrelay.providers.base import GenerationRequest, Provider
+from tokenrelay.streams.log import StreamLog, StreamMeta
+from tokenrelay.streams.stream import SHUTDOWN, Deadlines, Stream
+
+logger = logging.getLogger("tokenrelay.streams")
+
+
+def new_stream_id() -> str:
+    """128 random bits, URL-safe, never containing the `:` that separates an event's seq."""
+    return "str_" + secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    keepalive: float = 15.0
+    send_timeout: float = 30.0
+    resume_window: float = 30.0
+    drain_timeout: float = 10.0
+    deadlines: Deadlines = Deadlines()
+
+
+@dataclass(slots=True)
+class _Running:
+    stream: Stream
+    task: asyncio.Task[None]
+    policy: DisconnectPolicy
+    subscribers: int = 0
+    detach_timer: asyncio.TimerHandle | None = None
+
+
+class StreamManager:
+    def __init__(self, log: StreamLog, settings: StreamSettings) -> None:
+        self.log = log
+        self.settings = settings
+        self._running: dict[str, _Running] = {}
+        self._draining = False
+        self._endings: set[asyncio.Task[None]] = set()
+
+    @property
+    def active_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def start(
+        self,
+        request: GenerationRequest,
+        provider: Provider,
+        model: str,
+        *,
+        on_disconnect: DisconnectPolicy = "cancel",
+        owner: str = "",
+    ) -> str:
+        if self._draining:
+            raise ServiceUnavailable()
+        stream_id = new_stream_id()
+        await self.log.create(stream_id, StreamMeta(stream_id, model, owner, time.time()))
+        stream = Stream(stream_id, model, provider, request, self.log, self.settings.deadlines)
+        task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
+        self._running[stream_id] = _Running(stream, task, on_disconnect)
+        task.add_done_callback(lambda _task: self._finished(stream_id))
+        logger.info("stream %s started: %s (request %s)", stream_id, model, request.request_id)
+        return stream_id
+
+    @asynccontextmanager
+    async def subscription(self, stream_id: str) -> AsyncIterator[None]:
+        """Count a reader in for the duration; the last one out applies the disconnect policy."""
+        running = self._running.get(stream_id)
+        if running is not None:
+            running.subscribers += 1
+            if running.detach_timer is not None:
+                running.detach_timer.cancel()
+                running.detach_timer = None
+        try:
+            yield
+        finally:
+            if running is not None:
+                running.subscribers -= 1
+                if running.subscribers == 0 and not running.stream.ended:
+                    self._on_abandoned(stream_id, running)
+
+    def _on_abandoned(self, stream_id: str, running: _Running) -> None:
+        if running.policy == "cancel":
+            self._cancel(running, "client_disconnected")
+            return
+        logger.info("stream %s detached; resume window %ss", stream_id, self.settings.resume_window)
+        running.detach_timer = asyncio.get_running_loop().call_later(
+            self.settings.resume_window, self._cancel, running, "resume_window_expired"
+        )
+
+    async def cancel(self, stream_id: str, reason: str = "cancelled_by_request") -> bool:
+        """Cancel a stream this process runs. False if it had already ended; 404 if unknown."""
+        running = self._running.get(stream_id)
+        if running is None:
+            if await self.log.meta(stream_id) is None:
+                raise UnknownStream()
+            return False
+        self._cancel(running, reason)
+        return True
+
+    @staticmethod
+    def _cancel(running: _Running, reason: str) -> None:
+        if running.stream.ended or running.task.done():
+            return
+        running.stream.cancel_reason = reason
+        running.task.cancel()
+
+    def _finished(self, stream_id: str) -> None:
+        running = self._running.pop(stream_id, None)
+        if running is None:
+            return
+        if running.detach_timer is not None:
+            running.detach_timer.cancel()
+        if not running.stream.ended:
+            # Cancelled before its first step ran: the coroutine never started, so write the
+            # ending here. Exactly one terminal event, whatever the timing.
+            ending = asyncio.get_running_loop().create_task(running.stream.end_cancelled())
+            self._endings.add(ending)
+            ending.add_done_callback(self._endings.discard)
+
+    def begin_drain(self) -> None:
+        """Refuse new streams; cancel what still runs after `drain_timeout`. Idempotent."""
+        if self._draining:
+            return
+        self._draining = True
+        logger.info(
+            "draining: %d open stream(s), %ss to finish", self.active_count,
+            self.settings.drain_timeout,
+        )
+        asyncio.get_running_loop().call_later(self.settings.drain_timeout, self._cancel_all)
+
+    def _cancel_all(self, reason: str = SHUTDOWN) -> None:
+        for running in list(self._running.values()):
+            self._cancel(running, reason)
+
+    async def close(self) -> None:
+        """Cancel everything still running and wait until each has written its ending."""
+        self._draining = True
+        tasks = [r.task for r in self._running.values()]
+        self._cancel_all()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._endings, return_exceptions=True)

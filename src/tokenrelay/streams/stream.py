@@ -1,0 +1,151 @@
+"""One generation: the producer task that runs a provider and writes a stream's events.
+
+`Stream.run()` appends `start`, then a `token` per text delta, then exactly one terminal event:
+
+    done       the provider finished (finish_reason, counts, timings, usage)
+    error      the provider failed (GenerationError, mapped through the errors table), the answer
+               outgrew the log, a deadline passed, or a bug (internal_error; details only in logs)
+    cancelled  someone cancelled the task (client gone, DELETE, resume window over)
+
+Cancelling the task is the only way to stop a generation. It lands wherever the provider is
+waiting, including before the first token, and `aclosing` then runs the provider's cleanup,
+which closes the upstream response. A cancel for shutdown ends with a retryable `error`
+(`server_shutdown`) rather than `cancelled`, so clients know to come back.
+
+Deadlines: one `asyncio.Timeout` per stream, first armed for `first_token_timeout` and moved
+to `idle_timeout` after every delta: a stuck upstream becomes `timeout` or `stalled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from tokenrelay import events as ev
+from tokenrelay.errors import GenerationError, Stalled, UpstreamTimeout, client_message
+from tokenrelay.providers.base import GenerationRequest, Provider, Usage
+from tokenrelay.streams.log import StreamLog
+
+logger = logging.getLogger("tokenrelay.stream")
+
+SHUTDOWN = "server_shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    first_token: float = 60.0
+    idle: float = 30.0
+
+
+class Stream:
+    def __init__(
+        self,
+        stream_id: str,
+        model: str,
+        provider: Provider,
+        request: GenerationRequest,
+        log: StreamLog,
+        deadlines: Deadlines,
+    ) -> None:
+        self.stream_id = stream_id
+        self.model = model
+        self._provider = provider
+        self._request = request
+        self._log = log
+        self._deadlines = deadlines
+        self._seq = 0
+        self.ended = False
+        self.cancel_reason = "cancelled"
+        self.token_count = 0
+        self._started_at = time.monotonic()
+        self._first_token_at: float | None = None
+        self._last_token_at: float | None = None
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def run(self) -> None:
+        try:
+            await self._log.append(self.stream_id, ev.start_event(self._next_seq(), self.stream_id, self.model))
+            await self._generate()
+        except asyncio.CancelledError:
+            await self.end_cancelled()
+            raise
+        except GenerationError as exc:
+            logger.info(
+                "stream %s failed: %s (%s)", self.stream_id, exc.error_type, exc,
+                extra={"request_id": self._request.request_id},
+            )
+            await self._end_with_error(exc.error_type, retryable=exc.retryable)
+        except Exception:
+            logger.exception(
+                "stream %s crashed (request %s)", self.stream_id, self._request.request_id
+            )
+            await self._end_with_error("internal_error", retryable=False)
+
+    async def end_cancelled(self) -> None:
+        """End with the terminal event the cancel reason calls for (no-op if already ended)."""
+        if self.cancel_reason == SHUTDOWN:
+            await self._end_with_error(SHUTDOWN, retryable=True)
+        else:
+            logger.info("stream %s cancelled: %s", self.stream_id, self.cancel_reason)
+            await self._end(ev.cancelled_event(self._seq + 1, self.cancel_reason))
+
+    async def _generate(self) -> None:
+        loop = asyncio.get_running_loop()
+        finish, usage = "stop", None
+        try:
+            async with (
+                asyncio.timeout(self._deadlines.first_token) as deadline,
+                aclosing(self._provider.stream(self._request)) as deltas,
+            ):
+                async for delta in deltas:
+                    deadline.reschedule(loop.time() + self._deadlines.idle)
+                    if delta.text:
+                        await self._token(delta.text)
+                    usage = delta.usage or usage
+                    finish = delta.finish_reason or finish
+        except TimeoutError:
+            raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
+        await self._end(self._done_event(finish, usage))
+
+    async def _token(self, text: str) -> None:
+        now = time.monotonic()
+        if self._first_token_at is None:
+            self._first_token_at = now
+        self._last_token_at = now
+        self.token_count += 1
+        await self._log.append(self.stream_id, ev.token_event(self._next_seq(), text))
+
+    def _done_event(self, finish: str, usage: Usage | None) -> ev.Event:
+        now = time.monotonic()
+        first, last = self._first_token_at, self._last_token_at
+        # Decode rate, first token to last: TTFT is reported on its own, so it is left out here.
+        rate = 0.0
+        if first is not None and last is not None and last > first:
+            rate = (self.token_count - 1) / (last - first)
+        return ev.make_event(
+            self._seq + 1,
+            "done",
+            finish_reason=finish,
+            token_count=self.token_count,
+            elapsed_seconds=round(now - self._started_at, 3),
+            tokens_per_second=round(rate, 1),
+            ttft_ms=round((first - self._started_at) * 1000, 1) if first is not None else None,
+            usage=usage.as_dict() if usage else None,
+        )
+
+    async def _end_with_error(self, error_type: str, *, retryable: bool) -> None:
+        message = client_message(error_type)
+        await self._end(ev.error_event(self._seq + 1, error_type, message, retryable))
+
+    async def _end(self, event: ev.Event) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._seq = event.seq
+        await self._log.append(self.stream_id, event)
