@@ -15,7 +15,9 @@ from tokenrelay import __version__
 from tokenrelay.client.native import NativeStream, StreamFailed
 from tokenrelay.server.settings import CONFIG_ENV, SettingsError, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="tokenrelay: stream LLM answers.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="tokenrelay: stream LLM answers."
+)
 
 
 def _log_config() -> dict[str, Any]:

@@ -19,7 +19,7 @@ Contract of `Provider.stream(request)`:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from tokenrelay._types import JSONObject, Role
@@ -83,7 +83,7 @@ class Provider(ABC):
         return model in self.models()
 
     @abstractmethod
-    def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Generate; see the module docstring for the contract."""
 
     async def aclose(self) -> None:  # noqa: B027 - a provider with nothing pooled needs nothing

@@ -3,7 +3,7 @@
 A model name is one or more parts joined by `+`, for example `sim/default`, `sim/fast`,
 `sim/fast+error-after-5`. At most one timing part and one fault part:
 
-    timing   default        ~300 ms to first token, ~40 tokens/s with jitter (settings can change it)
+    timing   default        ~300 ms to first token, ~40 tokens/s with jitter ([sim] settings)
              fast           no delays at all (tests, benchmarks)
              slow-start     30 s to first token, then default speed (cancel-while-waiting demos)
     content  endless        never finishes on its own: stops at max_tokens (load, backpressure)
@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import random
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
@@ -110,7 +110,7 @@ class SimProvider(Provider):
     def supports(self, model: str) -> bool:
         return parse_variant(model, self.timing) is not None
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         variant = parse_variant(request.model, self.timing)
         if variant is None:  # the registry checked already; this is a programming error
             raise ValueError(f"not a sim model: {request.model!r}")

@@ -20,9 +20,66 @@ from tokenrelay._types import JSONObject
 
 _WORD_OR_OTHER = re.compile(r" ?[A-Za-z]+| ?[0-9]{1,3}|\n+| +|[^\sA-Za-z0-9]| ?[^\s]|\s")
 _STOPWORDS = frozenset(
-    "a an and are as at be but by can could do does explain for from how i in is it its me "
-    "my of on or please show should tell that the this to use using what when where which who "
-    "why will with would write you your give about into some make like need want describe".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "explain",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "please",
+        "show",
+        "should",
+        "tell",
+        "that",
+        "the",
+        "this",
+        "to",
+        "use",
+        "using",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "write",
+        "you",
+        "your",
+        "give",
+        "about",
+        "into",
+        "some",
+        "make",
+        "like",
+        "need",
+        "want",
+        "describe",
+    ]
 )
 _CODE_WORDS = re.compile(
     r"\b(code|function|script|implement|program|snippet|python|javascript|typescript|rust|"
@@ -133,7 +190,7 @@ def compose_endless(prompt: str, paragraph: int) -> str:
 
 
 def _value_for_schema(schema: JSONObject, key: str, topic: str, rng: random.Random) -> Any:
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     kind = schema.get("type", "string")
     if isinstance(kind, list):

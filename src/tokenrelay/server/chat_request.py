@@ -76,9 +76,11 @@ class ChatRequest(BaseModel):
             messages.extend(Message(m.role, m.content) for m in self.messages)
         elif self.message is not None:
             messages.append(Message("user", self.message))
-        fmt = self.response_format.model_dump(by_alias=True, exclude_none=True) if (
-            self.response_format and self.response_format.type != "text"
-        ) else None
+        fmt = (
+            self.response_format.model_dump(by_alias=True, exclude_none=True)
+            if (self.response_format and self.response_format.type != "text")
+            else None
+        )
         return GenerationRequest(
             model=model,
             messages=tuple(messages),

@@ -103,7 +103,10 @@ def _completion_response(
     if ending.get("type") == "error":
         error_type = ending["error_type"]
         return error_response(
-            error_type, request_id, status=http_status(error_type), headers=headers,
+            error_type,
+            request_id,
+            status=http_status(error_type),
+            headers=headers,
             retryable=ending["retryable"],
         )
     return error_response("cancelled", request_id, headers=headers)
@@ -113,7 +116,9 @@ async def cancel_stream(request: Request) -> Response:
     state = _state(request)
     stream_id = request.path_params["stream_id"]
     cancelled = await state.manager.cancel(stream_id)
-    return JSONResponse({"id": stream_id, "cancelled": cancelled}, status_code=202 if cancelled else 200)
+    return JSONResponse(
+        {"id": stream_id, "cancelled": cancelled}, status_code=202 if cancelled else 200
+    )
 
 
 async def attach_stream(request: Request) -> Response:

@@ -9,8 +9,8 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
   event raises `ValueError`: a stream has exactly one ending. When a non-terminal event would
   take the stream past `max_bytes`, it raises `StreamTooLarge` and stores nothing; the producer
   then ends the stream with an `error` (terminal events are always accepted).
-- `read(stream_id, after, timeout)` returns every stored event with `seq > after`, in order. If
-  there is none yet it waits until one is appended, or `timeout` seconds pass (then it returns
+- `read(stream_id, after, wait)` returns every stored event with `seq > after`, in order. If
+  there is none yet it waits until one is appended, or `wait` seconds pass (then it returns
   `[]`); it returns `[]` at once when the stream has ended and the reader has its last event.
   It never busy-waits. Unknown or expired streams raise `UnknownStream`.
 - `status(stream_id)` returns the last seq and whether the stream has ended; it raises
@@ -54,7 +54,7 @@ class StreamLog(ABC):
     async def append(self, stream_id: str, event: Event) -> None: ...
 
     @abstractmethod
-    async def read(self, stream_id: str, after: int, timeout: float) -> list[Event]: ...
+    async def read(self, stream_id: str, after: int, wait: float) -> list[Event]: ...
 
     @abstractmethod
     async def status(self, stream_id: str) -> StreamStatus: ...

@@ -65,14 +65,14 @@ class MemoryStreamLog(StreamLog):
             entry.expires_at = time.monotonic() + self.ttl
         entry.wake()
 
-    async def read(self, stream_id: str, after: int, timeout: float) -> list[Event]:
+    async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
         entry = self._live_entry(stream_id)
         if len(entry.events) > after or entry.ended:
             return entry.events[after:]
         waiter = asyncio.get_running_loop().create_future()
         entry.waiters.append(waiter)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 await waiter
         except TimeoutError:
             return []

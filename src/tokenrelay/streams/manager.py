@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tokenrelay._types import DisconnectPolicy
 from tokenrelay.errors import ServiceUnavailable, UnknownStream
@@ -40,7 +40,7 @@ class StreamSettings:
     send_timeout: float = 30.0
     resume_window: float = 30.0
     drain_timeout: float = 10.0
-    deadlines: Deadlines = Deadlines()
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
 
 @dataclass(slots=True)
@@ -150,7 +150,8 @@ class StreamManager:
             return
         self._draining = True
         logger.info(
-            "draining: %d open stream(s), %ss to finish", self.active_count,
+            "draining: %d open stream(s), %ss to finish",
+            self.active_count,
             self.settings.drain_timeout,
         )
         asyncio.get_running_loop().call_later(self.settings.drain_timeout, self._cancel_all)

@@ -70,14 +70,19 @@ class Stream:
 
     async def run(self) -> None:
         try:
-            await self._log.append(self.stream_id, ev.start_event(self._next_seq(), self.stream_id, self.model))
+            await self._log.append(
+                self.stream_id, ev.start_event(self._next_seq(), self.stream_id, self.model)
+            )
             await self._generate()
         except asyncio.CancelledError:
             await self.end_cancelled()
             raise
         except GenerationError as exc:
             logger.info(
-                "stream %s failed: %s (%s)", self.stream_id, exc.error_type, exc,
+                "stream %s failed: %s (%s)",
+                self.stream_id,
+                exc.error_type,
+                exc,
                 extra={"request_id": self._request.request_id},
             )
             await self._end_with_error(exc.error_type, retryable=exc.retryable)

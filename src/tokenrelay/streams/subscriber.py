@@ -19,7 +19,7 @@ async def batches(
     """Yield batches of events with seq > `after` until the terminal event has been yielded."""
     cursor = after
     while True:
-        events = await log.read(stream_id, cursor, timeout=keepalive)
+        events = await log.read(stream_id, cursor, wait=keepalive)
         if events:
             yield events
             cursor = events[-1].seq
