@@ -65,14 +65,16 @@ class Stream:
         self._last_token_at: float | None = None
 
     def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+        return self._seq + 1
+
+    async def _append(self, event: ev.Event) -> None:
+        # The seq advances only once the log has the event: a refused append leaves no gap.
+        await self._log.append(self.stream_id, event)
+        self._seq = event.seq
 
     async def run(self) -> None:
         try:
-            await self._log.append(
-                self.stream_id, ev.start_event(self._next_seq(), self.stream_id, self.model)
-            )
+            await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
             await self._generate()
         except asyncio.CancelledError:
             await self.end_cancelled()
@@ -98,7 +100,7 @@ class Stream:
             await self._end_with_error(SHUTDOWN, retryable=True)
         else:
             logger.info("stream %s cancelled: %s", self.stream_id, self.cancel_reason)
-            await self._end(ev.cancelled_event(self._seq + 1, self.cancel_reason))
+            await self._end(ev.cancelled_event(self._next_seq(), self.cancel_reason))
 
     async def _generate(self) -> None:
         loop = asyncio.get_running_loop()
@@ -124,7 +126,7 @@ class Stream:
             self._first_token_at = now
         self._last_token_at = now
         self.token_count += 1
-        await self._log.append(self.stream_id, ev.token_event(self._next_seq(), text))
+        await self._append(ev.token_event(self._next_seq(), text))
 
     def _done_event(self, finish: str, usage: Usage | None) -> ev.Event:
         now = time.monotonic()
@@ -134,7 +136,7 @@ class Stream:
         if first is not None and last is not None and last > first:
             rate = (self.token_count - 1) / (last - first)
         return ev.make_event(
-            self._seq + 1,
+            self._next_seq(),
             "done",
             finish_reason=finish,
             token_count=self.token_count,
@@ -146,11 +148,10 @@ class Stream:
 
     async def _end_with_error(self, error_type: str, *, retryable: bool) -> None:
         message = client_message(error_type)
-        await self._end(ev.error_event(self._seq + 1, error_type, message, retryable))
+        await self._end(ev.error_event(self._next_seq(), error_type, message, retryable))
 
     async def _end(self, event: ev.Event) -> None:
         if self.ended:
             return
         self.ended = True
-        self._seq = event.seq
-        await self._log.append(self.stream_id, event)
+        await self._append(event)

@@ -1,0 +1,107 @@
+"""Shared fixtures: an in-process app and client, SSE parsing, and a raw ASGI driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, MutableMapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from tokenrelay.server.app import create_app
+from tokenrelay.server.settings import Settings
+from tokenrelay.sse import SSEDecoder
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def quick_settings(**streams: Any) -> Settings:
+    """Defaults, with the sim's default timing made quick so tests do not wait for it."""
+    base = Settings()
+    sim = replace(base.sim, ttft=0.01, tokens_per_second=500.0)
+    return replace(base, sim=sim, streams=replace(base.streams, **streams))
+
+
+@pytest.fixture
+def app() -> Starlette:
+    return create_app(quick_settings())
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tokenrelay.test") as c:
+        yield c
+
+
+def sse_events(body: bytes) -> list[dict[str, Any]]:
+    """Decode an SSE body into payload dicts, each with its event id under `_id`."""
+    decoder = SSEDecoder()
+    events = decoder.feed(body) + decoder.close()
+    return [{**orjson.loads(e.data), "_id": e.id} for e in events]
+
+
+@dataclass
+class AsgiExchange:
+    """What an app sent back when driven directly, with control over `http.disconnect`."""
+
+    messages: list[MutableMapping[str, Any]] = field(default_factory=list)
+    disconnect: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages[1:])
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.messages[0]["headers"]:
+            if key.decode() == name:
+                return str(value.decode())
+        return None
+
+
+async def drive(
+    app: Starlette, exchange: AsgiExchange, method: str, path: str, body: bytes
+) -> None:
+    """Call the app as a server would; `exchange.disconnect.set()` makes the client leave."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"tokenrelay.test")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("tokenrelay.test", 80),
+        "state": {},
+    }
+    sent_body = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await exchange.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        exchange.messages.append(message)
+        exchange.started.set()
+
+    await app(scope, receive, send)

@@ -1,0 +1,177 @@
+"""The simulated model: deterministic, realistic tokens, variants and scripted faults."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
+from tokenrelay.providers.base import Delta, GenerationRequest, Message
+from tokenrelay.providers.sim import INSTANT, SimProvider, SimTiming, parse_variant
+from tokenrelay.providers.sim_text import compose_answer, tokenize
+
+pytestmark = pytest.mark.anyio
+
+
+def _request(
+    model: str = "fast", text: str = "Explain streaming", **kw: object
+) -> GenerationRequest:
+    return GenerationRequest(model=model, messages=(Message("user", text),), **kw)  # type: ignore[arg-type]
+
+
+async def _collect(provider: SimProvider, request: GenerationRequest) -> list[Delta]:
+    return [d async for d in provider.stream(request)]
+
+
+async def test_same_prompt_same_tokens() -> None:
+    sim = SimProvider()
+    first = await _collect(sim, _request())
+    assert first == await _collect(sim, _request())
+    assert first != await _collect(sim, _request(text="Something else entirely"))
+
+
+async def test_answer_ends_with_one_finish_and_usage() -> None:
+    deltas = await _collect(SimProvider(), _request())
+    *tokens, last = deltas
+    assert all(d.text and d.finish_reason is None for d in tokens)
+    assert last.finish_reason == "stop"
+    assert last.usage is not None
+    assert last.usage.completion_tokens == len(tokens)
+    assert "".join(d.text for d in tokens) == compose_answer("Explain streaming")
+    assert len(tokens) > 150  # reads like a real answer, not a stub
+
+
+async def test_max_tokens_stops_with_length() -> None:
+    deltas = await _collect(SimProvider(), _request(max_tokens=7))
+    assert len(deltas) == 8
+    assert deltas[-1].finish_reason == "length"
+
+
+async def test_code_is_answered_with_a_code_block() -> None:
+    deltas = await _collect(SimProvider(), _request(text="Write a python function to parse"))
+    text = "".join(d.text for d in deltas)
+    assert "```python\n" in text
+    assert "\ndef " in text
+    assert text.count("```") == 2
+    assert "\n1. " in text  # a markdown list
+
+
+async def test_json_response_format_gives_json() -> None:
+    deltas = await _collect(SimProvider(), _request(response_format={"type": "json_object"}))
+    assert isinstance(json.loads("".join(d.text for d in deltas)), dict)
+
+
+async def test_json_schema_shapes_the_answer() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
+    deltas = await _collect(SimProvider(), _request(response_format=fmt))
+    value = json.loads("".join(d.text for d in deltas))
+    assert set(value) == {"name", "age", "tags"}
+    assert isinstance(value["age"], int)
+
+
+async def test_endless_runs_to_max_tokens() -> None:
+    deltas = await _collect(SimProvider(), _request("fast+endless", max_tokens=3000))
+    assert len(deltas) == 3001
+    assert deltas[-1].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("model", "error", "tokens_before"),
+    [
+        ("fast+rate-limit", RateLimited, 0),
+        ("fast+error-after-5", UpstreamError, 5),
+        ("fast+content-filter-after-3", ContentFiltered, 3),
+        ("fast+reset-after-4", NetworkError, 4),
+    ],
+)
+async def test_scripted_faults(model: str, error: type[Exception], tokens_before: int) -> None:
+    seen: list[Delta] = []
+
+    async def consume() -> None:
+        async for delta in SimProvider().stream(_request(model)):
+            seen.append(delta)
+
+    with pytest.raises(error):
+        await consume()
+    assert len(seen) == tokens_before
+
+
+async def test_rate_limit_carries_retry_after() -> None:
+    with pytest.raises(RateLimited) as caught:
+        await _collect(SimProvider(), _request("fast+rate-limit"))
+    assert caught.value.retry_after == 1.0
+
+
+async def test_default_timing_paces_tokens() -> None:
+    """Lower bounds only: sleeping can be late on a busy machine, never early."""
+    sim = SimProvider(SimTiming(ttft=0.05, tokens_per_second=100.0, jitter=0.2))
+    started = time.monotonic()
+    stamps = [time.monotonic() async for _ in sim.stream(_request("default", max_tokens=10))]
+    assert stamps[0] - started >= 0.05 * 0.8
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= 0.01 * 0.8 - 0.002
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "default",
+        "fast",
+        "slow-start",
+        "endless",
+        "fast+endless",
+        "rate-limit",
+        "error-after-0",
+        "fast+stall-after-20",
+        "content-filter-after-1",
+        "reset-after-9",
+    ],
+)
+def test_variant_names_accepted(name: str) -> None:
+    assert parse_variant(name, INSTANT) is not None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "gpt-4o",
+        "fast+fast",
+        "fast+default",
+        "error-after-x",
+        "rate-limit+error-after-2",
+        "error-after-",
+        "fast+",
+    ],
+)
+def test_variant_names_rejected(name: str) -> None:
+    assert parse_variant(name, INSTANT) is None
+
+
+def test_listed_models_are_all_supported() -> None:
+    sim = SimProvider()
+    assert all(sim.supports(m) for m in sim.models())
+
+
+@given(st.text(), st.text(max_size=20))
+def test_tokens_join_back_to_the_text(text: str, seed: str) -> None:
+    assert "".join(tokenize(text, seed)) == text
+
+
+def test_tokens_are_sub_word() -> None:
+    tokens = tokenize(compose_answer("Explain distributed consensus algorithms"))
+    assert any(t.isalpha() and not t.startswith(" ") and len(t) <= 3 for t in tokens)
+    assert max(len(t.strip()) for t in tokens if t.strip().isalpha()) <= 6

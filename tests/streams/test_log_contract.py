@@ -1,0 +1,111 @@
+"""The StreamLog contract (see streams/log.py), run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tokenrelay.errors import StreamTooLarge, UnknownStream
+from tokenrelay.events import cancelled_event, start_event, token_event
+from tokenrelay.streams.log import StreamLog, StreamMeta
+from tokenrelay.streams.log_memory import MemoryStreamLog
+
+pytestmark = pytest.mark.anyio
+
+SID = "str_test"
+
+
+@pytest.fixture(params=["memory"])
+async def log(request: pytest.FixtureRequest) -> AsyncIterator[StreamLog]:
+    backend: StreamLog = MemoryStreamLog(max_bytes=4096, ttl=60.0, sweep_interval=0.0)
+    await backend.create(SID, StreamMeta(SID, "sim/fast"))
+    yield backend
+    await backend.close()
+
+
+async def test_read_returns_events_after_the_cursor_in_order(log: StreamLog) -> None:
+    await log.append(SID, start_event(1, SID, "m"))
+    for seq in range(2, 6):
+        await log.append(SID, token_event(seq, f"t{seq}"))
+    assert [e.seq for e in await log.read(SID, 0, wait=0)] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in await log.read(SID, 3, wait=0)] == [4, 5]
+
+
+async def test_read_waits_for_the_next_append(log: StreamLog) -> None:
+    await log.append(SID, start_event(1, SID, "m"))
+    reader = asyncio.create_task(log.read(SID, 1, wait=5.0))
+    await asyncio.sleep(0.01)
+    assert not reader.done()
+    await log.append(SID, token_event(2, "x"))
+    assert [e.seq for e in await asyncio.wait_for(reader, 1.0)] == [2]
+
+
+async def test_read_times_out_empty(log: StreamLog) -> None:
+    assert await log.read(SID, 0, wait=0.01) == []
+
+
+async def test_several_readers_are_all_woken(log: StreamLog) -> None:
+    readers = [asyncio.create_task(log.read(SID, 0, wait=5.0)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    await log.append(SID, start_event(1, SID, "m"))
+    results = await asyncio.wait_for(asyncio.gather(*readers), 1.0)
+    assert [[e.seq for e in r] for r in results] == [[1], [1], [1]]
+
+
+async def test_a_cancelled_reader_does_not_disturb_another(log: StreamLog) -> None:
+    quitter = asyncio.create_task(log.read(SID, 0, wait=5.0))
+    stayer = asyncio.create_task(log.read(SID, 0, wait=5.0))
+    await asyncio.sleep(0.01)
+    quitter.cancel()
+    await log.append(SID, start_event(1, SID, "m"))
+    assert len(await asyncio.wait_for(stayer, 1.0)) == 1
+
+
+async def test_sequence_gaps_are_refused(log: StreamLog) -> None:
+    with pytest.raises(ValueError, match="seq"):
+        await log.append(SID, token_event(2, "x"))
+
+
+async def test_nothing_after_the_terminal_event(log: StreamLog) -> None:
+    await log.append(SID, start_event(1, SID, "m"))
+    await log.append(SID, cancelled_event(2, "test"))
+    with pytest.raises(ValueError, match="ended"):
+        await log.append(SID, token_event(3, "late"))
+    status = await log.status(SID)
+    assert (status.last_seq, status.ended) == (2, True)
+    assert await log.read(SID, 2, wait=5.0) == []  # at once, not after the wait
+
+
+async def test_size_cap_refuses_tokens_but_accepts_the_ending(log: StreamLog) -> None:
+    await log.append(SID, start_event(1, SID, "m"))
+    with pytest.raises(StreamTooLarge):
+        await log.append(SID, token_event(2, "x" * 5000))
+    assert (await log.status(SID)).last_seq == 1
+    await log.append(SID, cancelled_event(2, "too big"))
+    assert (await log.status(SID)).ended
+
+
+async def test_unknown_streams(log: StreamLog) -> None:
+    assert await log.meta("str_missing") is None
+    with pytest.raises(UnknownStream):
+        await log.read("str_missing", 0, wait=0)
+    with pytest.raises(UnknownStream):
+        await log.status("str_missing")
+
+
+async def test_duplicate_create_is_refused(log: StreamLog) -> None:
+    with pytest.raises(ValueError, match="exists"):
+        await log.create(SID, StreamMeta(SID, "m"))
+
+
+async def test_finished_streams_expire_after_ttl() -> None:
+    log = MemoryStreamLog(max_bytes=4096, ttl=0.05, sweep_interval=0.0)
+    await log.create(SID, StreamMeta(SID, "m"))
+    await log.append(SID, cancelled_event(1, "test"))
+    assert await log.meta(SID) is not None
+    await asyncio.sleep(0.08)
+    assert await log.meta(SID) is None
+    await log.create("str_other", StreamMeta("str_other", "m"))  # sweeps
+    assert len(log) == 1

@@ -1,0 +1,142 @@
+"""The producer: exactly one terminal event, cancel in every phase, deadlines, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+
+from tokenrelay.errors import RateLimited
+from tokenrelay.events import Event
+from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.providers.sim import SimProvider
+from tokenrelay.streams.log import StreamMeta
+from tokenrelay.streams.log_memory import MemoryStreamLog
+from tokenrelay.streams.stream import SHUTDOWN, Deadlines, Stream
+
+pytestmark = pytest.mark.anyio
+
+
+class ScriptedProvider(Provider):
+    """Yields its script; records whether its generator was closed (the upstream 'closed')."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[Delta | float | Exception]) -> None:
+        self.script = script
+        self.closed = asyncio.Event()
+
+    def models(self) -> list[str]:
+        return ["m"]
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        try:
+            for step in self.script:
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                elif isinstance(step, Exception):
+                    raise step
+                else:
+                    yield step
+        finally:
+            self.closed.set()
+
+
+async def _run(provider: Provider, model: str = "m", **kw: float) -> tuple[list[Event], Stream]:
+    log = MemoryStreamLog(max_bytes=int(kw.pop("max_bytes", 1 << 20)), ttl=60.0)
+    await log.create("str_t", StreamMeta("str_t", model))
+    request = GenerationRequest(model, (Message("user", "hello"),))
+    stream = Stream("str_t", f"x/{model}", provider, request, log, Deadlines(**kw))
+    await stream.run()
+    return await log.read("str_t", 0, wait=0), stream
+
+
+def _types(events: list[Event]) -> list[str]:
+    return [e.type for e in events]
+
+
+async def test_done_carries_the_figures() -> None:
+    events, _ = await _run(
+        ScriptedProvider([Delta("Hel"), 0.01, Delta("lo"), Delta(finish_reason="stop")])
+    )
+    assert _types(events) == ["start", "token", "token", "done"]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    done = events[-1].payload()
+    assert done["finish_reason"] == "stop"
+    assert done["token_count"] == 2
+    assert done["ttft_ms"] >= 0
+    assert done["elapsed_seconds"] >= 0.01
+    assert done["tokens_per_second"] > 0
+    assert events[0].payload() == {"type": "start", "stream_id": "str_t", "model": "x/m"}
+
+
+async def test_provider_error_becomes_one_error_event() -> None:
+    events, _ = await _run(ScriptedProvider([Delta("a"), RateLimited("upstream said 429 secret")]))
+    assert _types(events) == ["start", "token", "error"]
+    error = events[-1].payload()
+    assert error["error_type"] == "rate_limit"
+    assert error["retryable"] is True
+    assert "secret" not in error["message"]  # from the table, never str(exc)
+
+
+async def test_unexpected_exception_is_an_internal_error_without_details() -> None:
+    events, _ = await _run(ScriptedProvider([RuntimeError("password=hunter2")]))
+    assert _types(events) == ["start", "error"]
+    assert events[-1].payload()["error_type"] == "internal_error"
+    assert b"hunter2" not in events[-1].data
+
+
+async def test_no_first_token_in_time_is_a_timeout() -> None:
+    provider = ScriptedProvider([5.0, Delta("late")])
+    events, _ = await _run(provider, first_token=0.05)
+    assert events[-1].payload()["error_type"] == "timeout"
+    assert provider.closed.is_set()
+
+
+async def test_stall_after_tokens_is_stalled() -> None:
+    events, _ = await _run(SimProvider(), "fast+stall-after-3", idle=0.05)
+    assert _types(events) == ["start", "token", "token", "token", "error"]
+    assert events[-1].payload()["error_type"] == "stalled"
+
+
+async def test_answer_past_the_log_cap_ends_with_too_large() -> None:
+    events, _ = await _run(SimProvider(), "fast+endless", max_bytes=2000)
+    assert events[-1].payload()["error_type"] == "too_large"
+    assert sum(len(e.data) for e in events[:-1]) <= 2000
+
+
+@pytest.mark.parametrize("phase", ["before_first_token", "mid_stream"])
+async def test_cancel_closes_the_upstream_and_ends_cancelled(phase: str) -> None:
+    script: list[Delta | float | Exception] = (
+        [30.0] if phase == "before_first_token" else [Delta("a"), 30.0]
+    )
+    provider = ScriptedProvider(script)
+    log = MemoryStreamLog(max_bytes=1 << 20, ttl=60.0)
+    await log.create("str_t", StreamMeta("str_t", "m"))
+    stream = Stream("str_t", "x/m", provider, GenerationRequest("m", ()), log, Deadlines())
+    task = asyncio.create_task(stream.run())
+    await asyncio.sleep(0.02)
+    stream.cancel_reason = "client_disconnected"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert provider.closed.is_set()
+    events = await log.read("str_t", 0, wait=0)
+    assert events[-1].payload() == {"type": "cancelled", "reason": "client_disconnected"}
+    assert sum(e.terminal for e in events) == 1
+
+
+async def test_cancel_for_shutdown_is_a_retryable_error() -> None:
+    log = MemoryStreamLog(max_bytes=1 << 20, ttl=60.0)
+    await log.create("str_t", StreamMeta("str_t", "m"))
+    provider = ScriptedProvider([30.0])
+    stream = Stream("str_t", "x/m", provider, GenerationRequest("m", ()), log, Deadlines())
+    task = asyncio.create_task(stream.run())
+    await asyncio.sleep(0.01)
+    stream.cancel_reason = SHUTDOWN
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    ending = (await log.read("str_t", 0, wait=0))[-1].payload()
+    assert ending["error_type"] == "server_shutdown"
+    assert ending["retryable"] is True
