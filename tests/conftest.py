@@ -10,11 +10,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
 from tokenrelay.server.app import create_app
 from tokenrelay.server.settings import Settings
 from tokenrelay.sse import SSEDecoder
+
+# Wall-clock deadlines per example only measure how busy a shared 2-core machine is.
+hypothesis_settings.register_profile("tokenrelay", deadline=None, max_examples=200)
+hypothesis_settings.load_profile("tokenrelay")
 
 
 @pytest.fixture

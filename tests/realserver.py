@@ -1,0 +1,83 @@
+"""Run a real `tokenrelay serve` in a subprocess, for what only a real socket shows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RealServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self) -> dict[str, object]:
+        data: dict[str, object] = httpx.get(f"{self.url}/healthz", timeout=5).json()
+        return data
+
+    def wait_for(self, condition: str, predicate: object, timeout: float = 5.0) -> None:
+        """Poll until `predicate()` holds (tests may poll; the server never does)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():  # type: ignore[operator]
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {condition}; server log:\n{self.log()}")
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@contextmanager
+def real_server(tmp_path: Path, config: str = "") -> Iterator[RealServer]:
+    port = free_port()
+    config_path = tmp_path / "tokenrelay.toml"
+    config_path.write_text(config)
+    log_path = tmp_path / f"server-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tokenrelay", "serve", "--port", str(port),
+             "--config", str(config_path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+    server = RealServer(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{server.log()}")
+            try:
+                httpx.get(f"{server.url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

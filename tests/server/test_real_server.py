@@ -1,0 +1,93 @@
+"""Against a real `tokenrelay serve`: arrival spread, disconnect, SIGTERM, the startup line."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.realserver import RealServer, real_server
+from tokenrelay.sse import SSEDecoder
+
+pytestmark = pytest.mark.server
+
+CONFIG = "[sim]\nttft = 0.1\ntokens_per_second = 40.0\njitter = 0.2\n[streams]\ndrain_timeout = 1.0\n"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    with real_server(tmp_path_factory.mktemp("server"), CONFIG) as running:
+        yield running
+
+
+def _read_events(response: httpx.Response) -> Iterator[tuple[float, dict[str, object]]]:
+    decoder = SSEDecoder()
+    for chunk in response.iter_raw():
+        arrived = time.monotonic()
+        for event in decoder.feed(chunk):
+            yield arrived, orjson.loads(event.data)
+
+
+def test_startup_line_says_sim_and_url(server: RealServer) -> None:
+    first = server.log().splitlines()[0]
+    assert "simulator" in first and "sim/default" in first and server.url in first
+
+
+def test_tokens_arrive_one_by_one(server: RealServer) -> None:
+    """Measure the spread of arrival times: a buffering server delivers them all at once."""
+    body = {"message": "Explain streaming", "model": "sim/default", "max_tokens": 30}
+    with httpx.stream("POST", f"{server.url}/api/chat/stream", json=body, timeout=30) as response:
+        arrivals = [t for t, e in _read_events(response) if e["type"] == "token"]
+    assert len(arrivals) == 30
+    distinct_reads = len(set(arrivals))
+    assert distinct_reads >= 20, f"tokens came in {distinct_reads} reads, not one by one"
+    # The sim waits at least 0.8/40 s between tokens; if they are relayed as produced, the
+    # arrivals span at least that much. Lateness only widens it, so this holds under load.
+    assert arrivals[-1] - arrivals[0] >= 29 * 0.8 / 40
+
+
+def test_disconnect_while_waiting_for_first_token_cancels(server: RealServer) -> None:
+    body = {"message": "x", "model": "sim/slow-start"}
+    with httpx.stream("POST", f"{server.url}/api/chat/stream", json=body, timeout=30) as response:
+        stream_id = response.headers["x-stream-id"]
+        events = _read_events(response)  # keep a reference: collecting it closes the response
+        assert next(events)[1]["type"] == "start"
+        assert server.health()["active_streams"] == 1
+    # The connection is closed now, 30 s before the sim's first token would come.
+    server.wait_for("producer cancelled", lambda: server.health()["active_streams"] == 0)
+    server.wait_for("log line", lambda: f"{stream_id} cancelled: client_disconnected" in server.log())
+
+
+def test_sigterm_gives_every_open_stream_a_terminal_event(tmp_path: Path) -> None:
+    with real_server(tmp_path, CONFIG) as srv:
+        endings: list[dict[str, object]] = []
+        readers = []
+        for model in ["sim/slow-start", "sim/default+endless", "sim/default"]:
+            started = threading.Event()
+
+            def follow(model: str = model, started: threading.Event = started) -> None:
+                body = {"message": "x", "model": model, "max_tokens": 20}
+                with httpx.stream("POST", f"{srv.url}/api/chat/stream", json=body, timeout=30) as r:
+                    for _, event in _read_events(r):
+                        started.set()
+                        if event["type"] in ("done", "error", "cancelled"):
+                            endings.append(event)
+
+            reader = threading.Thread(target=follow)
+            reader.start()
+            started.wait(10)
+            readers.append(reader)
+        # uvicorn re-raises the signal once it has shut down gracefully, as Unix servers do.
+        assert srv.terminate() in (0, -15)
+        assert "Application shutdown complete" in srv.log()
+        for reader in readers:
+            reader.join(10)
+        assert len(endings) == 3
+        assert {e["type"] for e in endings} <= {"done", "error"}
+        assert any(e.get("error_type") == "server_shutdown" and e["retryable"] for e in endings)
+        assert "draining" in srv.log()

@@ -1,0 +1,75 @@
+"""`tokenrelay chat` against a real server: it streams, and Ctrl-C cancels on the server."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.realserver import RealServer, real_server
+from tokenrelay.providers.sim_text import compose_answer
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    config = "[sim]\nttft = 0.05\ntokens_per_second = 200.0\n"
+    with real_server(tmp_path_factory.mktemp("cli"), config) as running:
+        yield running
+
+
+def _chat(server: RealServer, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tokenrelay", "chat", *args, "--url", server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )
+
+
+def test_chat_prints_the_answer_and_stats(server: RealServer) -> None:
+    out, _ = _chat(server, "Explain TCP handshakes", "--model", "sim/fast").communicate(timeout=30)
+    assert compose_answer("Explain TCP handshakes").splitlines()[0] in out
+    assert "tokens" in out and "tok/s" in out
+
+
+def test_chat_reports_errors_mid_stream(server: RealServer) -> None:
+    process = _chat(server, "x", "--model", "sim/fast+error-after-3")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 1 and "api_error" in out
+
+
+def test_chat_reports_bad_model(server: RealServer) -> None:
+    process = _chat(server, "x", "--model", "nope/x")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 1 and "404" in out and "sim/default" in out
+
+
+def test_chat_cannot_reach_server() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "tokenrelay", "chat", "x", "--url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert process.returncode == 1 and "cannot reach" in process.stdout
+
+
+def test_ctrl_c_cancels_on_the_server(server: RealServer) -> None:
+    process = _chat(server, "x", "--model", "sim/slow-start")
+    server.wait_for("stream started", lambda: server.health()["active_streams"] == 1, 15)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=15)
+    assert process.returncode == 130 and "cancelled" in out
+    server.wait_for("stream cancelled", lambda: server.health()["active_streams"] == 0)
+
+
+def test_config_errors_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nprot = 1\n")
+    process = subprocess.run(
+        [sys.executable, "-m", "tokenrelay", "serve", "--config", str(bad)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert process.returncode == 2 and "prot" in process.stderr
