@@ -1,0 +1,112 @@
+"""Core relay cost: N concurrent `sim/fast` streams of T tokens against a real server.
+
+Prints server CPU microseconds per token (user + system time from /proc/<pid>/stat, so the
+load generator's own CPU is not counted), peak RSS (VmHWM) and client-side figures. The
+server is one `tokenrelay serve` worker; the load generator runs in this process.
+
+    .venv/bin/python -m benchmarks.bench_core --streams 200 --tokens 200 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.realserver import real_server
+from tokenrelay.sse import SSEDecoder
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+@dataclass
+class StreamResult:
+    tokens: int
+    ttft: float
+    ended: str
+
+
+async def one_stream(client: httpx.AsyncClient, tokens: int) -> StreamResult:
+    body = {"message": "Explain streaming relays", "model": "sim/fast", "max_tokens": tokens}
+    started = time.perf_counter()
+    ttft = 0.0
+    count = 0
+    ending = ""
+    decoder = SSEDecoder()
+    async with client.stream("POST", "/api/chat/stream", json=body) as response:
+        async for chunk in response.aiter_raw():
+            for event in decoder.feed(chunk):
+                kind = orjson.loads(event.data)["type"]
+                if kind == "token":
+                    count += 1
+                    ttft = ttft or time.perf_counter() - started
+                elif kind in ("done", "error", "cancelled"):
+                    ending = kind
+    return StreamResult(count, ttft, ending)
+
+
+async def one_round(url: str, streams: int, tokens: int) -> tuple[list[StreamResult], float]:
+    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one_stream(client, tokens) for _ in range(streams)))
+        return list(results), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, real_server(Path(tmp)) as server:
+        pid = server.process.pid
+        asyncio.run(one_round(server.url, 10, args.tokens))  # warm-up
+        print(f"{args.streams} streams x {args.tokens} tokens, sim/fast, 1 worker, {args.rounds} rounds")
+        per_token = []
+        for n in range(1, args.rounds + 1):
+            cpu_before = cpu_seconds(pid)
+            results, wall = asyncio.run(one_round(server.url, args.streams, args.tokens))
+            cpu = cpu_seconds(pid) - cpu_before
+            total = sum(r.tokens for r in results)
+            bad = [r for r in results if r.ended != "done" or r.tokens != args.tokens]
+            us = cpu * 1e6 / total
+            per_token.append(us)
+            ttfts = sorted(r.ttft * 1000 for r in results)
+            print(
+                f"round {n}: {total} tokens in {wall:.2f}s wall; server CPU {cpu:.2f}s = "
+                f"{us:.1f} us/token; TTFT p50 {ttfts[len(ttfts) // 2]:.0f} ms "
+                f"p95 {ttfts[int(len(ttfts) * 0.95)]:.0f} ms; incomplete streams {len(bad)}"
+            )
+        mem = memory_kib(pid)
+        print(
+            f"server CPU per token: median {statistics.median(per_token):.1f} us "
+            f"(min {min(per_token):.1f}); RSS now {mem['VmRSS'] / 1024:.1f} MiB, "
+            f"peak {mem['VmHWM'] / 1024:.1f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
