@@ -84,7 +84,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, real_server(Path(tmp)) as server:
         pid = server.process.pid
         asyncio.run(one_round(server.url, 10, args.tokens))  # warm-up
-        print(f"{args.streams} streams x {args.tokens} tokens, sim/fast, 1 worker, {args.rounds} rounds")
+        print(
+            f"{args.streams} streams x {args.tokens} tokens, sim/fast, 1 worker, {args.rounds} rounds"
+        )
         per_token = []
         for n in range(1, args.rounds + 1):
             cpu_before = cpu_seconds(pid)

@@ -59,9 +59,20 @@ def real_server(tmp_path: Path, config: str = "") -> Iterator[RealServer]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tokenrelay", "serve", "--port", str(port),
-             "--config", str(config_path)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            [
+                sys.executable,
+                "-m",
+                "tokenrelay",
+                "serve",
+                "--port",
+                str(port),
+                "--config",
+                str(config_path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
     server = RealServer(process, f"http://127.0.0.1:{port}", log_path)
     try:

@@ -26,7 +26,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
 def _chat(server: RealServer, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tokenrelay", "chat", *args, "--url", server.url],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
 
 
@@ -51,7 +54,10 @@ def test_chat_reports_bad_model(server: RealServer) -> None:
 def test_chat_cannot_reach_server() -> None:
     process = subprocess.run(
         [sys.executable, "-m", "tokenrelay", "chat", "x", "--url", "http://127.0.0.1:9"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert process.returncode == 1 and "cannot reach" in process.stdout
 
@@ -70,6 +76,9 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text("[server]\nprot = 1\n")
     process = subprocess.run(
         [sys.executable, "-m", "tokenrelay", "serve", "--config", str(bad)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert process.returncode == 2 and "prot" in process.stderr

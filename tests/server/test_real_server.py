@@ -16,7 +16,9 @@ from tokenrelay.sse import SSEDecoder
 
 pytestmark = pytest.mark.server
 
-CONFIG = "[sim]\nttft = 0.1\ntokens_per_second = 40.0\njitter = 0.2\n[streams]\ndrain_timeout = 1.0\n"
+CONFIG = (
+    "[sim]\nttft = 0.1\ntokens_per_second = 40.0\njitter = 0.2\n[streams]\ndrain_timeout = 1.0\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,9 @@ def test_disconnect_while_waiting_for_first_token_cancels(server: RealServer) ->
         assert server.health()["active_streams"] == 1
     # The connection is closed now, 30 s before the sim's first token would come.
     server.wait_for("producer cancelled", lambda: server.health()["active_streams"] == 0)
-    server.wait_for("log line", lambda: f"{stream_id} cancelled: client_disconnected" in server.log())
+    server.wait_for(
+        "log line", lambda: f"{stream_id} cancelled: client_disconnected" in server.log()
+    )
 
 
 def test_sigterm_gives_every_open_stream_a_terminal_event(tmp_path: Path) -> None:
