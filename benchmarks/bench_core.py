@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 import orjson
-
 from tests.realserver import real_server
+
 from tokenrelay.sse import SSEDecoder
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,7 +85,8 @@ def main() -> None:
         pid = server.process.pid
         asyncio.run(one_round(server.url, 10, args.tokens))  # warm-up
         print(
-            f"{args.streams} streams x {args.tokens} tokens, sim/fast, 1 worker, {args.rounds} rounds"
+            f"{args.streams} streams x {args.tokens} tokens, sim/fast, "
+            f"1 worker, {args.rounds} rounds"
         )
         per_token = []
         for n in range(1, args.rounds + 1):

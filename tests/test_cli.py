@@ -36,19 +36,23 @@ def _chat(server: RealServer, *args: str) -> subprocess.Popen[str]:
 def test_chat_prints_the_answer_and_stats(server: RealServer) -> None:
     out, _ = _chat(server, "Explain TCP handshakes", "--model", "sim/fast").communicate(timeout=30)
     assert compose_answer("Explain TCP handshakes").splitlines()[0] in out
-    assert "tokens" in out and "tok/s" in out
+    assert "tokens" in out
+    assert "tok/s" in out
 
 
 def test_chat_reports_errors_mid_stream(server: RealServer) -> None:
     process = _chat(server, "x", "--model", "sim/fast+error-after-3")
     out, _ = process.communicate(timeout=30)
-    assert process.returncode == 1 and "api_error" in out
+    assert process.returncode == 1
+    assert "api_error" in out
 
 
 def test_chat_reports_bad_model(server: RealServer) -> None:
     process = _chat(server, "x", "--model", "nope/x")
     out, _ = process.communicate(timeout=30)
-    assert process.returncode == 1 and "404" in out and "sim/default" in out
+    assert process.returncode == 1
+    assert "404" in out
+    assert "sim/default" in out
 
 
 def test_chat_cannot_reach_server() -> None:
@@ -59,7 +63,8 @@ def test_chat_cannot_reach_server() -> None:
         timeout=30,
         check=False,
     )
-    assert process.returncode == 1 and "cannot reach" in process.stdout
+    assert process.returncode == 1
+    assert "cannot reach" in process.stdout
 
 
 def test_ctrl_c_cancels_on_the_server(server: RealServer) -> None:
@@ -67,7 +72,8 @@ def test_ctrl_c_cancels_on_the_server(server: RealServer) -> None:
     server.wait_for("stream started", lambda: server.health()["active_streams"] == 1, 15)
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=15)
-    assert process.returncode == 130 and "cancelled" in out
+    assert process.returncode == 130
+    assert "cancelled" in out
     server.wait_for("stream cancelled", lambda: server.health()["active_streams"] == 0)
 
 
@@ -81,4 +87,5 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
         timeout=30,
         check=False,
     )
-    assert process.returncode == 2 and "prot" in process.stderr
+    assert process.returncode == 2
+    assert "prot" in process.stderr

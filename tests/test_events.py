@@ -19,8 +19,10 @@ def test_token_payload_is_the_dict_encoding(content: str) -> None:
 
 
 def test_terminal_types() -> None:
-    assert ev.cancelled_event(2, "x").terminal and ev.error_event(2, "a", "b", False).terminal
-    assert not ev.token_event(2, "x").terminal and not ev.start_event(1, "s", "m").terminal
+    assert ev.cancelled_event(2, "x").terminal
+    assert ev.error_event(2, "a", "b", False).terminal
+    assert not ev.token_event(2, "x").terminal
+    assert not ev.start_event(1, "s", "m").terminal
 
 
 def test_regression_orjson_buffer_kept_alive_by_the_log() -> None:

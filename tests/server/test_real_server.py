@@ -37,7 +37,9 @@ def _read_events(response: httpx.Response) -> Iterator[tuple[float, dict[str, ob
 
 def test_startup_line_says_sim_and_url(server: RealServer) -> None:
     first = server.log().splitlines()[0]
-    assert "simulator" in first and "sim/default" in first and server.url in first
+    assert "simulator" in first
+    assert "sim/default" in first
+    assert server.url in first
 
 
 def test_tokens_arrive_one_by_one(server: RealServer) -> None:
