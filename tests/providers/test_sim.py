@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
 from tokenrelay.providers.base import Delta, GenerationRequest, Message
 from tokenrelay.providers.sim import INSTANT, SimProvider, SimTiming, parse_variant
-from tokenrelay.providers.sim_text import compose_answer, tokenize
+from tokenrelay.providers.sim_text import compose_answer, tokenize, topic_of
 
 pytestmark = pytest.mark.anyio
 
@@ -175,3 +175,10 @@ def test_tokens_are_sub_word() -> None:
     tokens = tokenize(compose_answer("Explain distributed consensus algorithms"))
     assert any(t.isalpha() and not t.startswith(" ") and len(t) <= 3 for t in tokens)
     assert max(len(t.strip()) for t in tokens if t.strip().isalpha()) <= 6
+
+
+def test_topic_keeps_acronyms() -> None:
+    assert topic_of("Explain TCP handshakes please") == "TCP handshakes"
+    assert topic_of("What is Gradient Descent?") == "gradient descent"
+    assert topic_of("hi") == "hi"
+    assert topic_of("?") == "this topic"

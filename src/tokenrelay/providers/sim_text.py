@@ -130,7 +130,8 @@ def topic_of(prompt: str) -> str:
     words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]+", prompt) if w.lower() not in _STOPWORDS]
     if not words:
         return "this topic"
-    return " ".join(words[:3]).lower()
+    # Acronyms keep their capitals ("TCP handshakes"); other words read as lower case.
+    return " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words[:3])
 
 
 def _fill(template: str, topic: str) -> str:
