@@ -83,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, real_server(Path(tmp)) as server:
         pid = server.process.pid
+        idle_rss = memory_kib(pid)["VmRSS"]
         asyncio.run(one_round(server.url, 10, args.tokens))  # warm-up
         print(
             f"{args.streams} streams x {args.tokens} tokens, sim/fast, "
@@ -106,8 +107,9 @@ def main() -> None:
         mem = memory_kib(pid)
         print(
             f"server CPU per token: median {statistics.median(per_token):.1f} us "
-            f"(min {min(per_token):.1f}); RSS now {mem['VmRSS'] / 1024:.1f} MiB, "
-            f"peak {mem['VmHWM'] / 1024:.1f} MiB"
+            f"(min {min(per_token):.1f}); RSS idle {idle_rss / 1024:.1f} MiB, "
+            f"now {mem['VmRSS'] / 1024:.1f} MiB, peak {mem['VmHWM'] / 1024:.1f} MiB "
+            f"(finished streams stay in the log for the TTL)"
         )
 
 

@@ -55,14 +55,19 @@ def test_chat_reports_bad_model(server: RealServer) -> None:
     assert "sim/default" in out
 
 
-def test_chat_cannot_reach_server() -> None:
-    process = subprocess.run(
-        [sys.executable, "-m", "tokenrelay", "chat", "x", "--url", "http://127.0.0.1:9"],
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tokenrelay", *args],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        stdin=subprocess.DEVNULL,
     )
+
+
+def test_chat_cannot_reach_server() -> None:
+    process = _run_cli("chat", "x", "--url", "http://127.0.0.1:9")
     assert process.returncode == 1
     assert "cannot reach" in process.stdout
 
@@ -80,12 +85,6 @@ def test_ctrl_c_cancels_on_the_server(server: RealServer) -> None:
 def test_config_errors_are_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[server]\nprot = 1\n")
-    process = subprocess.run(
-        [sys.executable, "-m", "tokenrelay", "serve", "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    process = _run_cli("serve", "--config", str(bad))
     assert process.returncode == 2
     assert "prot" in process.stderr
