@@ -76,11 +76,9 @@ class ChatRequest(BaseModel):
             messages.extend(Message(m.role, m.content) for m in self.messages)
         elif self.message is not None:
             messages.append(Message("user", self.message))
-        fmt = (
-            self.response_format.model_dump(by_alias=True, exclude_none=True)
-            if (self.response_format and self.response_format.type != "text")
-            else None
-        )
+        fmt = None
+        if self.response_format is not None and self.response_format.type != "text":
+            fmt = self.response_format.model_dump(by_alias=True, exclude_none=True)
         return GenerationRequest(
             model=model,
             messages=tuple(messages),

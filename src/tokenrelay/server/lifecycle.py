@@ -34,8 +34,9 @@ def chain_shutdown_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
         before = previous.get(signum)
         if callable(before):
             before(signum, frame)
-        elif before == signal.SIG_DFL:
-            signal.default_int_handler(signum, frame)
+        elif before == signal.SIG_DFL:  # nobody else handles it: let it do what it always does
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
 
     for sig in _SIGNALS:
         previous[sig] = signal.getsignal(sig)
