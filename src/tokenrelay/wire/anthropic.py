@@ -1,0 +1,213 @@
+"""Anthropic Messages streaming, both ways.
+
+Upstream: `EventDecoder.feed(event, data)` takes each SSE event (Anthropic names every event)
+and returns Deltas: text from `content_block_delta`/`text_delta`, input tokens from
+`message_start`, `stop_reason` and output tokens from `message_delta`. `ping` is ignored, an
+in-band `error` event (such as `overloaded_error` after HTTP 200) is raised as a
+GenerationError, and `finish()` raises NetworkError if the stream was cut before `message_stop`.
+
+Downstream: `EventEncoder` renders our events as Anthropic's sequence (`message_start`,
+`content_block_start`, `ping`, `content_block_delta`..., `content_block_stop`, `message_delta`,
+`message_stop`), so the official SDK's `messages.stream()`, `text_stream` and
+`get_final_message()` work. Failures become the in-band `error` event; our `content_filter`
+becomes `stop_reason: "refusal"`, as Anthropic reports a refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tokenrelay.errors import GenerationError, NetworkError, Overloaded, RateLimited, UpstreamError
+from tokenrelay.events import Event
+from tokenrelay.providers.base import Delta, GenerationRequest, Usage
+from tokenrelay.wire.common import as_int, named_event, safe_label
+
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the caller gave none
+
+STOP_TO_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
+FINISH_TO_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+_ERROR_TYPES = {
+    "rate_limit": "rate_limit_error",
+    "overloaded": "overloaded_error",
+    "timeout": "timeout_error",
+    "invalid_request": "invalid_request_error",
+}
+
+
+def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            {"role": m.role, "content": m.content} for m in request.messages if m.role != "system"
+        ],
+        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "stream": stream,
+    }
+    if system:
+        body["system"] = system  # Anthropic takes the system prompt at the top level
+    if request.temperature is not None:
+        body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+    return body
+
+
+def error_from_body(error: Any) -> GenerationError:
+    error = error if isinstance(error, dict) else {}
+    kind = safe_label(error.get("type"))
+    detail = f"anthropic error type={kind}"
+    if kind == "overloaded_error":
+        return Overloaded(detail)
+    if kind == "rate_limit_error":
+        return RateLimited(detail)
+    return UpstreamError(detail)
+
+
+class EventDecoder:
+    def __init__(self) -> None:
+        self.finished = False
+        self._input_tokens = 0
+
+    def feed(self, event: str, data: str) -> list[Delta]:
+        try:
+            payload = orjson.loads(data) if data else {}
+        except orjson.JSONDecodeError:
+            raise UpstreamError("anthropic: undecodable event") from None
+        kind = payload.get("type", event) if isinstance(payload, dict) else event
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            text = delta.get("text") if delta.get("type") == "text_delta" else None
+            return [Delta(text=text)] if isinstance(text, str) and text else []
+        if kind == "message_start":
+            usage = (payload.get("message") or {}).get("usage") or {}
+            self._input_tokens = as_int(usage.get("input_tokens"))
+            return []
+        if kind == "message_delta":
+            return [self._message_delta(payload)]
+        if kind == "message_stop":
+            self.finished = True
+            return []
+        if kind == "error":
+            raise error_from_body(payload.get("error"))
+        return []  # ping, content_block_start/stop, and event types added later
+
+    def _message_delta(self, payload: dict[str, Any]) -> Delta:
+        stop = (payload.get("delta") or {}).get("stop_reason")
+        usage = payload.get("usage") or {}
+        finish = STOP_TO_FINISH.get(stop, "stop") if isinstance(stop, str) else None
+        return Delta(
+            finish_reason=finish,
+            usage=Usage(self._input_tokens, as_int(usage.get("output_tokens"))),
+        )
+
+    def finish(self) -> None:
+        if not self.finished:
+            raise NetworkError("anthropic: stream ended without message_stop")
+
+
+class EventEncoder:
+    """Renders one stream's events as Anthropic's event sequence. One instance per response."""
+
+    def __init__(self, message_id: str, model: str, input_tokens: int) -> None:
+        self._message_id = message_id
+        self._model = model
+        self._input_tokens = input_tokens
+
+    def encode(self, _stream_id: str, events: list[Event]) -> bytes:
+        return b"".join(self._one(event) for event in events)
+
+    def _one(self, event: Event) -> bytes:
+        if event.type == "token":
+            delta = {"type": "text_delta", "text": event.payload()["content"]}
+            return named_event(
+                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+            )
+        if event.type == "start":
+            return self._start()
+        if event.type == "done":
+            done = event.payload()
+            usage = done.get("usage") or {}
+            return self._stop(
+                FINISH_TO_STOP.get(done["finish_reason"], "end_turn"),
+                as_int(usage.get("completion_tokens")) or done["token_count"],
+            )
+        if event.type == "error":
+            error = event.payload()
+            if error["error_type"] == "content_filter":
+                return self._stop("refusal", 0)
+            kind = _ERROR_TYPES.get(error["error_type"], "api_error")
+            return named_event(
+                "error", {"type": "error", "error": {"type": kind, "message": error["message"]}}
+            )
+        if event.type == "cancelled":
+            return named_event(
+                "error",
+                {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": "The stream was cancelled."},
+                },
+            )
+        return b""
+
+    def _start(self) -> bytes:
+        message = message_object(self._message_id, self._model, [], None, self._input_tokens, 1)
+        return (
+            named_event("message_start", {"type": "message_start", "message": message})
+            + named_event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+            + named_event("ping", {"type": "ping"})
+        )
+
+    def _stop(self, stop_reason: str, output_tokens: int) -> bytes:
+        return (
+            named_event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            + named_event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": output_tokens},
+                },
+            )
+            + named_event("message_stop", {"type": "message_stop"})
+        )
+
+
+def message_object(
+    message_id: str,
+    model: str,
+    content: list[dict[str, Any]],
+    stop_reason: str | None,
+    input_tokens: int,
+    output_tokens: int,
+) -> dict[str, Any]:
+    """The `message` object, for `message_start` and for non-streaming answers."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }

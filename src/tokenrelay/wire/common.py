@@ -1,0 +1,31 @@
+"""Helpers shared by the dialects: safe labels from untrusted bodies, usage, SSE lines."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+_LABEL = re.compile(r"[A-Za-z0-9_.\-]{1,48}")
+
+
+def safe_label(value: Any) -> str:
+    """An upstream's error `type` or `code`, if it looks like an identifier; else `?`.
+
+    Upstream error bodies may carry anything (keys, prompts, internal hosts). We keep only
+    short identifier-like labels for our logs; messages are never kept.
+    """
+    return value if isinstance(value, str) and _LABEL.fullmatch(value) else "?"
+
+
+def data_line(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def named_event(name: str, payload: Any) -> bytes:
+    return b"event: " + name.encode("ascii") + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def as_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

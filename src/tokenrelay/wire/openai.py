@@ -1,0 +1,198 @@
+"""OpenAI Chat Completions streaming, both ways.
+
+Upstream (tokenrelay as a client): `ChunkDecoder.feed(data)` takes each SSE `data` string and
+returns Deltas. It handles the role-only first chunk, the usage chunk with empty `choices`,
+`choices: null`, an in-band `{"error": ...}` line (raised as a GenerationError), the finish
+reasons, and `[DONE]`. `finish()` raises NetworkError if the stream was cut before `[DONE]`.
+
+Downstream (tokenrelay as a server): `ChunkEncoder` renders our events as the chunks OpenAI
+sends: no SSE ids, `data: [DONE]` after success. An error becomes the in-band error line the
+official SDK raises on, with no `[DONE]`. One deliberate mapping: our `content_filter` error is
+sent the way OpenAI itself reports it, as `finish_reason: "content_filter"` and then `[DONE]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tokenrelay.errors import (
+    ContentFiltered,
+    GenerationError,
+    NetworkError,
+    Overloaded,
+    RateLimited,
+    UpstreamError,
+)
+from tokenrelay.events import Event
+from tokenrelay.providers.base import Delta, GenerationRequest, Usage
+from tokenrelay.wire.common import as_int, data_line, safe_label
+
+DONE_LINE = b"data: [DONE]\n\n"
+
+# Our error types as OpenAI's error `type` values, for in-band errors we send.
+_ERROR_TYPES = {
+    "rate_limit": "rate_limit_exceeded",
+    "overloaded": "server_error",
+    "invalid_request": "invalid_request_error",
+}
+
+
+def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+    return body
+
+
+def error_from_body(error: Any) -> GenerationError:
+    """Map an upstream `{"error": {...}}` object; the message is dropped, never logged."""
+    error = error if isinstance(error, dict) else {}
+    kind, code = safe_label(error.get("type")), safe_label(error.get("code"))
+    detail = f"openai error type={kind} code={code}"
+    if "rate_limit" in kind or "rate_limit" in code:
+        return RateLimited(detail)
+    if "overloaded" in kind or "overloaded" in code:
+        return Overloaded(detail)
+    return UpstreamError(detail)
+
+
+class ChunkDecoder:
+    def __init__(self) -> None:
+        self.finished = False  # [DONE] seen
+        self._finish_reason: str | None = None
+
+    def feed(self, data: str) -> list[Delta]:
+        if data.strip() == "[DONE]":
+            self.finished = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("openai: undecodable chunk") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError("openai: chunk is not an object")
+        if chunk.get("error") is not None:
+            raise error_from_body(chunk["error"])
+        deltas = [self._choice_delta(choice) for choice in (chunk.get("choices") or [])[:1]]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            deltas.append(
+                Delta(
+                    usage=Usage(
+                        as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
+                    )
+                )
+            )
+        return [d for d in deltas if d.text or d.finish_reason or d.usage]
+
+    def _choice_delta(self, choice: Any) -> Delta:
+        if not isinstance(choice, dict):
+            return Delta()
+        delta = choice.get("delta") or {}
+        text = delta.get("content") if isinstance(delta, dict) else None
+        finish = choice.get("finish_reason")
+        if finish == "content_filter":
+            raise ContentFiltered("openai: finish_reason content_filter")
+        if isinstance(finish, str):
+            self._finish_reason = finish
+        return Delta(
+            text=text if isinstance(text, str) else "",
+            finish_reason=finish if isinstance(finish, str) else None,
+        )
+
+    def finish(self) -> None:
+        if not self.finished:
+            raise NetworkError("openai: stream ended without [DONE]")
+
+
+class ChunkEncoder:
+    """Renders one stream's events as OpenAI chunks. One instance per response."""
+
+    def __init__(self, completion_id: str, model: str, created: int, include_usage: bool) -> None:
+        self._base = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
+        self._include_usage = include_usage
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return data_line({**self._base, "choices": [choice]})
+
+    def encode(self, _stream_id: str, events: list[Event]) -> bytes:
+        return b"".join(self._one(event) for event in events)
+
+    def _one(self, event: Event) -> bytes:
+        if event.type == "token":
+            return self._chunk({"content": event.payload()["content"]})
+        if event.type == "start":
+            return self._chunk({"role": "assistant", "content": ""})
+        if event.type == "done":
+            return self._done(event.payload())
+        if event.type == "error":
+            return self._error(event.payload())
+        if event.type == "cancelled":
+            return data_line(
+                {
+                    "error": {
+                        "message": "The stream was cancelled.",
+                        "type": "cancelled",
+                        "code": None,
+                    }
+                }
+            )
+        return b""  # status and json events have no OpenAI form
+
+    def _done(self, done: dict[str, Any]) -> bytes:
+        out = self._chunk({}, done["finish_reason"])
+        if self._include_usage and done.get("usage"):
+            out += data_line({**self._base, "choices": [], "usage": done["usage"]})
+        return out + DONE_LINE
+
+    def _error(self, error: dict[str, Any]) -> bytes:
+        if error["error_type"] == "content_filter":
+            return self._chunk({}, "content_filter") + DONE_LINE
+        kind = _ERROR_TYPES.get(error["error_type"], "server_error")
+        return data_line(
+            {"error": {"message": error["message"], "type": kind, "code": error["error_type"]}}
+        )
+
+
+def completion(
+    completion_id: str,
+    model: str,
+    created: int,
+    content: str,
+    finish: str,
+    usage: dict[str, int] | None,
+) -> dict[str, Any]:
+    """The non-streaming `chat.completion` object."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
