@@ -31,6 +31,7 @@ def quick_settings(**streams: Any) -> Settings:
     """Defaults, with the sim's default timing made quick so tests do not wait for it."""
     base = Settings()
     sim = replace(base.sim, ttft=0.01, tokens_per_second=500.0)
+    streams = {"commit_deadline": 0.05, "retry_base_delay": 0.01, **streams}
     return replace(base, sim=sim, streams=replace(base.streams, **streams))
 
 

@@ -12,7 +12,8 @@
     └── GenerationError              the generation failed; has an `error_type` and `retryable`
         ├── RateLimited              rate_limit
         ├── Overloaded               overloaded
-        ├── UpstreamError            api_error
+        ├── UpstreamError            api_error (retryable: a 5xx)
+        │   └── UpstreamRejected     api_error (not retryable: the upstream refused the request)
         ├── UpstreamTimeout          timeout
         ├── Stalled                  stalled
         ├── NetworkError             network_error
@@ -173,6 +174,12 @@ class Overloaded(GenerationError):
 class UpstreamError(GenerationError):
     error_type = "api_error"
     retryable = True
+
+
+class UpstreamRejected(UpstreamError):
+    """A 4xx from the upstream (bad key, unknown model, bad request): retrying cannot help."""
+
+    retryable = False
 
 
 class UpstreamTimeout(GenerationError):

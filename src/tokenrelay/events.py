@@ -60,8 +60,13 @@ def status_event(seq: int, message: str) -> Event:
     return make_event(seq, "status", message=message)
 
 
-def error_event(seq: int, error_type: str, message: str, retryable: bool) -> Event:
-    return make_event(seq, "error", error_type=error_type, message=message, retryable=retryable)
+def error_event(
+    seq: int, error_type: str, message: str, retryable: bool, retry_after: float | None = None
+) -> Event:
+    fields: dict[str, Any] = {"error_type": error_type, "message": message, "retryable": retryable}
+    if retry_after is not None:
+        fields["retry_after"] = round(retry_after, 3)
+    return make_event(seq, "error", **fields)
 
 
 def cancelled_event(seq: int, reason: str) -> Event:

@@ -225,3 +225,38 @@ async def test_draining_refuses_new_streams(app: Starlette, client: httpx.AsyncC
     assert r.headers["retry-after"]
     assert r.json()["error"]["type"] == "service_unavailable"
     assert (await client.get("/healthz")).json()["status"] == "draining"
+
+
+async def test_failure_before_any_token_is_a_real_http_status() -> None:
+    """Headers wait for news, so a pre-token failure is a 429 with Retry-After, not a 200."""
+    app = create_app(quick_settings(max_retries=0, commit_deadline=2.0))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/api/chat/stream", json={"message": "x", "model": "sim/fast+rate-limit"})
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "1"
+    assert r.headers["content-type"] == "application/json"
+    error = r.json()["error"]
+    assert error["type"] == "rate_limit"
+    assert error["retryable"] is True
+    assert error["request_id"] == r.headers["x-request-id"]
+
+
+async def test_failure_after_tokens_stays_in_band(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/chat/stream", json={"message": "x", "model": "sim/fast+reset-after-2"}
+    )
+    assert r.status_code == 200
+    events = sse_events(r.content)
+    assert [e["type"] for e in events] == ["start", "token", "token", "error"]
+    assert events[-1]["error_type"] == "network_error"
+
+
+async def test_silent_upstream_commits_after_the_deadline_and_pings() -> None:
+    app = create_app(quick_settings(commit_deadline=0.05, keepalive=0.05))
+    exchange = AsgiExchange()
+    body = orjson.dumps({"message": "x", "model": "sim/slow-start"})
+    task = asyncio.create_task(drive(app, exchange, "POST", "/api/chat/stream", body))
+    await asyncio.wait_for(exchange.started.wait(), 1.0)
+    assert exchange.status == 200
+    exchange.disconnect.set()
+    await asyncio.wait_for(task, 1.0)

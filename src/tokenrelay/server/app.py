@@ -27,8 +27,8 @@ from tokenrelay.errors import (
     UnknownModel,
 )
 from tokenrelay.providers.base import Provider
+from tokenrelay.providers.configured import build_providers
 from tokenrelay.providers.registry import ProviderRegistry
-from tokenrelay.providers.sim import SimProvider, SimTiming
 from tokenrelay.server.lifecycle import chain_shutdown_signals
 from tokenrelay.server.middleware import RequestIdMiddleware
 from tokenrelay.server.responses import error_response
@@ -37,14 +37,9 @@ from tokenrelay.server.settings import Settings, load_settings
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.manager import StreamManager, StreamSettings
-from tokenrelay.streams.stream import Deadlines
+from tokenrelay.streams.stream import Deadlines, RetryPolicy
 
 logger = logging.getLogger("tokenrelay.http")
-
-
-def build_providers(settings: Settings) -> list[Provider]:
-    sim = settings.sim
-    return [SimProvider(SimTiming(sim.ttft, sim.tokens_per_second, sim.jitter))]
 
 
 def build_manager(settings: Settings) -> StreamManager:
@@ -57,7 +52,11 @@ def build_manager(settings: Settings) -> StreamManager:
             send_timeout=s.send_timeout,
             resume_window=s.resume_window,
             drain_timeout=s.drain_timeout,
-            deadlines=Deadlines(first_token=s.first_token_timeout, idle=s.idle_timeout),
+            deadlines=Deadlines(
+                first_token=s.first_token_timeout, idle=s.idle_timeout, total=s.total_timeout
+            ),
+            retries=RetryPolicy(s.max_retries, s.retry_base_delay, s.max_retry_after),
+            commit_deadline=s.commit_deadline,
         ),
     )
 

@@ -86,7 +86,27 @@ async def until_disconnect(receive: Receive, work: Coroutine[Any, Any, T]) -> T 
     raise exc
 
 
+def native_error_body(error: dict[str, Any], request_id: str) -> bytes:
+    body: dict[str, Any] = {
+        "type": error["error_type"],
+        "message": error["message"],
+        "retryable": error["retryable"],
+    }
+    if "retry_after" in error:
+        body["retry_after"] = error["retry_after"]
+    body["request_id"] = request_id
+    return orjson.dumps({"error": body})
+
+
 class EventStreamResponse(Response):
+    """Streams events from a cursor, committing the HTTP status only once there is news.
+
+    The status line waits for the first token or terminal event, or `commit_deadline` seconds
+    (then it goes out, and pings keep the connection warm). A stream that fails before any
+    token therefore answers with a real status: 429 with Retry-After, 502, 504, and a JSON
+    error body, rendered by `error_body` in the caller's dialect.
+    """
+
     media_type = "text/event-stream"
 
     def __init__(
@@ -94,8 +114,10 @@ class EventStreamResponse(Response):
         manager: StreamManager,
         stream_id: str,
         *,
+        request_id: str = "",
         after: int = 0,
         encode: Callable[[str, list[Event]], bytes] = encode_native,
+        error_body: Callable[[dict[str, Any], str], bytes] = native_error_body,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
@@ -109,20 +131,73 @@ class EventStreamResponse(Response):
         self.stream_id = stream_id
         self.after = after
         self.encode = encode
+        self.error_body = error_body
+        self.request_id = request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
         async with self.manager.subscription(self.stream_id):
-            finished = await until_disconnect(receive, self._pump(send))
+            finished = await until_disconnect(receive, self._respond(send))
         if finished is None:
             logger.info("client left stream %s", self.stream_id)
 
-    async def _pump(self, send: Send) -> bool:
+    async def _respond(self, send: Send) -> bool:
+        early = await self._until_news()
+        ending = early[-1].payload() if early and early[-1].terminal else None
+        if ending and ending["type"] == "error" and not any(e.type == "token" for e in early):
+            await self._send_error_status(send, ending)
+            return True
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if early:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": self.encode(self.stream_id, early),
+                    "more_body": ending is None,
+                }
+            )
+            if ending is not None:
+                return True
+        return await self._pump(send, early[-1].seq if early else self.after)
+
+    async def _until_news(self) -> list[Event]:
+        """Events up to the first token or ending, or whatever came within the commit deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.manager.settings.commit_deadline
+        events: list[Event] = []
+        cursor = self.after
+        while (remaining := deadline - loop.time()) > 0:
+            batch = await self.manager.log.read(self.stream_id, cursor, wait=remaining)
+            if not batch:
+                break
+            events += batch
+            cursor = batch[-1].seq
+            if any(e.type == "token" or e.terminal for e in batch):
+                break
+        return events
+
+    async def _send_error_status(self, send: Send, error: dict[str, Any]) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-stream-id", self.stream_id.encode()),
+        ]
+        if error.get("retry_after") is not None:
+            headers.append((b"retry-after", str(max(1, round(error["retry_after"]))).encode()))
+        body = self.error_body(error, self.request_id)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": http_status(error["error_type"]),
+                "headers": headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _pump(self, send: Send, after: int) -> bool:
         settings = self.manager.settings
         log = self.manager.log
-        async for events in batches(log, self.stream_id, self.after, keepalive=settings.keepalive):
+        async for events in batches(log, self.stream_id, after, keepalive=settings.keepalive):
             body = self.encode(self.stream_id, events) if events else PING
             try:
                 async with asyncio.timeout(settings.send_timeout):

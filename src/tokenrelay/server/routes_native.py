@@ -45,7 +45,7 @@ async def chat_stream_post(request: Request) -> Response:
     data = await read_json_body(request, state.settings.server.max_body_bytes)
     chat = validate_chat(data, strict=True, max_tokens_limit=state.settings.server.max_tokens_limit)
     stream_id, _ = await _start(request, chat)
-    return EventStreamResponse(state.manager, stream_id)
+    return EventStreamResponse(state.manager, stream_id, request_id=request_id_of(request))
 
 
 async def chat_stream_get(request: Request) -> Response:
@@ -55,7 +55,7 @@ async def chat_stream_get(request: Request) -> Response:
         data, strict=False, max_tokens_limit=state.settings.server.max_tokens_limit
     )
     stream_id, _ = await _start(request, chat)
-    return EventStreamResponse(state.manager, stream_id)
+    return EventStreamResponse(state.manager, stream_id, request_id=request_id_of(request))
 
 
 async def chat_complete(request: Request) -> Response:

@@ -9,6 +9,12 @@ a typo should not silently fall back to a default. Upstream addresses only ever 
                drain_timeout, ttl, max_log_bytes
     [sim]      ttft, tokens_per_second, jitter
     [aliases]  name = "provider/model"
+    [upstreams.NAME]  kind ("openai" | "anthropic"), base_url, api_key_env, models,
+               connect_timeout: another upstream, served as NAME/<model>
+
+Keys are never written in the file: `api_key_env` names the environment variable that holds
+one. OPENAI_API_KEY / OPENAI_BASE_URL and ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL add the
+`openai` and `anthropic` upstreams without any file.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ class StreamsSection:
     drain_timeout: float = 10.0
     ttl: float = 600.0
     max_log_bytes: int = 8 * 1024 * 1024
+    total_timeout: float = 600.0
+    max_retries: int = 2
+    retry_base_delay: float = 0.5
+    max_retry_after: float = 20.0
+    commit_deadline: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +67,21 @@ class SimSection:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamSection:
+    kind: str = "openai"
+    base_url: str = ""
+    api_key_env: str = ""
+    models: tuple[str, ...] = ()
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = ServerSettings()
     streams: StreamsSection = StreamsSection()
     sim: SimSection = SimSection()
     aliases: dict[str, str] = field(default_factory=dict)
+    upstreams: dict[str, UpstreamSection] = field(default_factory=dict)
 
 
 _SECTIONS: dict[str, Any] = {"server": ServerSettings, "streams": StreamsSection, "sim": SimSection}
@@ -88,15 +109,32 @@ def _section(cls: Any, name: str, raw: Any) -> Any:
     return cls(**values)
 
 
+def _upstreams(raw: Any) -> dict[str, UpstreamSection]:
+    if not isinstance(raw, dict):
+        raise SettingsError("[upstreams] must be a table of tables")
+    upstreams = {}
+    for name, table in raw.items():
+        section: UpstreamSection = _section(UpstreamSection, f"upstreams.{name}", table)
+        if name == "sim" or "/" in name:
+            raise SettingsError(f"[upstreams.{name}]: that name is reserved or not allowed")
+        if section.kind not in ("openai", "anthropic"):
+            raise SettingsError(f'[upstreams.{name}] kind must be "openai" or "anthropic"')
+        if not section.base_url.startswith(("http://", "https://")):
+            raise SettingsError(f"[upstreams.{name}] base_url must be an http(s) URL")
+        upstreams[name] = section
+    return upstreams
+
+
 def parse_settings(data: dict[str, Any]) -> Settings:
-    unknown = sorted(set(data) - {*_SECTIONS, "aliases"})
+    unknown = sorted(set(data) - {*_SECTIONS, "aliases", "upstreams"})
     if unknown:
         raise SettingsError(f"unknown section(s): {', '.join(unknown)}")
     sections = {name: _section(cls, name, data.get(name, {})) for name, cls in _SECTIONS.items()}
     aliases = data.get("aliases", {})
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise SettingsError('[aliases] maps names to "provider/model" strings')
-    return Settings(aliases=dict(aliases), **sections)
+    upstreams = _upstreams(data.get("upstreams", {}))
+    return Settings(aliases=dict(aliases), upstreams=upstreams, **sections)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

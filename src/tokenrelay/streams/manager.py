@@ -24,7 +24,7 @@ from tokenrelay._types import DisconnectPolicy
 from tokenrelay.errors import ServiceUnavailable, UnknownStream
 from tokenrelay.providers.base import GenerationRequest, Provider
 from tokenrelay.streams.log import StreamLog, StreamMeta
-from tokenrelay.streams.stream import SHUTDOWN, Deadlines, Stream
+from tokenrelay.streams.stream import SHUTDOWN, Deadlines, RetryPolicy, Stream
 
 logger = logging.getLogger("tokenrelay.streams")
 
@@ -41,6 +41,8 @@ class StreamSettings:
     resume_window: float = 30.0
     drain_timeout: float = 10.0
     deadlines: Deadlines = field(default_factory=Deadlines)
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
+    commit_deadline: float = 2.0
 
 
 @dataclass(slots=True)
@@ -81,7 +83,15 @@ class StreamManager:
             raise ServiceUnavailable()
         stream_id = new_stream_id()
         await self.log.create(stream_id, StreamMeta(stream_id, model, owner, time.time()))
-        stream = Stream(stream_id, model, provider, request, self.log, self.settings.deadlines)
+        stream = Stream(
+            stream_id,
+            model,
+            provider,
+            request,
+            self.log,
+            self.settings.deadlines,
+            self.settings.retries,
+        )
         task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
         self._running[stream_id] = _Running(stream, task, on_disconnect)
         task.add_done_callback(lambda _task: self._finished(stream_id))

@@ -12,15 +12,23 @@ waiting, including before the first token, and `aclosing` then runs the provider
 which closes the upstream response. A cancel for shutdown ends with a retryable `error`
 (`server_shutdown`) rather than `cancelled`, so clients know to come back.
 
-Deadlines: one `asyncio.Timeout` per stream, first armed for `first_token_timeout` and moved
-to `idle_timeout` (plus up to a second of slack: it is moved at most once a second) after
-each delta: a stuck upstream becomes `timeout` or `stalled`.
+Before the first token, a retryable failure (rate limit, overload, 5xx, network, timeout) is
+retried up to `max_retries` times with exponential backoff and full jitter, never sooner than
+the upstream's `Retry-After` (capped at `max_retry_after`); a `status` event says so each
+time. After the first token nothing is retried: the text already sent stays, and the stream
+ends with `error`.
+
+Deadlines: `total_timeout` for the whole stream, and one `asyncio.Timeout` per attempt, first
+armed for `first_token_timeout`, then moved to `idle_timeout` after each delta (with up to a
+second of slack: it is moved at most once a second). A stuck upstream becomes `timeout` or
+`stalled`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -40,6 +48,20 @@ _DEADLINE_SLACK = 1.0  # seconds: the idle deadline fires between idle and idle 
 class Deadlines:
     first_token: float = 60.0
     idle: float = 30.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 2
+    base_delay: float = 0.5
+    max_retry_after: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Full jitter on an exponential ceiling, but never before the (capped) Retry-After."""
+        jittered = random.uniform(0, self.base_delay * 2**attempt)
+        floor = min(retry_after, self.max_retry_after) if retry_after else 0.0
+        return max(jittered, floor)
 
 
 class Stream:
@@ -51,6 +73,7 @@ class Stream:
         request: GenerationRequest,
         log: StreamLog,
         deadlines: Deadlines,
+        retries: RetryPolicy | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.model = model
@@ -58,6 +81,7 @@ class Stream:
         self._request = request
         self._log = log
         self._deadlines = deadlines
+        self._retries = retries or RetryPolicy(max_retries=0)
         self._seq = 0
         self.ended = False
         self.cancel_reason = "cancelled"
@@ -77,7 +101,11 @@ class Stream:
     async def run(self) -> None:
         try:
             await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
-            await self._generate()
+            try:
+                async with asyncio.timeout(self._deadlines.total):
+                    await self._generate_with_retries()
+            except TimeoutError:
+                raise UpstreamTimeout("total deadline") from None
         except asyncio.CancelledError:
             await self.end_cancelled()
             raise
@@ -89,7 +117,9 @@ class Stream:
                 exc,
                 extra={"request_id": self._request.request_id},
             )
-            await self._end_with_error(exc.error_type, retryable=exc.retryable)
+            await self._end_with_error(
+                exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after
+            )
         except Exception:
             logger.exception(
                 "stream %s crashed (request %s)", self.stream_id, self._request.request_id
@@ -103,6 +133,31 @@ class Stream:
         else:
             logger.info("stream %s cancelled: %s", self.stream_id, self.cancel_reason)
             await self._end(ev.cancelled_event(self._next_seq(), self.cancel_reason))
+
+    async def _generate_with_retries(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._generate()
+                return
+            except GenerationError as exc:
+                if self.token_count or not exc.retryable or attempt >= self._retries.max_retries:
+                    raise
+                delay = self._retries.delay(attempt, exc.retry_after)
+                attempt += 1
+                logger.info(
+                    "stream %s: %s before the first token; retry %d in %.2fs",
+                    self.stream_id,
+                    exc.error_type,
+                    attempt,
+                    delay,
+                )
+                note = (
+                    f"The model provider answered {exc.error_type}; retrying in {delay:.1f}s "
+                    f"(attempt {attempt + 1} of {self._retries.max_retries + 1})."
+                )
+                await self._append(ev.status_event(self._next_seq(), note))
+                await asyncio.sleep(delay)
 
     async def _generate(self) -> None:
         loop = asyncio.get_running_loop()
@@ -155,9 +210,12 @@ class Stream:
             usage=usage.as_dict() if usage else None,
         )
 
-    async def _end_with_error(self, error_type: str, *, retryable: bool) -> None:
+    async def _end_with_error(
+        self, error_type: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
         message = client_message(error_type)
-        await self._end(ev.error_event(self._next_seq(), error_type, message, retryable))
+        event = ev.error_event(self._next_seq(), error_type, message, retryable, retry_after)
+        await self._end(event)
 
     async def _end(self, event: ev.Event) -> None:
         if self.ended:

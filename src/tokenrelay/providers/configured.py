@@ -1,0 +1,58 @@
+"""The providers a server offers: `sim` always, upstreams from the environment and settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from tokenrelay.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_URL
+from tokenrelay.providers.anthropic import AnthropicProvider
+from tokenrelay.providers.base import Provider
+from tokenrelay.providers.openai import DEFAULT_BASE_URL as OPENAI_URL
+from tokenrelay.providers.openai import OpenAIProvider
+from tokenrelay.providers.sim import SimProvider, SimTiming
+from tokenrelay.server.settings import Settings, UpstreamSection
+
+OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
+ANTHROPIC_MODELS = ["claude-sonnet-4-20250514", "claude-3-5-haiku-latest"]
+
+
+def _from_environment(env: Mapping[str, str]) -> dict[str, UpstreamSection]:
+    found = {}
+    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+        found["openai"] = UpstreamSection(
+            "openai",
+            env.get("OPENAI_BASE_URL") or OPENAI_URL,
+            "OPENAI_API_KEY",
+            tuple(OPENAI_MODELS),
+        )
+    if env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_BASE_URL"):
+        found["anthropic"] = UpstreamSection(
+            "anthropic",
+            env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL,
+            "ANTHROPIC_API_KEY",
+            tuple(ANTHROPIC_MODELS),
+        )
+    return found
+
+
+def upstream_sections(
+    settings: Settings, env: Mapping[str, str] | None = None
+) -> dict[str, UpstreamSection]:
+    """Upstreams by name; the settings file wins over the environment for the same name."""
+    return {**_from_environment(os.environ if env is None else env), **settings.upstreams}
+
+
+def build_providers(settings: Settings, env: Mapping[str, str] | None = None) -> list[Provider]:
+    env = os.environ if env is None else env
+    sim = settings.sim
+    providers: list[Provider] = [
+        SimProvider(SimTiming(sim.ttft, sim.tokens_per_second, sim.jitter))
+    ]
+    for name, up in upstream_sections(settings, env).items():
+        key = env.get(up.api_key_env) if up.api_key_env else None
+        kind = OpenAIProvider if up.kind == "openai" else AnthropicProvider
+        providers.append(
+            kind(name, up.base_url, key, list(up.models), connect_timeout=up.connect_timeout)
+        )
+    return providers
