@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,6 +66,44 @@ def serve(
         access_log=False,
         log_config=_log_config(),
         timeout_graceful_shutdown=int(settings.streams.drain_timeout) + 5,
+    )
+
+
+class _HideSimulatedResets(logging.Filter):
+    """The mock resets connections on purpose; uvicorn would log each as a crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tokenrelay.mock.app import SimulatedReset
+
+        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedReset))
+
+
+@app.command("mock-upstream")
+def mock_upstream(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 9000,
+    ttft: Annotated[float, typer.Option(help="Seconds to the first token.")] = 0.3,
+    tps: Annotated[float, typer.Option(help="Tokens per second (0: no delay).")] = 40.0,
+) -> None:
+    """Serve the sim over the OpenAI and Anthropic wire formats, with faults per request."""
+    import uvicorn
+
+    from tokenrelay.mock.app import create_mock_app
+    from tokenrelay.providers.sim import SimTiming
+
+    logging.getLogger("uvicorn.error").addFilter(_HideSimulatedResets())
+    typer.echo(
+        f"tokenrelay mock upstream at http://{host}:{port} "
+        f"(OPENAI_BASE_URL=http://{host}:{port}/v1, ANTHROPIC_BASE_URL=http://{host}:{port})"
+    )
+    uvicorn.run(
+        create_mock_app(SimTiming(ttft=ttft, tokens_per_second=tps)),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
     )
 
 

@@ -1,0 +1,1 @@
+"""`tokenrelay mock-upstream`: the sim, served as OpenAI and Anthropic would serve it."""
