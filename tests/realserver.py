@@ -92,3 +92,57 @@ def real_server(tmp_path: Path, config: str = "") -> Iterator[RealServer]:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@dataclass
+class MockUpstream:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def record(self) -> list[dict[str, object]]:
+        data: list[dict[str, object]] = httpx.get(f"{self.url}/_mock/requests", timeout=5).json()
+        return data
+
+    def last(self) -> dict[str, object]:
+        return self.record()[-1]
+
+
+@contextmanager
+def mock_upstream(tmp_path: Path, ttft: float = 0.02, tps: float = 400.0) -> Iterator[MockUpstream]:
+    port = free_port()
+    log_path = tmp_path / f"mock-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tokenrelay",
+                "mock-upstream",
+                "--port",
+                str(port),
+                "--ttft",
+                str(ttft),
+                "--tps",
+                str(tps),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    mock = MockUpstream(process, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mock exited early:\n{log_path.read_text()}")
+            try:
+                httpx.get(f"{mock.url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield mock
+    finally:
+        process.kill()
+        process.wait()

@@ -19,7 +19,14 @@ from typing import Any
 
 import orjson
 
-from tokenrelay.errors import GenerationError, NetworkError, Overloaded, RateLimited, UpstreamError
+from tokenrelay.errors import (
+    ContentFiltered,
+    GenerationError,
+    NetworkError,
+    Overloaded,
+    RateLimited,
+    UpstreamError,
+)
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
 from tokenrelay.wire.common import as_int, named_event, safe_label
@@ -106,6 +113,8 @@ class EventDecoder:
 
     def _message_delta(self, payload: dict[str, Any]) -> Delta:
         stop = (payload.get("delta") or {}).get("stop_reason")
+        if stop == "refusal":  # as OpenAI's content_filter finish: the answer was stopped
+            raise ContentFiltered("anthropic: stop_reason refusal")
         usage = payload.get("usage") or {}
         finish = STOP_TO_FINISH.get(stop, "stop") if isinstance(stop, str) else None
         return Delta(

@@ -1,0 +1,167 @@
+"""One provider suite, run on sim, openai and anthropic (the latter two over real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import pytest
+
+from tests.realserver import MockUpstream
+from tokenrelay.errors import GenerationError
+from tokenrelay.providers.anthropic import AnthropicProvider
+from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.providers.openai import OpenAIProvider
+from tokenrelay.providers.sim import SimProvider, SimTiming
+from tokenrelay.providers.sim_text import compose_answer
+
+pytestmark = pytest.mark.anyio
+
+KINDS = ["sim", "openai", "anthropic"]
+
+
+@pytest.fixture(params=KINDS)
+async def provider(request: pytest.FixtureRequest, mock: MockUpstream) -> AsyncIterator[Provider]:
+    kind = request.param
+    made: Provider
+    if kind == "sim":
+        made = SimProvider(SimTiming(ttft=0.02, tokens_per_second=400.0))
+    elif kind == "openai":
+        made = OpenAIProvider("openai", f"{mock.url}/v1", "sk-test-openai", [])
+    else:
+        made = AnthropicProvider("anthropic", mock.url, "sk-test-anthropic", [])
+    yield made
+    await made.aclose()
+
+
+def _request(model: str, text: str = "Explain TCP handshakes", **kw: object) -> GenerationRequest:
+    messages = (Message("system", "Be brief."), Message("user", text))
+    return GenerationRequest(model, messages, **kw)  # type: ignore[arg-type]
+
+
+async def _collect(provider: Provider, request: GenerationRequest) -> list[Delta]:
+    async with aclosing(provider.stream(request)) as deltas:
+        return [d async for d in deltas]
+
+
+async def test_streams_the_answer_with_finish_and_usage(provider: Provider) -> None:
+    deltas = await _collect(provider, _request("fast"))
+    text = "".join(d.text for d in deltas)
+    assert text == compose_answer("Explain TCP handshakes")
+    finishes = [d.finish_reason for d in deltas if d.finish_reason]
+    assert finishes == ["stop"]
+    usage = [d.usage for d in deltas if d.usage][-1]
+    assert usage is not None
+    assert usage.completion_tokens == sum(1 for d in deltas if d.text)
+
+
+async def test_max_tokens_gives_length(provider: Provider) -> None:
+    deltas = await _collect(provider, _request("fast", max_tokens=5))
+    assert sum(1 for d in deltas if d.text) == 5
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["length"]
+
+
+@pytest.mark.parametrize(
+    ("model", "error_type", "tokens"),
+    [
+        ("fast+error-after-3", "api_error", 3),
+        ("fast+reset-after-2", "network_error", 2),
+        ("fast+content-filter-after-4", "content_filter", 4),
+        ("fast+rate-limit", "rate_limit", 0),
+    ],
+)
+async def test_faults_map_to_error_types(
+    provider: Provider, model: str, error_type: str, tokens: int
+) -> None:
+    seen: list[Delta] = []
+
+    async def consume() -> None:
+        async with aclosing(provider.stream(_request(model))) as deltas:
+            async for delta in deltas:
+                seen.append(delta)
+
+    with pytest.raises(GenerationError) as caught:
+        await consume()
+    assert caught.value.error_type == error_type
+    assert sum(1 for d in seen if d.text) == tokens
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("status", "error_type", "retryable"),
+    [
+        (429, "rate_limit", True),
+        (500, "api_error", True),
+        (503, "overloaded", True),
+        (529, "overloaded", True),
+    ],
+)
+async def test_http_statuses_map_to_error_types(
+    mock: MockUpstream, kind: str, status: int, error_type: str, retryable: bool
+) -> None:
+    provider: Provider = (
+        OpenAIProvider("openai", f"{mock.url}/v1", None, [])
+        if kind == "openai"
+        else AnthropicProvider("anthropic", mock.url, None, [])
+    )
+    with pytest.raises(GenerationError) as caught:
+        await _collect(provider, _request(f"fast+status-{status}+leak-secret"))
+    await provider.aclose()
+    assert caught.value.error_type == error_type
+    assert caught.value.retryable is retryable
+    assert "SECRET" not in str(caught.value)
+    if status == 429:
+        assert caught.value.retry_after == 1.0
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("phase", ["waiting_for_first_token", "mid_stream"])
+async def test_cancel_closes_the_upstream_connection(
+    mock: MockUpstream, kind: str, phase: str
+) -> None:
+    """The mock records when its client went away: that is the upstream bill stopping."""
+    provider: Provider = (
+        OpenAIProvider("openai", f"{mock.url}/v1", None, [])
+        if kind == "openai"
+        else AnthropicProvider("anthropic", mock.url, None, [])
+    )
+    model = "slow-start" if phase == "waiting_for_first_token" else "default+endless"
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async with aclosing(provider.stream(_request(model))) as deltas:
+            async for _ in deltas:
+                started.set()
+
+    task = asyncio.create_task(consume())
+    if phase == "mid_stream":
+        await asyncio.wait_for(started.wait(), 5)
+    else:
+        await asyncio.sleep(0.3)
+    cancelled_at = time.time()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    for _ in range(100):
+        last = mock.last()
+        if last["outcome"] == "client_gone":
+            break
+        await asyncio.sleep(0.02)
+    await provider.aclose()
+    assert last["model"] == model
+    assert last["outcome"] == "client_gone"
+    gone_at = last["client_gone_at"]
+    assert isinstance(gone_at, float)
+    assert gone_at - cancelled_at < 1.0  # loose: a test, not a benchmark
+
+
+async def test_api_keys_are_sent_as_each_provider_expects(mock: MockUpstream) -> None:
+    """The key goes in the header each API reads; it is never part of a request body."""
+    openai = OpenAIProvider("openai", f"{mock.url}/v1", "sk-o", [])
+    anthropic = AnthropicProvider("anthropic", mock.url, "sk-a", [])
+    assert openai._client._client.headers["authorization"] == "Bearer sk-o"
+    assert anthropic._client._client.headers["x-api-key"] == "sk-a"
+    assert anthropic._client._client.headers["anthropic-version"] == "2023-06-01"
+    await openai.aclose()
+    await anthropic.aclose()
