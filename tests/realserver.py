@@ -51,12 +51,14 @@ class RealServer:
 
 
 @contextmanager
-def real_server(tmp_path: Path, config: str = "") -> Iterator[RealServer]:
+def real_server(
+    tmp_path: Path, config: str = "", env: dict[str, str] | None = None
+) -> Iterator[RealServer]:
     port = free_port()
     config_path = tmp_path / "tokenrelay.toml"
     config_path.write_text(config)
     log_path = tmp_path / f"server-{port}.log"
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [

@@ -29,10 +29,10 @@ from tokenrelay.errors import (
 from tokenrelay.providers.base import Provider
 from tokenrelay.providers.configured import build_providers
 from tokenrelay.providers.registry import ProviderRegistry
+from tokenrelay.server import routes_compat, routes_native
 from tokenrelay.server.lifecycle import chain_shutdown_signals
 from tokenrelay.server.middleware import RequestIdMiddleware
 from tokenrelay.server.responses import error_response
-from tokenrelay.server.routes_native import ROUTES
 from tokenrelay.server.settings import Settings, load_settings
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.streams.log_memory import MemoryStreamLog
@@ -124,7 +124,7 @@ def create_app(
             )
         )
     app = Starlette(
-        routes=ROUTES,
+        routes=routes_native.ROUTES + routes_compat.ROUTES,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

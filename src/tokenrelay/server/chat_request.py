@@ -102,7 +102,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return path or "body"
 
 
-def _problems(error: ValidationError) -> list[FieldProblem]:
+def problems_of(error: ValidationError) -> list[FieldProblem]:
     problems = []
     for item in error.errors(include_url=False, include_input=False):
         text = _PROBLEM_TEXT.get(item["type"]) or item["msg"].removeprefix("Value error, ")
@@ -134,7 +134,7 @@ def validate_chat(data: Any, *, strict: bool, max_tokens_limit: int) -> ChatRequ
     try:
         request = ChatRequest.model_validate(data, strict=strict)
     except ValidationError as exc:
-        raise InvalidRequest(_problems(exc) + problems) from None
+        raise InvalidRequest(problems_of(exc) + problems) from None
     if problems:
         raise InvalidRequest(problems)
     return request

@@ -15,13 +15,9 @@ from tokenrelay.server.chat_request import (
     read_json_body,
     validate_chat,
 )
-from tokenrelay.server.responses import (
-    EventStreamResponse,
-    error_response,
-    until_disconnect,
-)
+from tokenrelay.server.collect import collect_answer
+from tokenrelay.server.responses import EventStreamResponse, error_response
 from tokenrelay.server.state import AppState, request_id_of
-from tokenrelay.streams.subscriber import batches
 
 
 def _state(request: Request) -> AppState:
@@ -64,36 +60,21 @@ async def chat_complete(request: Request) -> Response:
     data = await read_json_body(request, state.settings.server.max_body_bytes)
     chat = validate_chat(data, strict=True, max_tokens_limit=state.settings.server.max_tokens_limit)
     stream_id, model = await _start(request, chat)
-    async with state.manager.subscription(stream_id):
-        outcome = await until_disconnect(request.receive, _collect(state, stream_id))
+    outcome = await collect_answer(state.manager, stream_id, request.receive)
     if outcome is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    parts, ending = outcome
-    return _completion_response(request_id_of(request), stream_id, model, parts, ending)
-
-
-async def _collect(state: AppState, stream_id: str) -> tuple[list[str], dict[str, Any]]:
-    parts: list[str] = []
-    ending: dict[str, Any] = {}
-    keepalive = state.manager.settings.keepalive
-    async for events in batches(state.manager.log, stream_id, 0, keepalive=keepalive):
-        for event in events:
-            if event.type == "token":
-                parts.append(event.payload()["content"])
-            elif event.terminal:
-                ending = event.payload()
-    return parts, ending
+    return _completion_response(request_id_of(request), stream_id, model, *outcome)
 
 
 def _completion_response(
-    request_id: str, stream_id: str, model: str, parts: list[str], ending: dict[str, Any]
+    request_id: str, stream_id: str, model: str, content: str, ending: dict[str, Any]
 ) -> Response:
     headers = {"x-stream-id": stream_id}
     if ending.get("type") == "done":
         meta = {k: ending[k] for k in ("token_count", "elapsed_seconds", "ttft_ms")}
         body = {
             "id": stream_id,
-            "content": "".join(parts),
+            "content": content,
             "model": model,
             "finish_reason": ending["finish_reason"],
             "usage": ending["usage"],

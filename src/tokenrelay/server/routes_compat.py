@@ -1,0 +1,227 @@
+"""OpenAI- and Anthropic-compatible endpoints, so the official SDKs work against tokenrelay.
+
+    POST /v1/chat/completions   (stream and not)    GET /v1/models
+    POST /v1/messages           (stream and not)
+
+The `model` is a tokenrelay model name (`sim/fast`, `openai/gpt-4o`, an alias). Generation runs
+through the same Stream machinery as the native API (cancel on disconnect, retries, commit
+deadline); only the encoding differs. Errors use each dialect's own error object and status
+(invalid input is 400 there, as OpenAI and Anthropic answer it), and a failure mid-stream is
+the dialect's in-band error, never a clean-looking end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tokenrelay.errors import (
+    InvalidRequest,
+    RequestError,
+    ServiceUnavailable,
+    client_message,
+    http_status,
+)
+from tokenrelay.server.chat_request import read_json_body
+from tokenrelay.server.collect import collect_answer
+from tokenrelay.server.compat_request import (
+    AnthropicMessagesRequest,
+    OpenAIChatRequest,
+    validate_compat,
+)
+from tokenrelay.server.responses import EventStreamResponse
+from tokenrelay.server.state import AppState, request_id_of
+from tokenrelay.wire import anthropic, openai
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    types: dict[str, str]  # our error_type -> the dialect's error `type`
+    statuses: dict[str, int]  # where the dialect's status differs from ours
+
+    def status(self, error_type: str) -> int:
+        return self.statuses.get(error_type, http_status(error_type))
+
+    def body(self, error_type: str, message: str, param: str | None = None) -> dict[str, Any]:
+        kind = self.types.get(error_type, "api_error")
+        if self.name == "openai":
+            return {"error": {"message": message, "type": kind, "param": param, "code": error_type}}
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def stream_error(self, error: dict[str, Any], _request_id: str) -> bytes:
+        return orjson.dumps(self.body(error["error_type"], error["message"]))
+
+
+_INVALID = {"invalid_json": 400, "invalid_request": 400}
+OPENAI = Dialect(
+    "openai",
+    {
+        "invalid_json": "invalid_request_error",
+        "invalid_request": "invalid_request_error",
+        "unsupported_media_type": "invalid_request_error",
+        "unknown_model": "invalid_request_error",
+        "payload_too_large": "invalid_request_error",
+        "rate_limit": "rate_limit_exceeded",
+        "overloaded": "server_error",
+        "api_error": "server_error",
+        "timeout": "timeout",
+    },
+    _INVALID,
+)
+ANTHROPIC = Dialect(
+    "anthropic",
+    {
+        "invalid_json": "invalid_request_error",
+        "invalid_request": "invalid_request_error",
+        "unsupported_media_type": "invalid_request_error",
+        "unknown_model": "not_found_error",
+        "payload_too_large": "request_too_large",
+        "rate_limit": "rate_limit_error",
+        "overloaded": "overloaded_error",
+        "timeout": "timeout_error",
+    },
+    {**_INVALID, "overloaded": 529},
+)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.tokenrelay
+    return state
+
+
+def in_dialect(dialect: Dialect) -> Callable[[Endpoint], Endpoint]:
+    """Render request errors in the dialect's own form (the SDKs parse these)."""
+
+    def wrap(endpoint: Endpoint) -> Endpoint:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except RequestError as exc:
+                param = exc.problems[0].field if isinstance(exc, InvalidRequest) else None
+                body = dialect.body(exc.error_type, exc.detail, param)
+                return JSONResponse(body, status_code=dialect.status(exc.error_type))
+            except ServiceUnavailable:
+                body = dialect.body("overloaded", client_message("service_unavailable"))
+                return JSONResponse(body, status_code=503, headers={"retry-after": "5"})
+
+        return wrapped
+
+    return wrap
+
+
+def _ended_badly(dialect: Dialect, ending: dict[str, Any], headers: dict[str, str]) -> Response:
+    error_type = ending.get("error_type", "cancelled")
+    message = ending.get("message", client_message("cancelled"))
+    if ending.get("retry_after") is not None:
+        headers = {**headers, "retry-after": str(max(1, round(ending["retry_after"])))}
+    return JSONResponse(
+        dialect.body(error_type, message), status_code=dialect.status(error_type), headers=headers
+    )
+
+
+@in_dialect(OPENAI)
+async def chat_completions(request: Request) -> Response:
+    state = _state(request)
+    limits = state.settings.server
+    data = await read_json_body(request, limits.max_body_bytes)
+    chat = validate_compat(OpenAIChatRequest, data, limits.max_tokens_limit)
+    provider, model, canonical = state.registry.resolve(chat.model)
+    request_id = request_id_of(request)
+    stream_id = await state.manager.start(
+        chat.to_generation(model, request_id), provider, canonical
+    )
+    completion_id = "chatcmpl-" + stream_id.removeprefix("str_")
+    created = int(time.time())
+    if chat.stream:
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        encoder = openai.ChunkEncoder(completion_id, chat.model, created, include_usage)
+        return EventStreamResponse(
+            state.manager,
+            stream_id,
+            request_id=request_id,
+            encode=encoder.encode,
+            error_body=OPENAI.stream_error,
+        )
+    outcome = await collect_answer(state.manager, stream_id, request.receive)
+    if outcome is None:
+        return Response(status_code=499)
+    content, ending = outcome
+    headers = {"x-stream-id": stream_id}
+    finish = ending.get("finish_reason")
+    if ending.get("error_type") == "content_filter":
+        finish = "content_filter"  # as OpenAI reports it: a finish, with the partial text
+    if finish is None:
+        return _ended_badly(OPENAI, ending, headers)
+    body = openai.completion(
+        completion_id, chat.model, created, content, finish, ending.get("usage")
+    )
+    return JSONResponse(body, headers=headers)
+
+
+@in_dialect(ANTHROPIC)
+async def messages(request: Request) -> Response:
+    state = _state(request)
+    limits = state.settings.server
+    data = await read_json_body(request, limits.max_body_bytes)
+    chat = validate_compat(AnthropicMessagesRequest, data, limits.max_tokens_limit)
+    provider, model, canonical = state.registry.resolve(chat.model)
+    request_id = request_id_of(request)
+    generation = chat.to_generation(model, request_id)
+    stream_id = await state.manager.start(generation, provider, canonical)
+    message_id = "msg_" + stream_id.removeprefix("str_")
+    input_tokens = max(1, len(generation.prompt_text) // 4)
+    if chat.stream:
+        encoder = anthropic.EventEncoder(message_id, chat.model, input_tokens)
+        return EventStreamResponse(
+            state.manager,
+            stream_id,
+            request_id=request_id,
+            encode=encoder.encode,
+            error_body=ANTHROPIC.stream_error,
+        )
+    outcome = await collect_answer(state.manager, stream_id, request.receive)
+    if outcome is None:
+        return Response(status_code=499)
+    content, ending = outcome
+    headers = {"x-stream-id": stream_id}
+    finish = ending.get("finish_reason")
+    if ending.get("error_type") == "content_filter":
+        finish = "content_filter"
+    if finish is None:
+        return _ended_badly(ANTHROPIC, ending, headers)
+    usage = ending.get("usage") or {}
+    body = anthropic.message_object(
+        message_id,
+        chat.model,
+        [{"type": "text", "text": content}],
+        anthropic.FINISH_TO_STOP.get(finish, "end_turn"),
+        usage.get("prompt_tokens", input_tokens),
+        usage.get("completion_tokens", 0),
+    )
+    return JSONResponse(body, headers=headers)
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": name.partition("/")[0]}
+        for name in state.registry.known_models()
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]
