@@ -14,6 +14,7 @@ from rich.console import Console
 
 from tokenrelay import __version__
 from tokenrelay.client.native import NativeStream, StreamFailed
+from tokenrelay.providers.configured import upstream_sections
 from tokenrelay.server.settings import CONFIG_ENV, SettingsError, load_settings
 
 app = typer.Typer(
@@ -51,8 +52,14 @@ def serve(
     host = host or settings.server.host
     port = port or settings.server.port
     shown = f"[{host}]" if ":" in host else host
+    upstreams = sorted(upstream_sections(settings))
+    offer = (
+        f"providers {', '.join(upstreams)} and sim"
+        if upstreams
+        else "no provider keys found, so the built-in simulator"
+    )
     typer.echo(
-        f"tokenrelay {__version__}: no provider keys needed; serving the built-in simulator "
+        f"tokenrelay {__version__}: serving {offer} "
         f"(default model {settings.server.default_model}) at http://{shown}:{port}"
     )
     uvicorn.run(

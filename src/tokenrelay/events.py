@@ -61,13 +61,22 @@ def status_event(seq: int, message: str) -> Event:
 
 
 def error_event(
-    seq: int, error_type: str, message: str, retryable: bool, retry_after: float | None = None
+    seq: int,
+    error_type: str,
+    message: str,
+    retryable: bool,
+    retry_after: float | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> Event:
     fields: dict[str, Any] = {"error_type": error_type, "message": message, "retryable": retryable}
     if retry_after is not None:
         fields["retry_after"] = round(retry_after, 3)
+    if usage is not None:
+        fields["usage"] = usage
     return make_event(seq, "error", **fields)
 
 
-def cancelled_event(seq: int, reason: str) -> Event:
-    return make_event(seq, "cancelled", reason=reason)
+def cancelled_event(seq: int, reason: str, usage: dict[str, Any] | None = None) -> Event:
+    if usage is None:
+        return make_event(seq, "cancelled", reason=reason)
+    return make_event(seq, "cancelled", reason=reason, usage=usage)

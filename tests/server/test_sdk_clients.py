@@ -53,13 +53,15 @@ api_key_env = "TEST_UPSTREAM_KEY"
 
 
 @pytest.fixture
-def oai(server: RealServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+def oai(server: RealServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture
-def claude(server: RealServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)
+def claude(server: RealServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def _user(text: str = QUESTION) -> Any:
@@ -251,3 +253,9 @@ def test_upstream_keys_stay_out_of_logs_and_responses(
         assert UPSTREAM_KEY not in str(caught.value.body)
     assert UPSTREAM_KEY not in oai.models.list().model_dump_json()
     assert UPSTREAM_KEY not in server.log()
+
+
+def test_startup_line_names_the_configured_providers(server: RealServer) -> None:
+    first = server.log().splitlines()[0]
+    assert "providers anthropic, openai and sim" in first
+    assert server.url in first

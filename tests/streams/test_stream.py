@@ -123,7 +123,16 @@ async def test_cancel_closes_the_upstream_and_ends_cancelled(phase: str) -> None
         await task
     assert provider.closed.is_set()
     events = await log.read("str_t", 0, wait=0)
-    assert events[-1].payload() == {"type": "cancelled", "reason": "client_disconnected"}
+    ending = events[-1].payload()
+    assert ending["type"] == "cancelled"
+    assert ending["reason"] == "client_disconnected"
+    tokens = 1 if phase == "mid_stream" else 0
+    assert ending["usage"] == {
+        "prompt_tokens": 0,
+        "completion_tokens": tokens,
+        "total_tokens": tokens,
+        "estimated": True,
+    }
     assert sum(e.terminal for e in events) == 1
 
 

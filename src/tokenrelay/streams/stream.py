@@ -32,6 +32,7 @@ import random
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from tokenrelay import events as ev
 from tokenrelay.errors import GenerationError, Stalled, UpstreamTimeout, client_message
@@ -132,7 +133,10 @@ class Stream:
             await self._end_with_error(SHUTDOWN, retryable=True)
         else:
             logger.info("stream %s cancelled: %s", self.stream_id, self.cancel_reason)
-            await self._end(ev.cancelled_event(self._next_seq(), self.cancel_reason))
+            event = ev.cancelled_event(
+                self._next_seq(), self.cancel_reason, self._estimated_usage()
+            )
+            await self._end(event)
 
     async def _generate_with_retries(self) -> None:
         attempt = 0
@@ -214,8 +218,23 @@ class Stream:
         self, error_type: str, *, retryable: bool, retry_after: float | None = None
     ) -> None:
         message = client_message(error_type)
-        event = ev.error_event(self._next_seq(), error_type, message, retryable, retry_after)
+        usage = self._estimated_usage()
+        event = ev.error_event(self._next_seq(), error_type, message, retryable, retry_after, usage)
         await self._end(event)
+
+    def _estimated_usage(self) -> dict[str, Any]:
+        """What a cut-short stream cost, as far as we can tell: the upstream never said.
+
+        Completion tokens are the tokens relayed; the prompt is estimated at four characters
+        a token. Marked `estimated` so nobody bills from it as if it were the upstream's count.
+        """
+        prompt = max(1, len(self._request.prompt_text) // 4) if self._request.messages else 0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": self.token_count,
+            "total_tokens": prompt + self.token_count,
+            "estimated": True,
+        }
 
     async def _end(self, event: ev.Event) -> None:
         if self.ended:
