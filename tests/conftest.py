@@ -13,6 +13,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
+from tests.mock_fixture import mock as mock
 from tokenrelay.server.app import create_app
 from tokenrelay.server.settings import Settings
 from tokenrelay.sse import SSEDecoder

@@ -39,6 +39,7 @@ JSON = {"content-type": "application/json"}
         ({"message": "x", "temperature": 2.5}, ["temperature"]),
         ({"message": "x", "temperature": "hot"}, ["temperature"]),
         ({"message": "x", "on_disconnect": "ignore"}, ["on_disconnect"]),
+        ({"message": "x", "on_upstream_error": "retry"}, ["on_upstream_error"]),
         ({"message": "x", "chunking": "sentence"}, ["chunking"]),
         ({"message": "x", "response_format": {"type": "xml"}}, ["response_format.type"]),
         (

@@ -261,3 +261,17 @@ async def test_silent_upstream_commits_after_the_deadline_and_pings() -> None:
     assert exchange.status == 200
     exchange.disconnect.set()
     await asyncio.wait_for(task, 1.0)
+
+
+async def test_on_upstream_error_continue_gives_one_answer(client: httpx.AsyncClient) -> None:
+    body = {
+        "message": "Explain TCP",
+        "model": "sim/fast+reset-after-5",
+        "on_upstream_error": "continue",
+    }
+    events = sse_events((await client.post("/api/chat/stream", json=body)).content)
+    assert [e["type"] for e in events].count("status") == 1
+    assert events[-1]["type"] == "done"
+    assert "".join(e["content"] for e in events if e["type"] == "token") == compose_answer(
+        "Explain TCP"
+    )

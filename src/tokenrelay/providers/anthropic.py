@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from tokenrelay.providers.base import Delta, GenerationRequest, Provider
+from tokenrelay.providers.base import (
+    Continuation,
+    Delta,
+    GenerationRequest,
+    Provider,
+    prefill_continuation,
+)
 from tokenrelay.providers.upstream import UpstreamClient, UpstreamConfig
 from tokenrelay.wire import anthropic as wire
 
@@ -48,6 +54,9 @@ class AnthropicProvider(Provider):
                 if decoder.finished:
                     break
         decoder.finish()
+
+    def continuation(self, request: GenerationRequest, partial: str, produced: int) -> Continuation:
+        return prefill_continuation(request, partial, produced)  # Anthropic continues a prefill
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -13,6 +13,11 @@ Contract of `Provider.stream(request)`:
 - Timeouts between deltas are the caller's job (the Stream holds one deadline per stream), so a
   provider needs no timer of its own for "first token" or "stalled".
 
+`continuation(request, partial, produced)` builds the request that carries on an answer cut
+short after `partial` (opt-in recovery, `on_upstream_error: "continue"`). The default suits any
+OpenAI-compatible server: the partial answer as an assistant turn, then a user turn asking to
+continue. Providers with a native assistant prefill (Anthropic, sim) override it.
+
 `aclose()` releases what the provider pools (HTTP clients); it is safe to call twice.
 """
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tokenrelay._types import JSONObject, Role
 
@@ -71,6 +76,32 @@ class GenerationRequest:
         return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
 
 
+CONTINUE_PROMPT = (
+    "Your previous answer was cut off. Continue it exactly where it stopped: no preamble, "
+    "and do not repeat anything already written."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    request: GenerationRequest
+    overlap: str = ""  # text already delivered that the continuation will likely repeat first
+
+
+def prefill_continuation(request: GenerationRequest, partial: str, produced: int) -> Continuation:
+    """Continue by prefilling the assistant turn (APIs reject trailing whitespace there)."""
+    trimmed = partial.rstrip()
+    messages = (*request.messages, Message("assistant", trimmed))
+    return Continuation(_remaining(request, messages, produced), partial[len(trimmed) :])
+
+
+def _remaining(
+    request: GenerationRequest, messages: tuple[Message, ...], produced: int
+) -> GenerationRequest:
+    left = max(1, request.max_tokens - produced) if request.max_tokens else None
+    return replace(request, messages=messages, max_tokens=left)
+
+
 class Provider(ABC):
     name: str
 
@@ -85,6 +116,11 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Generate; see the module docstring for the contract."""
+
+    def continuation(self, request: GenerationRequest, partial: str, produced: int) -> Continuation:
+        """The request that continues an answer cut short after `partial` (see module doc)."""
+        turns = (Message("assistant", partial), Message("user", CONTINUE_PROMPT))
+        return Continuation(_remaining(request, (*request.messages, *turns), produced))
 
     async def aclose(self) -> None:  # noqa: B027 - a provider with nothing pooled needs nothing
         """Release pooled resources. Safe to call twice."""

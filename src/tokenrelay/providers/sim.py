@@ -15,6 +15,11 @@ A model name is one or more parts joined by `+`, for example `sim/default`, `sim
 
 Answers are deterministic for a given conversation (`sim_text`). `temperature` is accepted and
 ignored: determinism is worth more to tests and demos than variety.
+
+The sim follows continuations (`Provider.continuation`): given its own partial answer as an
+assistant prefill, or followed by the continuation prompt, it carries on from where that
+stopped. Its faults are transient: a continuation does not hit them again, the way a retried
+connection usually does not reset at the same byte.
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from dataclasses import dataclass, replace
 
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
 from tokenrelay.providers import sim_text
-from tokenrelay.providers.base import Delta, GenerationRequest, Provider, Usage
+from tokenrelay.providers.base import (
+    CONTINUE_PROMPT,
+    Continuation,
+    Delta,
+    GenerationRequest,
+    Message,
+    Provider,
+    Usage,
+    prefill_continuation,
+)
 
 ENDLESS_CAP = 100_000  # tokens, when an endless answer has no max_tokens
 
@@ -110,11 +124,17 @@ class SimProvider(Provider):
     def supports(self, model: str) -> bool:
         return parse_variant(model, self.timing) is not None
 
+    def continuation(self, request: GenerationRequest, partial: str, produced: int) -> Continuation:
+        return prefill_continuation(request, partial, produced)
+
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         variant = parse_variant(request.model, self.timing)
         if variant is None:  # the registry checked already; this is a programming error
             raise ValueError(f"not a sim model: {request.model!r}")
         seed = request.prompt_text
+        question, prefill = _question_and_prefill(request.messages)
+        if prefill is not None:
+            variant = replace(variant, fault=None)  # faults are transient (module doc)
         pace = _Pacer(variant.timing, seed)
         await pace.first_token()
         if variant.fault == "rate_limit":
@@ -122,7 +142,7 @@ class SimProvider(Provider):
         limit = request.max_tokens or (ENDLESS_CAP if variant.endless else None)
         count = 0
         finish = "stop"
-        for token in _answer_tokens(request, variant.endless):
+        for token in _answer_tokens(request, question, prefill or "", variant.endless):
             if limit is not None and count >= limit:
                 finish = "length"
                 break
@@ -137,14 +157,32 @@ class SimProvider(Provider):
         yield Delta(finish_reason=finish, usage=Usage(prompt_tokens, count))
 
 
-def _answer_tokens(request: GenerationRequest, endless: bool) -> Iterable[str]:
-    prompt, seed = request.last_user_text, request.prompt_text
+def _question_and_prefill(messages: tuple[Message, ...]) -> tuple[str, str | None]:
+    """The user's question, and the partial answer to continue (None if not a continuation)."""
+    turns = list(messages)
+    prefill = None
+    if len(turns) >= 2 and turns[-1].role == "user" and turns[-1].content == CONTINUE_PROMPT:
+        turns.pop()
+    if turns and turns[-1].role == "assistant":
+        prefill = turns.pop().content
+    question = next((m.content for m in reversed(turns) if m.role == "user"), "")
+    return question, prefill
+
+
+def _answer_tokens(
+    request: GenerationRequest, question: str, prefill: str, endless: bool
+) -> Iterable[str]:
+    seed = request.prompt_text
     fmt = request.response_format or {}
     if fmt.get("type") in ("json_object", "json_schema"):
-        return sim_text.tokenize(sim_text.compose_json(prompt, fmt), seed)
-    if endless:
-        return _endless_tokens(prompt, seed)
-    return sim_text.tokenize(sim_text.compose_answer(prompt), seed)
+        text = sim_text.compose_json(question, fmt)
+    elif endless:
+        return _endless_tokens(question, seed)
+    else:
+        text = sim_text.compose_answer(question)
+    if prefill and text.startswith(prefill):
+        text = text[len(prefill) :]
+    return sim_text.tokenize(text, seed)
 
 
 def _endless_tokens(prompt: str, seed: str) -> Iterator[str]:

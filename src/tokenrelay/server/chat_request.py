@@ -65,6 +65,7 @@ class ChatRequest(BaseModel):
     chunking: Chunking = "token"
     response_format: ResponseFormat | None = None
     on_disconnect: DisconnectPolicy = "cancel"
+    on_upstream_error: Literal["fail", "continue"] | None = None  # None: the server's setting
 
     _message_not_blank = field_validator("message")(_not_blank)
 

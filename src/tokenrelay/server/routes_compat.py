@@ -138,7 +138,10 @@ async def chat_completions(request: Request) -> Response:
     provider, model, canonical = state.registry.resolve(chat.model)
     request_id = request_id_of(request)
     stream_id = await state.manager.start(
-        chat.to_generation(model, request_id), provider, canonical
+        chat.to_generation(model, request_id),
+        provider,
+        canonical,
+        continue_on_error=state.settings.streams.on_upstream_error == "continue",
     )
     completion_id = "chatcmpl-" + stream_id.removeprefix("str_")
     created = int(time.time())
@@ -177,7 +180,12 @@ async def messages(request: Request) -> Response:
     provider, model, canonical = state.registry.resolve(chat.model)
     request_id = request_id_of(request)
     generation = chat.to_generation(model, request_id)
-    stream_id = await state.manager.start(generation, provider, canonical)
+    stream_id = await state.manager.start(
+        generation,
+        provider,
+        canonical,
+        continue_on_error=state.settings.streams.on_upstream_error == "continue",
+    )
     message_id = "msg_" + stream_id.removeprefix("str_")
     input_tokens = max(1, len(generation.prompt_text) // 4)
     if chat.stream:

@@ -57,6 +57,7 @@ class StreamsSection:
     retry_base_delay: float = 0.5
     max_retry_after: float = 20.0
     commit_deadline: float = 2.0
+    on_upstream_error: str = "fail"  # or "continue": see README, "Mid-stream recovery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,12 @@ def _upstreams(raw: Any) -> dict[str, UpstreamSection]:
     return upstreams
 
 
+def _check(settings: Settings) -> Settings:
+    if settings.streams.on_upstream_error not in ("fail", "continue"):
+        raise SettingsError('[streams] on_upstream_error must be "fail" or "continue"')
+    return settings
+
+
 def parse_settings(data: dict[str, Any]) -> Settings:
     unknown = sorted(set(data) - {*_SECTIONS, "aliases", "upstreams"})
     if unknown:
@@ -134,7 +141,7 @@ def parse_settings(data: dict[str, Any]) -> Settings:
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise SettingsError('[aliases] maps names to "provider/model" strings')
     upstreams = _upstreams(data.get("upstreams", {}))
-    return Settings(aliases=dict(aliases), upstreams=upstreams, **sections)
+    return _check(Settings(aliases=dict(aliases), upstreams=upstreams, **sections))
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

@@ -77,6 +77,7 @@ class StreamManager:
         model: str,
         *,
         on_disconnect: DisconnectPolicy = "cancel",
+        continue_on_error: bool = False,
         owner: str = "",
     ) -> str:
         if self._draining:
@@ -91,6 +92,7 @@ class StreamManager:
             self.log,
             self.settings.deadlines,
             self.settings.retries,
+            continue_on_error=continue_on_error,
         )
         task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
         self._running[stream_id] = _Running(stream, task, on_disconnect)

@@ -15,8 +15,11 @@ which closes the upstream response. A cancel for shutdown ends with a retryable 
 Before the first token, a retryable failure (rate limit, overload, 5xx, network, timeout) is
 retried up to `max_retries` times with exponential backoff and full jitter, never sooner than
 the upstream's `Retry-After` (capped at `max_retry_after`); a `status` event says so each
-time. After the first token nothing is retried: the text already sent stays, and the stream
-ends with `error`.
+time. After the first token nothing is retried by default: the text already sent stays, and
+the stream ends with `error`. With `continue_on_error` (the request's `on_upstream_error:
+"continue"`), a retryable failure after tokens re-requests a continuation of the partial
+answer instead (`Provider.continuation`), within the same retry budget, so the client sees one
+answer. What the continuation repeats of the already-sent text (`overlap`) is dropped.
 
 Deadlines: `total_timeout` for the whole stream, and one `asyncio.Timeout` per attempt, first
 armed for `first_token_timeout`, then moved to `idle_timeout` after each delta (with up to a
@@ -75,6 +78,8 @@ class Stream:
         log: StreamLog,
         deadlines: Deadlines,
         retries: RetryPolicy | None = None,
+        *,
+        continue_on_error: bool = False,
     ) -> None:
         self.stream_id = stream_id
         self.model = model
@@ -83,6 +88,9 @@ class Stream:
         self._log = log
         self._deadlines = deadlines
         self._retries = retries or RetryPolicy(max_retries=0)
+        self._parts: list[str] | None = [] if continue_on_error else None  # kept only if needed
+        self._overlap = ""
+        self._continuations = 0
         self._seq = 0
         self.ended = False
         self.cancel_reason = "cancelled"
@@ -140,30 +148,44 @@ class Stream:
 
     async def _generate_with_retries(self) -> None:
         attempt = 0
+        request = self._request
         while True:
             try:
-                await self._generate()
+                await self._generate(request)
                 return
             except GenerationError as exc:
-                if self.token_count or not exc.retryable or attempt >= self._retries.max_retries:
+                resumable = self.token_count == 0 or self._parts is not None
+                if not (exc.retryable and resumable and attempt < self._retries.max_retries):
                     raise
                 delay = self._retries.delay(attempt, exc.retry_after)
                 attempt += 1
                 logger.info(
-                    "stream %s: %s before the first token; retry %d in %.2fs",
+                    "stream %s: %s after %d tokens; attempt %d in %.2fs",
                     self.stream_id,
                     exc.error_type,
-                    attempt,
+                    self.token_count,
+                    attempt + 1,
                     delay,
                 )
+                if self.token_count and self._parts is not None:
+                    request = self._continue()
+                what = "continuing the answer" if self.token_count else "retrying"
                 note = (
-                    f"The model provider answered {exc.error_type}; retrying in {delay:.1f}s "
+                    f"The model provider answered {exc.error_type}; {what} in {delay:.1f}s "
                     f"(attempt {attempt + 1} of {self._retries.max_retries + 1})."
                 )
                 await self._append(ev.status_event(self._next_seq(), note))
                 await asyncio.sleep(delay)
 
-    async def _generate(self) -> None:
+    def _continue(self) -> GenerationRequest:
+        assert self._parts is not None
+        partial = "".join(self._parts)
+        continuation = self._provider.continuation(self._request, partial, self.token_count)
+        self._overlap = continuation.overlap
+        self._continuations += 1
+        return continuation.request
+
+    async def _generate(self, request: GenerationRequest) -> None:
         loop = asyncio.get_running_loop()
         finish, usage = "stop", None
         idle = self._deadlines.idle + _DEADLINE_SLACK
@@ -171,7 +193,7 @@ class Stream:
         try:
             async with (
                 asyncio.timeout(self._deadlines.first_token) as deadline,
-                aclosing(self._provider.stream(self._request)) as deltas,
+                aclosing(self._provider.stream(request)) as deltas,
             ):
                 async for delta in deltas:
                     now = loop.time()
@@ -189,6 +211,13 @@ class Stream:
         await self._end(self._done_event(finish, usage))
 
     async def _token(self, text: str) -> None:
+        if self._overlap:
+            # A continuation's first words may repeat what was sent (e.g. trimmed whitespace).
+            text, self._overlap = text.removeprefix(self._overlap), ""
+            if not text:
+                return
+        if self._parts is not None:
+            self._parts.append(text)
         now = time.monotonic()
         if self._first_token_at is None:
             self._first_token_at = now
@@ -211,8 +240,13 @@ class Stream:
             elapsed_seconds=round(now - self._started_at, 3),
             tokens_per_second=round(rate, 1),
             ttft_ms=round((first - self._started_at) * 1000, 1) if first is not None else None,
-            usage=usage.as_dict() if usage else None,
+            usage=self._final_usage(usage),
         )
+
+    def _final_usage(self, usage: Usage | None) -> dict[str, Any] | None:
+        if self._continuations:  # no single upstream count covers a continued answer
+            return self._estimated_usage()
+        return usage.as_dict() if usage else None
 
     async def _end_with_error(
         self, error_type: str, *, retryable: bool, retry_after: float | None = None
