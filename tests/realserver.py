@@ -51,6 +51,38 @@ class RealServer:
 
 
 @contextmanager
+def _running(
+    args: list[str], url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `python -m tokenrelay ARGS`, wait until /healthz answers, kill it afterwards."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tokenrelay", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{args[0]} exited early:\n{log_path.read_text()}")
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
 def real_server(
     tmp_path: Path, config: str = "", env: dict[str, str] | None = None
 ) -> Iterator[RealServer]:
@@ -59,41 +91,10 @@ def real_server(
     config_path.write_text(config)
     log_path = tmp_path / f"server-{port}.log"
     env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, **(env or {})}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tokenrelay",
-                "serve",
-                "--port",
-                str(port),
-                "--config",
-                str(config_path),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    server = RealServer(process, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{server.log()}")
-            try:
-                httpx.get(f"{server.url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    url = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--config", str(config_path)]
+    with _running(args, url, log_path, env) as process:
+        yield RealServer(process, url, log_path)
 
 
 @dataclass
@@ -112,39 +113,7 @@ class MockUpstream:
 @contextmanager
 def mock_upstream(tmp_path: Path, ttft: float = 0.02, tps: float = 400.0) -> Iterator[MockUpstream]:
     port = free_port()
-    log_path = tmp_path / f"mock-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tokenrelay",
-                "mock-upstream",
-                "--port",
-                str(port),
-                "--ttft",
-                str(ttft),
-                "--tps",
-                str(tps),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    mock = MockUpstream(process, f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mock exited early:\n{log_path.read_text()}")
-            try:
-                httpx.get(f"{mock.url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield mock
-    finally:
-        process.kill()
-        process.wait()
+    url = f"http://127.0.0.1:{port}"
+    args = ["mock-upstream", "--port", str(port), "--ttft", str(ttft), "--tps", str(tps)]
+    with _running(args, url, tmp_path / f"mock-{port}.log") as process:
+        yield MockUpstream(process, url)

@@ -17,23 +17,19 @@ OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
 ANTHROPIC_MODELS = ["claude-sonnet-4-20250514", "claude-3-5-haiku-latest"]
 
 
+_CONVENTIONAL = [
+    # (name, key variable, base URL variable, default URL, models to list)
+    ("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", OPENAI_URL, OPENAI_MODELS),
+    ("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", ANTHROPIC_URL, ANTHROPIC_MODELS),
+]
+
+
 def _from_environment(env: Mapping[str, str]) -> dict[str, UpstreamSection]:
-    found = {}
-    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
-        found["openai"] = UpstreamSection(
-            "openai",
-            env.get("OPENAI_BASE_URL") or OPENAI_URL,
-            "OPENAI_API_KEY",
-            tuple(OPENAI_MODELS),
-        )
-    if env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_BASE_URL"):
-        found["anthropic"] = UpstreamSection(
-            "anthropic",
-            env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL,
-            "ANTHROPIC_API_KEY",
-            tuple(ANTHROPIC_MODELS),
-        )
-    return found
+    return {
+        name: UpstreamSection(name, env.get(url_var) or url, key_var, tuple(models))
+        for name, key_var, url_var, url, models in _CONVENTIONAL
+        if env.get(key_var) or env.get(url_var)
+    }
 
 
 def upstream_sections(

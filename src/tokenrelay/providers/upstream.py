@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import email.utils
 import time
+from abc import abstractmethod
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import orjson
@@ -39,6 +41,7 @@ from tokenrelay.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 from tokenrelay.wire.common import safe_label
 
@@ -141,6 +144,72 @@ class UpstreamClient:
             if len(body) >= _ERROR_BODY_LIMIT:
                 break
         return status_error(self.name, response.status_code, response.headers, body)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class WireDecoder(Protocol):
+    finished: bool
+
+    def feed_sse(self, event: ServerSentEvent) -> list[Delta]: ...
+
+    def finish(self) -> None: ...
+
+
+class UpstreamProvider(Provider):
+    """A provider behind an HTTP streaming API: a wire format over one pooled client.
+
+    Subclasses name the `path`, the auth `headers`, the `request_body` and a `new_decoder`.
+    Model names are passed through: the upstream decides what exists.
+    """
+
+    path: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        models: list[str],
+        *,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self._models = models
+        config = UpstreamConfig(
+            name, base_url, self.headers(api_key), connect_timeout=connect_timeout
+        )
+        self._client = UpstreamClient(config)
+
+    @staticmethod
+    @abstractmethod
+    def headers(api_key: str | None) -> dict[str, str]: ...
+
+    @staticmethod
+    @abstractmethod
+    def request_body(request: GenerationRequest) -> dict[str, Any]: ...
+
+    @staticmethod
+    @abstractmethod
+    def new_decoder() -> WireDecoder: ...
+
+    def models(self) -> list[str]:
+        return list(self._models)
+
+    def supports(self, model: str) -> bool:
+        return bool(model)
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        decoder = self.new_decoder()
+        body = self.request_body(request)
+        async with aclosing(self._client.events(self.path, body)) as events:
+            async for event in events:
+                for delta in decoder.feed_sse(event):
+                    yield delta
+                if decoder.finished:
+                    break
+        decoder.finish()
 
     async def aclose(self) -> None:
         await self._client.aclose()

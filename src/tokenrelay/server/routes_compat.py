@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -29,6 +29,8 @@ from tokenrelay.errors import (
     client_message,
     http_status,
 )
+from tokenrelay.events import Event
+from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.server.chat_request import read_json_body
 from tokenrelay.server.collect import collect_answer
 from tokenrelay.server.compat_request import (
@@ -41,6 +43,7 @@ from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.wire import anthropic, openai
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Encoder = Callable[[str, list[Event]], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,54 +132,16 @@ def _ended_badly(dialect: Dialect, ending: dict[str, Any], headers: dict[str, st
     )
 
 
-@in_dialect(OPENAI)
-async def chat_completions(request: Request) -> Response:
-    state = _state(request)
-    limits = state.settings.server
-    data = await read_json_body(request, limits.max_body_bytes)
-    chat = validate_compat(OpenAIChatRequest, data, limits.max_tokens_limit)
-    provider, model, canonical = state.registry.resolve(chat.model)
-    request_id = request_id_of(request)
-    stream_id = await state.manager.start(
-        chat.to_generation(model, request_id),
-        provider,
-        canonical,
-        continue_on_error=state.settings.streams.on_upstream_error == "continue",
-    )
-    completion_id = "chatcmpl-" + stream_id.removeprefix("str_")
-    created = int(time.time())
-    if chat.stream:
-        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        encoder = openai.ChunkEncoder(completion_id, chat.model, created, include_usage)
-        return EventStreamResponse(
-            state.manager,
-            stream_id,
-            request_id=request_id,
-            encode=encoder.encode,
-            error_body=OPENAI.stream_error,
-        )
-    outcome = await collect_answer(state.manager, stream_id, request.receive)
-    if outcome is None:
-        return Response(status_code=499)
-    content, ending = outcome
-    headers = {"x-stream-id": stream_id}
-    finish = ending.get("finish_reason")
-    if ending.get("error_type") == "content_filter":
-        finish = "content_filter"  # as OpenAI reports it: a finish, with the partial text
-    if finish is None:
-        return _ended_badly(OPENAI, ending, headers)
-    body = openai.completion(
-        completion_id, chat.model, created, content, finish, ending.get("usage")
-    )
-    return JSONResponse(body, headers=headers)
+@dataclass(frozen=True, slots=True)
+class _Started:
+    state: AppState
+    generation: GenerationRequest
+    stream_id: str
+    request_id: str
 
 
-@in_dialect(ANTHROPIC)
-async def messages(request: Request) -> Response:
+async def _start(request: Request, chat: OpenAIChatRequest | AnthropicMessagesRequest) -> _Started:
     state = _state(request)
-    limits = state.settings.server
-    data = await read_json_body(request, limits.max_body_bytes)
-    chat = validate_compat(AnthropicMessagesRequest, data, limits.max_tokens_limit)
     provider, model, canonical = state.registry.resolve(chat.model)
     request_id = request_id_of(request)
     generation = chat.to_generation(model, request_id)
@@ -186,27 +151,82 @@ async def messages(request: Request) -> Response:
         canonical,
         continue_on_error=state.settings.streams.on_upstream_error == "continue",
     )
-    message_id = "msg_" + stream_id.removeprefix("str_")
-    input_tokens = max(1, len(generation.prompt_text) // 4)
+    return _Started(state, generation, stream_id, request_id)
+
+
+ChatModel = TypeVar("ChatModel", OpenAIChatRequest, AnthropicMessagesRequest)
+
+
+async def _parse(request: Request, model: type[ChatModel]) -> ChatModel:
+    limits = _state(request).settings.server
+    data = await read_json_body(request, limits.max_body_bytes)
+    return validate_compat(model, data, limits.max_tokens_limit)
+
+
+def _stream(started: _Started, dialect: Dialect, encode: Encoder) -> Response:
+    return EventStreamResponse(
+        started.state.manager,
+        started.stream_id,
+        request_id=started.request_id,
+        encode=encode,
+        error_body=dialect.stream_error,
+    )
+
+
+async def _answer(
+    request: Request, started: _Started, dialect: Dialect
+) -> tuple[str, str, dict[str, Any]] | Response:
+    """(text, finish reason, ending) of a finished answer, or the response for one that failed.
+
+    A content filter is a finish in both dialects (with the partial text), as each reports it.
+    """
+    outcome = await collect_answer(started.state.manager, started.stream_id, request.receive)
+    if outcome is None:
+        return Response(status_code=499)  # the client is gone; nobody reads this
+    content, ending = outcome
+    finish = (
+        "content_filter"
+        if ending.get("error_type") == "content_filter"
+        else ending.get("finish_reason")
+    )
+    if finish is None:
+        return _ended_badly(dialect, ending, {"x-stream-id": started.stream_id})
+    return content, finish, ending
+
+
+@in_dialect(OPENAI)
+async def chat_completions(request: Request) -> Response:
+    chat = await _parse(request, OpenAIChatRequest)
+    started = await _start(request, chat)
+    completion_id = "chatcmpl-" + started.stream_id.removeprefix("str_")
+    created = int(time.time())
+    if chat.stream:
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        encoder = openai.ChunkEncoder(completion_id, chat.model, created, include_usage)
+        return _stream(started, OPENAI, encoder.encode)
+    answer = await _answer(request, started, OPENAI)
+    if isinstance(answer, Response):
+        return answer
+    content, finish, ending = answer
+    body = openai.completion(
+        completion_id, chat.model, created, content, finish, ending.get("usage")
+    )
+    return JSONResponse(body, headers={"x-stream-id": started.stream_id})
+
+
+@in_dialect(ANTHROPIC)
+async def messages(request: Request) -> Response:
+    chat = await _parse(request, AnthropicMessagesRequest)
+    started = await _start(request, chat)
+    message_id = "msg_" + started.stream_id.removeprefix("str_")
+    input_tokens = max(1, len(started.generation.prompt_text) // 4)
     if chat.stream:
         encoder = anthropic.EventEncoder(message_id, chat.model, input_tokens)
-        return EventStreamResponse(
-            state.manager,
-            stream_id,
-            request_id=request_id,
-            encode=encoder.encode,
-            error_body=ANTHROPIC.stream_error,
-        )
-    outcome = await collect_answer(state.manager, stream_id, request.receive)
-    if outcome is None:
-        return Response(status_code=499)
-    content, ending = outcome
-    headers = {"x-stream-id": stream_id}
-    finish = ending.get("finish_reason")
-    if ending.get("error_type") == "content_filter":
-        finish = "content_filter"
-    if finish is None:
-        return _ended_badly(ANTHROPIC, ending, headers)
+        return _stream(started, ANTHROPIC, encoder.encode)
+    answer = await _answer(request, started, ANTHROPIC)
+    if isinstance(answer, Response):
+        return answer
+    content, finish, ending = answer
     usage = ending.get("usage") or {}
     body = anthropic.message_object(
         message_id,
@@ -216,7 +236,7 @@ async def messages(request: Request) -> Response:
         usage.get("prompt_tokens", input_tokens),
         usage.get("completion_tokens", 0),
     )
-    return JSONResponse(body, headers=headers)
+    return JSONResponse(body, headers={"x-stream-id": started.stream_id})
 
 
 async def list_models(request: Request) -> Response:

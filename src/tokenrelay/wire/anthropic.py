@@ -29,6 +29,7 @@ from tokenrelay.errors import (
 )
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
+from tokenrelay.sse import ServerSentEvent
 from tokenrelay.wire.common import as_int, named_event, safe_label
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the caller gave none
@@ -121,6 +122,9 @@ class EventDecoder:
             finish_reason=finish,
             usage=Usage(self._input_tokens, as_int(usage.get("output_tokens"))),
         )
+
+    def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
+        return self.feed(event.event, event.data)
 
     def finish(self) -> None:
         if not self.finished:

@@ -27,6 +27,7 @@ from tokenrelay.errors import (
 )
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
+from tokenrelay.sse import ServerSentEvent
 from tokenrelay.wire.common import as_int, data_line, safe_label
 
 DONE_LINE = b"data: [DONE]\n\n"
@@ -111,6 +112,9 @@ class ChunkDecoder:
             text=text if isinstance(text, str) else "",
             finish_reason=finish if isinstance(finish, str) else None,
         )
+
+    def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
+        return self.feed(event.data)
 
     def finish(self) -> None:
         if not self.finished:
