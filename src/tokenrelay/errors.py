@@ -6,8 +6,10 @@
     │   ├── InvalidRequest           422, with one entry per bad field
     │   ├── UnsupportedMediaType     415
     │   ├── PayloadTooLarge          413
+    │   ├── InvalidEventId           400, a Last-Event-ID that is not `<stream_id>:<seq>`
     │   ├── UnknownModel             404, listing the known models
     │   └── UnknownStream            404
+    │       └── StreamExpired        410: it existed, and its TTL has passed
     ├── ServiceUnavailable           503: shutting down, not accepting new streams
     └── GenerationError              the generation failed; has an `error_type` and `retryable`
         ├── RateLimited              rate_limit
@@ -39,6 +41,8 @@ CLIENT_MESSAGES: dict[str, str] = {
     "unknown_model": "No such model.",
     "not_found": "No such resource.",
     "unknown_stream": "No such stream.",
+    "stream_expired": "That stream has expired; start a new one.",
+    "invalid_event_id": "Last-Event-ID must look like <stream_id>:<seq>.",
     "method_not_allowed": "That method is not allowed here.",
     "service_unavailable": "The server is shutting down and accepts no new streams; retry shortly.",
     "internal_error": "Something went wrong on our side.",
@@ -63,6 +67,8 @@ HTTP_STATUS: dict[str, int] = {
     "unknown_model": 404,
     "not_found": 404,
     "unknown_stream": 404,
+    "stream_expired": 410,
+    "invalid_event_id": 400,
     "method_not_allowed": 405,
     "service_unavailable": 503,
     "internal_error": 500,
@@ -139,6 +145,14 @@ class UnknownModel(RequestError):
 
 class UnknownStream(RequestError):
     error_type = "unknown_stream"
+
+
+class StreamExpired(UnknownStream):
+    error_type = "stream_expired"
+
+
+class InvalidEventId(RequestError):
+    error_type = "invalid_event_id"
 
 
 class ServiceUnavailable(TokenRelayError):

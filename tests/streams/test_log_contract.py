@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tokenrelay.errors import StreamTooLarge, UnknownStream
+from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import cancelled_event, start_event, token_event
 from tokenrelay.streams.log import StreamLog, StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
@@ -109,3 +109,16 @@ async def test_finished_streams_expire_after_ttl() -> None:
     assert await log.meta(SID) is None
     await log.create("str_other", StreamMeta("str_other", "m"))  # sweeps
     assert len(log) == 1
+
+
+async def test_expired_streams_stay_distinguishable_from_unknown_ones() -> None:
+    log = MemoryStreamLog(max_bytes=4096, ttl=0.02, sweep_interval=0.0)
+    await log.create(SID, StreamMeta(SID, "m"))
+    await log.append(SID, cancelled_event(1, "test"))
+    await asyncio.sleep(0.04)
+    await log.create("str_sweeper", StreamMeta("str_sweeper", "m"))  # sweeps SID away
+    with pytest.raises(StreamExpired):
+        await log.status(SID)
+    with pytest.raises(UnknownStream) as caught:
+        await log.status("str_never")
+    assert not isinstance(caught.value, StreamExpired)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay.errors import UnknownStream, http_status
+from tokenrelay.errors import InvalidEventId, http_status
 from tokenrelay.server.chat_request import (
     ChatRequest,
     query_to_data,
@@ -17,6 +17,7 @@ from tokenrelay.server.chat_request import (
 )
 from tokenrelay.server.collect import collect_answer
 from tokenrelay.server.responses import EventStreamResponse, error_response
+from tokenrelay.server.resume import last_event_id, resume_point
 from tokenrelay.server.state import AppState, request_id_of
 
 
@@ -50,13 +51,28 @@ async def chat_stream_post(request: Request) -> Response:
 
 
 async def chat_stream_get(request: Request) -> Response:
+    """The EventSource variant. With a Last-Event-ID it resumes instead of starting anew, so
+    EventSource's own reconnection is a true resume."""
     state = _state(request)
+    resume = last_event_id(request)
+    if resume is not None:
+        return await _resume(request, *resume)
     data = query_to_data(request.query_params.multi_items())
     chat = validate_chat(
         data, strict=False, max_tokens_limit=state.settings.server.max_tokens_limit
     )
     stream_id, _ = await _start(request, chat)
     return EventStreamResponse(state.manager, stream_id, request_id=request_id_of(request))
+
+
+async def _resume(request: Request, stream_id: str, after: int) -> Response:
+    state = _state(request)
+    cursor = await resume_point(state.manager.log, stream_id, after)
+    if cursor is None:
+        return Response(status_code=204, headers={"x-stream-id": stream_id})
+    return EventStreamResponse(
+        state.manager, stream_id, after=cursor, request_id=request_id_of(request)
+    )
 
 
 async def chat_complete(request: Request) -> Response:
@@ -108,11 +124,12 @@ async def cancel_stream(request: Request) -> Response:
 
 
 async def attach_stream(request: Request) -> Response:
-    state = _state(request)
+    """Attach to a stream: from its start, or after the Last-Event-ID the client has."""
     stream_id = request.path_params["stream_id"]
-    if await state.manager.log.meta(stream_id) is None:
-        raise UnknownStream()
-    return EventStreamResponse(state.manager, stream_id)
+    resume = last_event_id(request)
+    if resume is not None and resume[0] != stream_id:
+        raise InvalidEventId()
+    return await _resume(request, stream_id, resume[1] if resume else 0)
 
 
 async def list_models(request: Request) -> Response:

@@ -12,7 +12,8 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
 - `read(stream_id, after, wait)` returns every stored event with `seq > after`, in order. If
   there is none yet it waits until one is appended, or `wait` seconds pass (then it returns
   `[]`); it returns `[]` at once when the stream has ended and the reader has its last event.
-  It never busy-waits. Unknown or expired streams raise `UnknownStream`.
+  It never busy-waits. Unknown streams raise `UnknownStream`; streams that existed and passed
+  their TTL raise `StreamExpired` (a subclass), for as long as the backend remembers them.
 - `status(stream_id)` returns the last seq and whether the stream has ended; it raises
   `UnknownStream` like `read`. Subscribers use it to tell "nothing yet" from "nothing ever".
 - `meta(stream_id)` returns the stream's metadata, or None if unknown or expired.

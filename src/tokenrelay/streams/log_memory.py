@@ -2,18 +2,23 @@
 
 Readers wait on a future of their own, resolved by the next append: no polling, and a cancelled
 reader cannot cancel anyone else's wake-up (as awaiting one shared future would).
-Expired streams are swept lazily when streams are created, at most once per `sweep_interval`.
+Expired streams are swept lazily when streams are created, at most once per `sweep_interval`;
+their ids are remembered (a bounded tombstone list, for another TTL) so that a late resume gets
+410 "expired" rather than 404 "never existed".
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from tokenrelay.errors import StreamTooLarge, UnknownStream
+from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import Event
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
+
+MAX_TOMBSTONES = 100_000
 
 
 @dataclass(slots=True)
@@ -39,6 +44,7 @@ class MemoryStreamLog(StreamLog):
     def __init__(self, *, max_bytes: int, ttl: float, sweep_interval: float = 5.0) -> None:
         super().__init__(max_bytes=max_bytes, ttl=ttl)
         self._entries: dict[str, _Entry] = {}
+        self._tombstones: OrderedDict[str, float] = OrderedDict()  # id -> forget after
         self._sweep_interval = sweep_interval
         self._last_sweep = time.monotonic()
 
@@ -98,9 +104,11 @@ class MemoryStreamLog(StreamLog):
 
     def _live_entry(self, stream_id: str) -> _Entry:
         entry = self._entries.get(stream_id)
-        if entry is None or self._expired(entry):
-            raise UnknownStream()
-        return entry
+        if entry is not None and not self._expired(entry):
+            return entry
+        if entry is not None or stream_id in self._tombstones:
+            raise StreamExpired()
+        raise UnknownStream()
 
     @staticmethod
     def _expired(entry: _Entry) -> bool:
@@ -113,3 +121,8 @@ class MemoryStreamLog(StreamLog):
         self._last_sweep = now
         for stream_id in [k for k, e in self._entries.items() if self._expired(e)]:
             del self._entries[stream_id]
+            self._tombstones[stream_id] = now + self.ttl
+        while self._tombstones and (
+            len(self._tombstones) > MAX_TOMBSTONES or next(iter(self._tombstones.values())) < now
+        ):
+            self._tombstones.popitem(last=False)
