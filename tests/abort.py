@@ -11,9 +11,17 @@ import orjson
 from tests.realserver import MockUpstream
 
 
-def open_request(url: str, path: str, body: dict[str, object]) -> socket.socket:
+def open_request(
+    url: str, path: str, body: dict[str, object], *, receive_buffer: int | None = None
+) -> socket.socket:
+    """Send a POST by hand. A small `receive_buffer` (set before connecting, so the TCP window
+    is small from the start) makes a client that stops reading fill up quickly."""
     parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=10)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
     payload = orjson.dumps(body)
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"

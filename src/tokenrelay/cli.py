@@ -54,12 +54,12 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     upstreams = sorted(upstream_sections(settings))
     offer = (
-        f"providers {', '.join(upstreams)} and sim"
+        f"serving providers {', '.join(upstreams)} and sim"
         if upstreams
-        else "no provider keys found, so the built-in simulator"
+        else "no provider keys found; serving the built-in simulator"
     )
     typer.echo(
-        f"tokenrelay {__version__}: serving {offer} "
+        f"tokenrelay {__version__}: {offer} "
         f"(default model {settings.server.default_model}) at http://{shown}:{port}"
     )
     uvicorn.run(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -27,6 +27,8 @@ from tokenrelay.streams.subscriber import batches
 logger = logging.getLogger("tokenrelay.http")
 
 T = TypeVar("T")
+
+MAX_WRITE = 64 * 1024  # bytes per write to a client; see EventStreamResponse._writes
 
 SSE_HEADERS = {
     "cache-control": "no-cache",
@@ -194,16 +196,32 @@ class EventStreamResponse(Response):
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
+    def _writes(self, events: list[Event]) -> Iterator[bytes]:
+        """Coalesce a batch into writes of at most MAX_WRITE bytes (whole events).
+
+        The server's transport buffers whatever it is given, so one write of a whole backlog
+        would sit in memory for a client that stopped reading; capped writes each wait for the
+        socket to drain, and a stalled client holds at most one.
+        """
+        start, size = 0, 0
+        for index, event in enumerate(events):
+            size += len(event.data) + 64  # the id and framing, roughly
+            if size >= MAX_WRITE:
+                yield self.encode(self.stream_id, events[start : index + 1])
+                start, size = index + 1, 0
+        if start < len(events):
+            yield self.encode(self.stream_id, events[start:])
+
     async def _pump(self, send: Send, after: int) -> bool:
         settings = self.manager.settings
         log = self.manager.log
         async for events in batches(log, self.stream_id, after, keepalive=settings.keepalive):
-            body = self.encode(self.stream_id, events) if events else PING
-            try:
-                async with asyncio.timeout(settings.send_timeout):
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-            except TimeoutError:
-                logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
-                return False
+            for body in self._writes(events) if events else [PING]:
+                try:
+                    async with asyncio.timeout(settings.send_timeout):
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                except TimeoutError:
+                    logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
+                    return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
