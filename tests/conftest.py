@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
-from tests.mock_fixture import mock as mock
+from tests.mock_fixture import mock as mock  # a session fixture for every test directory
+from tests.services import redis_server
 from tokenrelay.server.app import create_app
 from tokenrelay.server.settings import Settings
 from tokenrelay.sse import SSEDecoder
@@ -112,3 +113,9 @@ async def drive(
         exchange.started.set()
 
     await app(scope, receive, send)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -56,6 +56,7 @@ CLIENT_MESSAGES: dict[str, str] = {
     "content_filter": "The model provider's content filter stopped the answer.",
     "too_large": "The answer grew past this server's limit for one stream.",
     "server_shutdown": "The server shut down before the answer finished; retry.",
+    "producer_lost": "The server generating this answer stopped unexpectedly; retry.",
 }
 
 # HTTP status for an error type when it can still be expressed as a status (before streaming).
@@ -82,6 +83,7 @@ HTTP_STATUS: dict[str, int] = {
     "content_filter": 422,
     "too_large": 502,
     "server_shutdown": 503,
+    "producer_lost": 502,
 }
 
 

@@ -11,13 +11,16 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
   then ends the stream with an `error` (terminal events are always accepted).
 - `read(stream_id, after, wait)` returns every stored event with `seq > after`, in order. If
   there is none yet it waits until one is appended, or `wait` seconds pass (then it returns
-  `[]`); it returns `[]` at once when the stream has ended and the reader has its last event.
-  It never busy-waits. Unknown streams raise `UnknownStream`; streams that existed and passed
-  their TTL raise `StreamExpired` (a subclass), for as long as the backend remembers them.
+  `[]`). It never busy-waits. A reader that has the terminal event reads no further (the
+  memory backend answers `[]` at once then; others may wait out `wait`). Unknown streams
+  raise `UnknownStream`; streams that existed and passed their TTL raise `StreamExpired` (a
+  subclass), for as long as the backend remembers them.
 - `status(stream_id)` returns the last seq and whether the stream has ended; it raises
   `UnknownStream` like `read`. Subscribers use it to tell "nothing yet" from "nothing ever".
 - `meta(stream_id)` returns the stream's metadata, or None if unknown or expired.
 - A finished stream stays readable for `ttl` seconds after its terminal event, then expires.
+- `add_subscriber` / `remove_subscriber` count readers across every process sharing the log
+  and return the new count; the last one out lets the disconnect policy act.
 - `close()` releases the backend's resources; safe to call twice.
 """
 
@@ -59,6 +62,12 @@ class StreamLog(ABC):
 
     @abstractmethod
     async def status(self, stream_id: str) -> StreamStatus: ...
+
+    @abstractmethod
+    async def add_subscriber(self, stream_id: str) -> int: ...
+
+    @abstractmethod
+    async def remove_subscriber(self, stream_id: str) -> int: ...
 
     @abstractmethod
     async def meta(self, stream_id: str) -> StreamMeta | None: ...

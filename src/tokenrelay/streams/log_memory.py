@@ -45,6 +45,7 @@ class MemoryStreamLog(StreamLog):
         super().__init__(max_bytes=max_bytes, ttl=ttl)
         self._entries: dict[str, _Entry] = {}
         self._tombstones: OrderedDict[str, float] = OrderedDict()  # id -> forget after
+        self._subscribers: dict[str, int] = {}
         self._sweep_interval = sweep_interval
         self._last_sweep = time.monotonic()
 
@@ -90,6 +91,18 @@ class MemoryStreamLog(StreamLog):
     async def status(self, stream_id: str) -> StreamStatus:
         entry = self._live_entry(stream_id)
         return StreamStatus(len(entry.events), entry.ended)
+
+    async def add_subscriber(self, stream_id: str) -> int:
+        self._subscribers[stream_id] = self._subscribers.get(stream_id, 0) + 1
+        return self._subscribers[stream_id]
+
+    async def remove_subscriber(self, stream_id: str) -> int:
+        count = self._subscribers.get(stream_id, 0) - 1
+        if count > 0:
+            self._subscribers[stream_id] = count
+        else:
+            self._subscribers.pop(stream_id, None)
+        return count
 
     async def meta(self, stream_id: str) -> StreamMeta | None:
         entry = self._entries.get(stream_id)

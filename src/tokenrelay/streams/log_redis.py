@@ -1,0 +1,212 @@
+"""The stream log in Redis, so that any replica can serve, resume or cancel any stream.
+
+Keys, per stream (the `{id}` hash tag keeps one stream's keys on one Redis Cluster slot):
+
+    tr:{id}:events   a Redis Stream; entry id `0-<seq>`, fields t (type) and d (JSON payload),
+                     so a subscriber's cursor is exactly an XREAD id
+    tr:{id}:meta     hash: model, owner, created_at, ended
+    tr:{id}:lease    set by the producing replica and refreshed while it generates
+    tr:{id}:tomb     outlives the stream for another TTL, so a late resume is 410, not 404
+    tr:{id}:subs     how many subscribers, on any replica, are reading the stream
+
+Every key expires: at creation after `max_age` (the longest a stream can run, plus its TTL),
+and at the terminal event after `ttl`. A replica that dies mid-stream leaks nothing.
+
+Readers wait with `XREAD BLOCK`, woken by the producer's XADD: no polling. A reader that
+finds nothing new asks `status()`, which also notices a producer whose lease has lapsed and
+writes the ending it never wrote (`producer_lost`, retryable) in one atomic script, so
+that every reader sees the same single terminal event.
+
+The producer appends one XADD per event (a pipeline with the expiries for the terminal one).
+Size and sequence checks are local to the producing replica, which is the only writer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream, client_message
+from tokenrelay.events import Event, EventType, error_event
+from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
+
+PRODUCER_LOST = "producer_lost"
+
+# Ends a stream whose producer's lease lapsed, unless it has ended or the lease is back.
+# KEYS: events, meta, lease, tomb. ARGV: payload of the error event, ttl in ms.
+_FINALIZE_LOST = """
+if redis.call('HGET', KEYS[2], 'ended') ~= '0' then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 0
+if #last > 0 then seq = tonumber(string.match(last[1][1], '-(%d+)$')) end
+redis.call('XADD', KEYS[1], '0-' .. (seq + 1), 't', 'error', 'd', ARGV[1])
+redis.call('HSET', KEYS[2], 'ended', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2] * 2)
+return seq + 1
+"""
+
+
+def _keys(stream_id: str) -> dict[str, str]:
+    base = f"tr:{{{stream_id}}}"
+    return {k: f"{base}:{k}" for k in ("events", "meta", "lease", "tomb", "subs")}
+
+
+def _seq_of(entry_id: bytes) -> int:
+    return int(entry_id.rpartition(b"-")[2])
+
+
+def _event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    kind: EventType = fields[b"t"].decode()  # type: ignore[assignment]
+    return Event(_seq_of(entry_id), kind, fields[b"d"])
+
+
+class RedisStreamLog(StreamLog):
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        ttl: float,
+        max_age: float = 3600.0,
+        lease: float = 10.0,
+        max_connections: int = 1000,
+    ) -> None:
+        super().__init__(max_bytes=max_bytes, ttl=ttl)
+        # Each waiting reader holds a connection for its XREAD BLOCK: size the pool for them.
+        self.redis = aioredis.Redis.from_url(url, max_connections=max_connections)
+        self.max_age = max_age
+        self.lease = lease
+        self._written: dict[str, tuple[int, int]] = {}  # producer-local: (last seq, bytes)
+        self._finalize = self.redis.register_script(_FINALIZE_LOST)
+
+    # ------------------------------------------------------------------ writing
+
+    async def create(self, stream_id: str, meta: StreamMeta) -> None:
+        k = _keys(stream_id)
+        created = await self.redis.hsetnx(k["meta"], "model", meta.model)
+        if not created:
+            raise ValueError(f"stream {stream_id} exists")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                k["meta"],
+                mapping={"owner": meta.owner, "created_at": str(meta.created_at), "ended": "0"},
+            )
+            pipe.set(k["lease"], "1", px=int(self.lease * 1000))
+            pipe.set(k["tomb"], "1", px=int((self.max_age + self.ttl) * 1000))
+            pipe.pexpire(k["meta"], int(self.max_age * 1000))
+            await pipe.execute()
+        self._written[stream_id] = (0, 0)
+
+    async def append(self, stream_id: str, event: Event) -> None:
+        if stream_id not in self._written:
+            raise ValueError(f"stream {stream_id} has ended or is not produced here")
+        last, size = self._written[stream_id]
+        if event.seq != last + 1:
+            raise ValueError(f"stream {stream_id}: seq {event.seq} after {last}")
+        if not event.terminal and size + len(event.data) > self.max_bytes:
+            raise StreamTooLarge(f"stream {stream_id} passed {self.max_bytes} bytes")
+        k = _keys(stream_id)
+        fields: Any = {"t": event.type, "d": event.data}
+        if not event.terminal:
+            if event.seq == 1:  # the events key exists from now on: give it its expiry
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.xadd(k["events"], fields, id=f"0-{event.seq}")
+                    pipe.pexpire(k["events"], int(self.max_age * 1000))
+                    await pipe.execute()
+            else:
+                await self.redis.xadd(k["events"], fields, id=f"0-{event.seq}")
+            self._written[stream_id] = (event.seq, size + len(event.data))
+            return
+        ttl_ms = int(self.ttl * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(k["events"], fields, id=f"0-{event.seq}")
+            pipe.hset(k["meta"], "ended", "1")
+            pipe.pexpire(k["events"], ttl_ms)
+            pipe.pexpire(k["meta"], ttl_ms)
+            pipe.delete(k["lease"])
+            pipe.pexpire(k["tomb"], ttl_ms * 2)
+            await pipe.execute()
+        del self._written[stream_id]
+
+    async def renew_leases(self) -> None:
+        """Called periodically by the producing replica for the streams it is writing."""
+        if not self._written:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream_id in self._written:
+                pipe.set(_keys(stream_id)["lease"], "1", px=int(self.lease * 1000))
+            await pipe.execute()
+
+    # ------------------------------------------------------------------ reading
+
+    async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
+        # One round trip per wake: XREAD BLOCK returns at once if anything is past the cursor.
+        # Only a read that found nothing pays for a status check (existence, producer lease).
+        key = _keys(stream_id)["events"]
+        block_ms = int(wait * 1000)
+        events = await self._xread(key, after, block_ms=block_ms if block_ms > 0 else None)
+        if events:
+            return events
+        status = await self.status(stream_id)  # raises for unknown streams; may end a lost one
+        if status.last_seq > after:
+            return await self._xread(key, after, block_ms=None)
+        return []
+
+    async def _xread(self, key: str, after: int, block_ms: int | None) -> list[Event]:
+        reply: Any = await self.redis.xread({key: f"0-{after}"}, block=block_ms)
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [_event_of(entry_id, fields) for entry_id, fields in entries]
+
+    async def status(self, stream_id: str) -> StreamStatus:
+        k = _keys(stream_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k["meta"], "ended")
+            pipe.xrevrange(k["events"], count=1)
+            pipe.exists(k["lease"])
+            pipe.exists(k["tomb"])
+            ended, last, leased, tomb = await pipe.execute()
+        if ended is None:
+            raise StreamExpired() if tomb else UnknownStream()
+        last_seq = _seq_of(last[0][0]) if last else 0
+        if ended == b"0" and not leased and stream_id not in self._written:
+            return await self._producer_lost(stream_id, last_seq)
+        return StreamStatus(last_seq, ended == b"1")
+
+    async def _producer_lost(self, stream_id: str, last_seq: int) -> StreamStatus:
+        k = _keys(stream_id)
+        payload = error_event(0, PRODUCER_LOST, client_message(PRODUCER_LOST), retryable=True).data
+        keys = [k["events"], k["meta"], k["lease"], k["tomb"]]
+        written = await self._finalize(keys=keys, args=[payload, int(self.ttl * 1000)])
+        if written:
+            return StreamStatus(int(written), True)
+        ended = await self.redis.hget(k["meta"], "ended")
+        return StreamStatus(last_seq, ended == b"1")  # someone else ended it, or it came back
+
+    async def add_subscriber(self, stream_id: str) -> int:
+        k = _keys(stream_id)["subs"]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(k)
+            pipe.pexpire(k, int((self.max_age + self.ttl) * 1000))
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def remove_subscriber(self, stream_id: str) -> int:
+        return int(await self.redis.decr(_keys(stream_id)["subs"]))
+
+    async def meta(self, stream_id: str) -> StreamMeta | None:
+        raw: Any = await self.redis.hgetall(_keys(stream_id)["meta"])
+        if not raw:
+            return None
+        get = {key.decode(): value.decode() for key, value in raw.items()}
+        return StreamMeta(
+            stream_id, get.get("model", ""), get.get("owner", ""), float(get.get("created_at") or 0)
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
