@@ -54,3 +54,11 @@ def upstream_gone_after(
             return gone - closed_at
         time.sleep(0.01)
     raise AssertionError(f"the upstream never saw the client leave: {mock.record()[-3:]}")
+
+
+def open_get(url: str, path: str) -> socket.socket:
+    """Send a GET by hand (the caller reads and closes)."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+    return sock

@@ -33,18 +33,31 @@ from tokenrelay.server import routes_compat, routes_native
 from tokenrelay.server.lifecycle import chain_shutdown_signals
 from tokenrelay.server.middleware import RequestIdMiddleware
 from tokenrelay.server.responses import error_response
-from tokenrelay.server.settings import Settings, load_settings
+from tokenrelay.server.settings import Settings, load_settings, redis_url
 from tokenrelay.server.state import AppState, request_id_of
+from tokenrelay.streams.log import StreamLog
 from tokenrelay.streams.log_memory import MemoryStreamLog
+from tokenrelay.streams.log_redis import RedisStreamLog
 from tokenrelay.streams.manager import StreamManager, StreamSettings
 from tokenrelay.streams.stream import Deadlines, RetryPolicy
 
 logger = logging.getLogger("tokenrelay.http")
 
 
+def build_log(settings: Settings) -> StreamLog:
+    s = settings.streams
+    url = redis_url(settings)
+    if not url:
+        return MemoryStreamLog(max_bytes=s.max_log_bytes, ttl=s.ttl)
+    max_age = s.total_timeout + s.resume_window + s.ttl
+    return RedisStreamLog(
+        url, max_bytes=s.max_log_bytes, ttl=s.ttl, max_age=max_age, lease=settings.redis.lease
+    )
+
+
 def build_manager(settings: Settings) -> StreamManager:
     s = settings.streams
-    log = MemoryStreamLog(max_bytes=s.max_log_bytes, ttl=s.ttl)
+    log = build_log(settings)
     return StreamManager(
         log,
         StreamSettings(
@@ -103,6 +116,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore = chain_shutdown_signals(state.manager.begin_drain) if handle_signals else None
+        state.manager.start_background()
         try:
             yield
         finally:

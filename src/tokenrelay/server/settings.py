@@ -9,6 +9,7 @@ a typo should not silently fall back to a default. Upstream addresses only ever 
                drain_timeout, ttl, max_log_bytes
     [sim]      ttft, tokens_per_second, jitter
     [aliases]  name = "provider/model"
+    [redis]    url (or $TOKENRELAY_REDIS_URL), lease: share streams between replicas
     [upstreams.NAME]  kind ("openai" | "anthropic"), base_url, api_key_env, models,
                connect_timeout: another upstream, served as NAME/<model>
 
@@ -68,6 +69,12 @@ class SimSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSection:
+    url: str = ""  # empty: streams live in this process only
+    lease: float = 10.0  # seconds without renewal before a stream's producer counts as lost
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSection:
     kind: str = "openai"
     base_url: str = ""
@@ -81,11 +88,18 @@ class Settings:
     server: ServerSettings = ServerSettings()
     streams: StreamsSection = StreamsSection()
     sim: SimSection = SimSection()
+    redis: RedisSection = RedisSection()
     aliases: dict[str, str] = field(default_factory=dict)
     upstreams: dict[str, UpstreamSection] = field(default_factory=dict)
 
 
-_SECTIONS: dict[str, Any] = {"server": ServerSettings, "streams": StreamsSection, "sim": SimSection}
+_SECTIONS: dict[str, Any] = {
+    "server": ServerSettings,
+    "streams": StreamsSection,
+    "sim": SimSection,
+    "redis": RedisSection,
+}
+REDIS_ENV = "TOKENRELAY_REDIS_URL"
 
 
 def _section(cls: Any, name: str, raw: Any) -> Any:
@@ -156,6 +170,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path} is not valid TOML: {exc}") from None
     return parse_settings(data)
+
+
+def redis_url(settings: Settings) -> str:
+    """The environment wins, so replicas can share one file and differ in nothing else."""
+    return os.environ.get(REDIS_ENV) or settings.redis.url
 
 
 def with_server(settings: Settings, **changes: Any) -> Settings:

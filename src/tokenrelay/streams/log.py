@@ -22,12 +22,19 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
 - `add_subscriber` / `remove_subscriber` count readers across every process sharing the log
   and return the new count; the last one out lets the disconnect policy act.
 - `close()` releases the backend's resources; safe to call twice.
+
+Cluster hooks, for backends shared by several processes (no-ops in a single process):
+`publish(message)` sends a control message (`{"kind": "cancel" | "abandoned", "stream_id",
+"reason"}`) to every process, `control_messages()` yields those sent by anyone, and
+`renew_leases()` keeps this process's producing streams from being declared lost.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from tokenrelay.events import Event
 
@@ -47,6 +54,8 @@ class StreamMeta:
 
 
 class StreamLog(ABC):
+    renew_every: float | None = None  # seconds between renew_leases() calls; None: never
+
     def __init__(self, *, max_bytes: int, ttl: float) -> None:
         self.max_bytes = max_bytes
         self.ttl = ttl
@@ -71,6 +80,20 @@ class StreamLog(ABC):
 
     @abstractmethod
     async def meta(self, stream_id: str) -> StreamMeta | None: ...
+
+    @abstractmethod
+    async def subscribers(self, stream_id: str) -> int: ...
+
+    async def publish(self, message: dict[str, Any]) -> None:  # noqa: B027 - one process
+        """Send a control message to every process sharing this log."""
+
+    async def control_messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Control messages from every process; a single-process log has none."""
+        return
+        yield  # pragma: no cover - makes this an async generator
+
+    async def renew_leases(self) -> None:  # noqa: B027 - one process: nobody to convince
+        """Refresh the leases of the streams this process produces."""
 
     async def close(self) -> None:  # noqa: B027 - nothing to release in the simplest backend
         """Release resources. Safe to call twice."""

@@ -96,6 +96,9 @@ class MemoryStreamLog(StreamLog):
         self._subscribers[stream_id] = self._subscribers.get(stream_id, 0) + 1
         return self._subscribers[stream_id]
 
+    async def subscribers(self, stream_id: str) -> int:
+        return self._subscribers.get(stream_id, 0)
+
     async def remove_subscriber(self, stream_id: str) -> int:
         count = self._subscribers.get(stream_id, 0) - 1
         if count > 0:

@@ -23,8 +23,10 @@ Size and sequence checks are local to the producing replica, which is the only w
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream, client_message
@@ -32,6 +34,7 @@ from tokenrelay.events import Event, EventType, error_event
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
 
 PRODUCER_LOST = "producer_lost"
+CONTROL_CHANNEL = "tr:control"
 
 # Ends a stream whose producer's lease lapsed, unless it has ended or the lease is back.
 # KEYS: events, meta, lease, tomb. ARGV: payload of the error event, ttl in ms.
@@ -80,6 +83,7 @@ class RedisStreamLog(StreamLog):
         self.redis = aioredis.Redis.from_url(url, max_connections=max_connections)
         self.max_age = max_age
         self.lease = lease
+        self.renew_every = lease / 3
         self._written: dict[str, tuple[int, int]] = {}  # producer-local: (last seq, bytes)
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
 
@@ -198,6 +202,26 @@ class RedisStreamLog(StreamLog):
 
     async def remove_subscriber(self, stream_id: str) -> int:
         return int(await self.redis.decr(_keys(stream_id)["subs"]))
+
+    async def subscribers(self, stream_id: str) -> int:
+        return int(await self.redis.get(_keys(stream_id)["subs"]) or 0)
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        await self.redis.publish(CONTROL_CHANNEL, orjson.dumps(message))
+
+    async def control_messages(self) -> AsyncIterator[dict[str, Any]]:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(CONTROL_CHANNEL)
+        try:
+            async for raw in pubsub.listen():
+                try:
+                    message = orjson.loads(raw["data"])
+                except (orjson.JSONDecodeError, TypeError, KeyError):
+                    continue
+                if isinstance(message, dict):
+                    yield message
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def meta(self, stream_id: str) -> StreamMeta | None:
         raw: Any = await self.redis.hgetall(_keys(stream_id)["meta"])

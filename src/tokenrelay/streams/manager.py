@@ -16,12 +16,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from tokenrelay._types import DisconnectPolicy
-from tokenrelay.errors import ServiceUnavailable, UnknownStream
+from tokenrelay.errors import ServiceUnavailable
 from tokenrelay.providers.base import GenerationRequest, Provider
 from tokenrelay.streams.log import StreamLog, StreamMeta
 from tokenrelay.streams.stream import SHUTDOWN, Deadlines, RetryPolicy, Stream
@@ -50,7 +51,6 @@ class _Running:
     stream: Stream
     task: asyncio.Task[None]
     policy: DisconnectPolicy
-    subscribers: int = 0
     detach_timer: asyncio.TimerHandle | None = None
 
 
@@ -61,6 +61,7 @@ class StreamManager:
         self._running: dict[str, _Running] = {}
         self._draining = False
         self._endings: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def active_count(self) -> int:
@@ -102,39 +103,104 @@ class StreamManager:
 
     @asynccontextmanager
     async def subscription(self, stream_id: str) -> AsyncIterator[None]:
-        """Count a reader in for the duration; the last one out applies the disconnect policy."""
+        """Count a reader in (across every replica sharing the log) while it reads.
+
+        The last reader out applies the stream's disconnect policy: here if this process runs
+        the stream, otherwise by telling the process that does.
+        """
+        await self.log.add_subscriber(stream_id)
         running = self._running.get(stream_id)
-        if running is not None:
-            running.subscribers += 1
-            if running.detach_timer is not None:
-                running.detach_timer.cancel()
-                running.detach_timer = None
+        if running is not None and running.detach_timer is not None:
+            running.detach_timer.cancel()
+            running.detach_timer = None
         try:
             yield
         finally:
-            if running is not None:
-                running.subscribers -= 1
-                if running.subscribers == 0 and not running.stream.ended:
-                    self._on_abandoned(stream_id, running)
+            if await self.log.remove_subscriber(stream_id) <= 0:
+                await self._abandoned(stream_id)
 
-    def _on_abandoned(self, stream_id: str, running: _Running) -> None:
+    async def _abandoned(self, stream_id: str) -> None:
+        running = self._running.get(stream_id)
+        if running is None:
+            await self.log.publish({"kind": "abandoned", "stream_id": stream_id})
+        elif not running.stream.ended:
+            self._apply_policy(stream_id, running)
+
+    def _apply_policy(self, stream_id: str, running: _Running) -> None:
         if running.policy == "cancel":
             self._cancel(running, "client_disconnected")
             return
         logger.info("stream %s detached; resume window %ss", stream_id, self.settings.resume_window)
+        if running.detach_timer is not None:
+            running.detach_timer.cancel()
         running.detach_timer = asyncio.get_running_loop().call_later(
-            self.settings.resume_window, self._cancel, running, "resume_window_expired"
+            self.settings.resume_window, lambda: self._spawn(self._expire_detached(stream_id))
         )
 
-    async def cancel(self, stream_id: str, reason: str = "cancelled_by_request") -> bool:
-        """Cancel a stream this process runs. False if it had already ended; 404 if unknown."""
+    async def _expire_detached(self, stream_id: str) -> None:
         running = self._running.get(stream_id)
-        if running is None:
-            if await self.log.meta(stream_id) is None:
-                raise UnknownStream()
+        if running is not None and await self.log.subscribers(stream_id) <= 0:
+            self._cancel(running, "resume_window_expired")
+
+    async def cancel(self, stream_id: str, reason: str = "cancelled_by_request") -> bool:
+        """Cancel a stream, wherever it runs. False if it had ended; UnknownStream if unknown."""
+        running = self._running.get(stream_id)
+        if running is not None:
+            self._cancel(running, reason)
+            return True
+        status = await self.log.status(stream_id)  # raises UnknownStream / StreamExpired
+        if status.ended:
             return False
-        self._cancel(running, reason)
+        await self.log.publish({"kind": "cancel", "stream_id": stream_id, "reason": reason})
         return True
+
+    async def _on_control(self, message: dict[str, Any]) -> None:
+        """A message from another replica, about a stream that may be running here."""
+        stream_id = message.get("stream_id")
+        running = self._running.get(stream_id) if isinstance(stream_id, str) else None
+        if running is None or running.stream.ended:
+            return
+        if message.get("kind") == "cancel":
+            reason = message.get("reason")
+            self._cancel(running, reason if isinstance(reason, str) else "cancelled_by_request")
+        elif (
+            message.get("kind") == "abandoned"
+            and await self.log.subscribers(running.stream.stream_id) <= 0
+        ):
+            self._apply_policy(running.stream.stream_id, running)
+
+    def start_background(self) -> None:
+        """Listen for other replicas' control messages and keep this replica's leases fresh."""
+        self._background = [
+            asyncio.create_task(self._listen(), name="tokenrelay-control"),
+            asyncio.create_task(self._renew(), name="tokenrelay-leases"),
+        ]
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for message in self.log.control_messages():
+                    await self._on_control(message)
+                return  # a single-process log has no messages
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("control channel failed; reconnecting in 1s")
+                await asyncio.sleep(1.0)
+
+    async def _renew(self) -> None:
+        every = self.log.renew_every
+        while every:
+            await asyncio.sleep(every)
+            try:
+                await self.log.renew_leases()
+            except Exception:
+                logger.exception("lease renewal failed")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
 
     @staticmethod
     def _cancel(running: _Running, reason: str) -> None:
@@ -152,9 +218,7 @@ class StreamManager:
         if not running.stream.ended:
             # Cancelled before its first step ran: the coroutine never started, so write the
             # ending here. Exactly one terminal event, whatever the timing.
-            ending = asyncio.get_running_loop().create_task(running.stream.end_cancelled())
-            self._endings.add(ending)
-            ending.add_done_callback(self._endings.discard)
+            self._spawn(running.stream.end_cancelled())
 
     def begin_drain(self) -> None:
         """Refuse new streams; cancel what still runs after `drain_timeout`. Idempotent."""
@@ -175,6 +239,9 @@ class StreamManager:
     async def close(self) -> None:
         """Cancel everything still running and wait until each has written its ending."""
         self._draining = True
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         tasks = [r.task for r in self._running.values()]
         self._cancel_all()
         await asyncio.gather(*tasks, return_exceptions=True)
