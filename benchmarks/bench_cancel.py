@@ -31,7 +31,7 @@ PHASES = {
 
 
 def trial(server_url: str, mock: object, base: str, path: str, wait: str) -> float:
-    model = f"{base}+{uuid.uuid4().hex[:8]}"
+    model = f"{base}+tag-{uuid.uuid4().hex[:8]}"
     body: dict[str, object] = {"message": "x", "model": f"openai/{model}"}
     if path.startswith("/v1"):
         body = {"model": f"openai/{model}", "messages": [{"role": "user", "content": "x"}]}

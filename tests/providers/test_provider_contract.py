@@ -165,3 +165,15 @@ async def test_api_keys_are_sent_as_each_provider_expects(mock: MockUpstream) ->
     assert anthropic._client._client.headers["anthropic-version"] == "2023-06-01"
     await openai.aclose()
     await anthropic.aclose()
+
+
+def test_regression_mock_tags_do_not_change_the_scenario() -> None:
+    """A unique model suffix once made the mock fall back to the default answer, so the
+    'silent upstream' cancel tests ran against a talking one. Tags are labels only."""
+    from tokenrelay.mock.scenario import read_scenario
+    from tokenrelay.providers.sim import SimTiming
+
+    timing = SimTiming()
+    assert read_scenario("slow-start+tag-1a2b", timing).sim_model == "slow-start"
+    assert read_scenario("default+endless+tag-x", timing).sim_model == "default+endless"
+    assert read_scenario("gpt-4o", timing).sim_model == "default"

@@ -43,7 +43,7 @@ base_url = "{mock.url}"
 
 def _model(base: str) -> str:
     """A model name unique to this test, so the mock's record is unambiguous."""
-    return f"{base}+{uuid.uuid4().hex[:8]}"
+    return f"{base}+tag-{uuid.uuid4().hex[:8]}"
 
 
 USER = [{"role": "user", "content": "x"}]

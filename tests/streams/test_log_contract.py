@@ -11,7 +11,7 @@ from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import cancelled_event, start_event, token_event
 from tokenrelay.streams.log import StreamLog, StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
-from tokenrelay.streams.log_redis import RedisStreamLog
+from tokenrelay.streams.log_redis import READ_SLICE, RedisStreamLog
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +142,28 @@ async def test_metadata_round_trips(log: StreamLog) -> None:
     meta = await log.meta(SID)
     assert meta is not None
     assert (meta.stream_id, meta.model) == (SID, "sim/fast")
+
+
+async def test_cancelled_redis_readers_return_at_once_and_release_within_a_slice(
+    redis_url: str,
+) -> None:
+    """Cancellation never reaches redis-py (its pool can wedge on a cancelled command, see
+    log_redis.py): a cancelled reader returns at once, its call finishes within READ_SLICE,
+    and the log keeps answering. The wedge itself is pinned end to end by
+    tests/server/test_replicas.py::test_last_subscriber_leaving_on_b_cancels_on_a."""
+    log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60.0, max_connections=100)
+    await log.redis.flushdb()
+    await log.create(SID, StreamMeta(SID, "m"))
+    readers = [asyncio.create_task(log.read(SID, 0, wait=30.0)) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    for reader in readers:
+        reader.cancel()
+    async with asyncio.timeout(0.2):
+        results = await asyncio.gather(*readers, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    if log._inflight:
+        _, pending = await asyncio.wait(log._inflight, timeout=READ_SLICE + 1.0)
+        assert not pending, "a shielded Redis call outlived its slice"
+    assert await log.add_subscriber(SID) == 1
+    assert (await log.status(SID)).last_seq == 0
+    await log.close()

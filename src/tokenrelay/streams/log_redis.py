@@ -19,12 +19,21 @@ that every reader sees the same single terminal event.
 
 The producer appends one XADD per event (a pipeline with the expiries for the terminal one).
 Size and sequence checks are local to the producing replica, which is the only writer.
+
+Cancellation never lands inside redis-py. Its asyncio pool holds one pool-wide lock while a
+released connection disconnects, and a command cut by a cancel can leave that pending: every
+Redis call in the process then queues behind it (seen here with redis-py 8.1, a reader
+cancelled in XREAD BLOCK). So each call runs in a task of its own that the caller awaits
+through `asyncio.shield`. A cancelled caller returns at once; the call finishes normally (an
+XREAD BLOCK within READ_SLICE) and gives its connection back cleanly. Appends to one stream
+are chained, so a write still in flight is never overtaken by the next one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -33,6 +42,8 @@ from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream, clie
 from tokenrelay.events import Event, EventType, error_event
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
 
+T = TypeVar("T")
+READ_SLICE = 0.5  # seconds: the longest one XREAD BLOCK waits (see read)
 PRODUCER_LOST = "producer_lost"
 CONTROL_CHANNEL = "tr:control"
 
@@ -85,11 +96,13 @@ class RedisStreamLog(StreamLog):
         self.lease = lease
         self.renew_every = lease / 3
         self._written: dict[str, tuple[int, int]] = {}  # producer-local: (last seq, bytes)
+        self._tails: dict[str, asyncio.Future[None]] = {}  # each stream's last write in flight
+        self._inflight: set[asyncio.Task[Any]] = set()
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
 
     # ------------------------------------------------------------------ writing
 
-    async def create(self, stream_id: str, meta: StreamMeta) -> None:
+    async def _create(self, stream_id: str, meta: StreamMeta) -> None:
         k = _keys(stream_id)
         created = await self.redis.hsetnx(k["meta"], "model", meta.model)
         if not created:
@@ -106,6 +119,8 @@ class RedisStreamLog(StreamLog):
         self._written[stream_id] = (0, 0)
 
     async def append(self, stream_id: str, event: Event) -> None:
+        # Checks and bookkeeping happen now, synchronously, so the next append sees them even
+        # while this write is still in flight; the write itself is chained after the last one.
         if stream_id not in self._written:
             raise ValueError(f"stream {stream_id} has ended or is not produced here")
         last, size = self._written[stream_id]
@@ -113,6 +128,23 @@ class RedisStreamLog(StreamLog):
             raise ValueError(f"stream {stream_id}: seq {event.seq} after {last}")
         if not event.terminal and size + len(event.data) > self.max_bytes:
             raise StreamTooLarge(f"stream {stream_id} passed {self.max_bytes} bytes")
+        if event.terminal:
+            del self._written[stream_id]
+        else:
+            self._written[stream_id] = (event.seq, size + len(event.data))
+        previous = self._tails.get(stream_id)
+        write = self._spawn(self._write(stream_id, event, previous))
+        if event.terminal:
+            self._tails.pop(stream_id, None)
+        else:
+            self._tails[stream_id] = write
+        await asyncio.shield(write)
+
+    async def _write(
+        self, stream_id: str, event: Event, previous: asyncio.Future[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # order matters; its failure is its caller's to see
         k = _keys(stream_id)
         fields: Any = {"t": event.type, "d": event.data}
         if not event.terminal:
@@ -123,7 +155,6 @@ class RedisStreamLog(StreamLog):
                     await pipe.execute()
             else:
                 await self.redis.xadd(k["events"], fields, id=f"0-{event.seq}")
-            self._written[stream_id] = (event.seq, size + len(event.data))
             return
         ttl_ms = int(self.ttl * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -134,9 +165,59 @@ class RedisStreamLog(StreamLog):
             pipe.delete(k["lease"])
             pipe.pexpire(k["tomb"], ttl_ms * 2)
             await pipe.execute()
-        del self._written[stream_id]
+
+    # ------------------------------------------------------------------ shielded entry points
+
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._settled)
+        return task
+
+    def _settled(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled():
+            task.exception()  # mark it seen: a cancelled caller cannot; the log has it if any
+
+    async def _guard(self, work: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.shield(self._spawn(work))
+
+    async def create(self, stream_id: str, meta: StreamMeta) -> None:
+        await self._guard(self._create(stream_id, meta))
+
+    async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
+        # Waited out in slices: a cancelled reader's shielded call then holds its connection
+        # for at most READ_SLICE, not a whole keep-alive interval.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            remaining = deadline - loop.time()
+            events = await self._guard(self._read(stream_id, after, min(remaining, READ_SLICE)))
+            if events or remaining <= READ_SLICE:
+                return events
+
+    async def status(self, stream_id: str) -> StreamStatus:
+        return await self._guard(self._status(stream_id))
+
+    async def add_subscriber(self, stream_id: str) -> int:
+        return await self._guard(self._add_subscriber(stream_id))
+
+    async def remove_subscriber(self, stream_id: str) -> int:
+        return await self._guard(self._remove_subscriber(stream_id))
+
+    async def subscribers(self, stream_id: str) -> int:
+        return await self._guard(self._subscribers(stream_id))
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        await self._guard(self._publish(message))
+
+    async def meta(self, stream_id: str) -> StreamMeta | None:
+        return await self._guard(self._meta(stream_id))
 
     async def renew_leases(self) -> None:
+        await self._guard(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
         """Called periodically by the producing replica for the streams it is writing."""
         if not self._written:
             return
@@ -147,7 +228,7 @@ class RedisStreamLog(StreamLog):
 
     # ------------------------------------------------------------------ reading
 
-    async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
+    async def _read(self, stream_id: str, after: int, wait: float) -> list[Event]:
         # One round trip per wake: XREAD BLOCK returns at once if anything is past the cursor.
         # Only a read that found nothing pays for a status check (existence, producer lease).
         key = _keys(stream_id)["events"]
@@ -155,7 +236,7 @@ class RedisStreamLog(StreamLog):
         events = await self._xread(key, after, block_ms=block_ms if block_ms > 0 else None)
         if events:
             return events
-        status = await self.status(stream_id)  # raises for unknown streams; may end a lost one
+        status = await self._status(stream_id)  # raises for unknown streams; may end a lost one
         if status.last_seq > after:
             return await self._xread(key, after, block_ms=None)
         return []
@@ -167,7 +248,7 @@ class RedisStreamLog(StreamLog):
         _, entries = reply[0]
         return [_event_of(entry_id, fields) for entry_id, fields in entries]
 
-    async def status(self, stream_id: str) -> StreamStatus:
+    async def _status(self, stream_id: str) -> StreamStatus:
         k = _keys(stream_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(k["meta"], "ended")
@@ -192,7 +273,7 @@ class RedisStreamLog(StreamLog):
         ended = await self.redis.hget(k["meta"], "ended")
         return StreamStatus(last_seq, ended == b"1")  # someone else ended it, or it came back
 
-    async def add_subscriber(self, stream_id: str) -> int:
+    async def _add_subscriber(self, stream_id: str) -> int:
         k = _keys(stream_id)["subs"]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(k)
@@ -200,13 +281,13 @@ class RedisStreamLog(StreamLog):
             count, _ = await pipe.execute()
         return int(count)
 
-    async def remove_subscriber(self, stream_id: str) -> int:
+    async def _remove_subscriber(self, stream_id: str) -> int:
         return int(await self.redis.decr(_keys(stream_id)["subs"]))
 
-    async def subscribers(self, stream_id: str) -> int:
+    async def _subscribers(self, stream_id: str) -> int:
         return int(await self.redis.get(_keys(stream_id)["subs"]) or 0)
 
-    async def publish(self, message: dict[str, Any]) -> None:
+    async def _publish(self, message: dict[str, Any]) -> None:
         await self.redis.publish(CONTROL_CHANNEL, orjson.dumps(message))
 
     async def control_messages(self) -> AsyncIterator[dict[str, Any]]:
@@ -223,7 +304,7 @@ class RedisStreamLog(StreamLog):
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def meta(self, stream_id: str) -> StreamMeta | None:
+    async def _meta(self, stream_id: str) -> StreamMeta | None:
         raw: Any = await self.redis.hgetall(_keys(stream_id)["meta"])
         if not raw:
             return None
@@ -233,4 +314,6 @@ class RedisStreamLog(StreamLog):
         )
 
     async def close(self) -> None:
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=5.0)
         await self.redis.aclose()

@@ -103,8 +103,14 @@ class Stream:
         return self._seq + 1
 
     async def _append(self, event: ev.Event) -> None:
-        # The seq advances only once the log has the event: a refused append leaves no gap.
-        await self._log.append(self.stream_id, event)
+        # The seq advances only once the log took the event: a refused append leaves no gap.
+        # A cancel while the write is in flight does not undo it (logs finish their writes),
+        # so the seq is spent then too, and the ending that follows comes after it.
+        try:
+            await self._log.append(self.stream_id, event)
+        except asyncio.CancelledError:
+            self._seq = event.seq
+            raise
         self._seq = event.seq
 
     async def run(self) -> None:
