@@ -151,3 +151,34 @@ def test_kill_9_of_the_producer_ends_followers_with_producer_lost(
     assert ending["error_type"] == "producer_lost"
     assert ending["retryable"] is True
     assert sum(e["type"] in ("done", "error", "cancelled") for e in events) == 1
+
+
+def test_sigterm_on_the_producer_ends_followers_elsewhere_with_a_retryable_error(
+    tmp_path: Path, redis_url: str, mock: MockUpstream, pair: tuple[RealServer, RealServer]
+) -> None:
+    _, b = pair
+    with real_server(tmp_path, _config(redis_url, mock)) as leaving:
+        body: dict[str, object] = {
+            "message": "x",
+            "model": "sim/default+endless",
+            "on_disconnect": "detach",
+        }
+        creator = open_request(leaving.url, "/api/chat/stream", body)
+        stream_id = _stream_id(read_until(creator, b'"type":"token"'))
+        events: list[dict[str, Any]] = []
+
+        def follow() -> None:
+            with httpx.stream("GET", f"{b.url}/api/streams/{stream_id}", timeout=30) as response:
+                events.extend(sse_events(response.read()))
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        time.sleep(0.3)
+        assert leaving.terminate() in (0, -15)
+        creator.close()
+        follower.join(15)
+    assert not follower.is_alive()
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error_type"] == "server_shutdown"
+    assert events[-1]["retryable"] is True
+    assert sum(e["type"] in ("done", "error", "cancelled") for e in events) == 1
