@@ -48,8 +48,8 @@ class StreamResult:
     ended: str
 
 
-async def one_stream(client: httpx.AsyncClient, tokens: int) -> StreamResult:
-    body = {"message": "Explain streaming relays", "model": "sim/fast", "max_tokens": tokens}
+async def one_stream(client: httpx.AsyncClient, tokens: int, model: str) -> StreamResult:
+    body = {"message": "Explain streaming relays", "model": model, "max_tokens": tokens}
     started = time.perf_counter()
     ttft = 0.0
     count = 0
@@ -67,11 +67,13 @@ async def one_stream(client: httpx.AsyncClient, tokens: int) -> StreamResult:
     return StreamResult(count, ttft, ending)
 
 
-async def one_round(url: str, streams: int, tokens: int) -> tuple[list[StreamResult], float]:
+async def one_round(
+    url: str, streams: int, tokens: int, model: str = "sim/fast+endless"
+) -> tuple[list[StreamResult], float]:
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, tokens) for _ in range(streams)))
+        results = await asyncio.gather(*(one_stream(client, tokens, model) for _ in range(streams)))
         return list(results), time.perf_counter() - started
 
 
