@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,62 +125,63 @@ def test_last_subscriber_leaving_on_b_cancels_on_a(
     assert upstream_gone_after(mock, model, closed_at) < 2.0
 
 
+@dataclass
+class _Follower:
+    """A detached stream started on one replica and followed from another."""
+
+    creator: socket.socket
+    thread: threading.Thread
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _start_and_follow(producer: RealServer, follower: RealServer) -> _Follower:
+    body: dict[str, object] = {
+        "message": "x",
+        "model": "sim/default+endless",
+        "on_disconnect": "detach",
+    }
+    creator = open_request(producer.url, "/api/chat/stream", body)
+    stream_id = _stream_id(read_until(creator, b'"type":"token"'))
+    events: list[dict[str, Any]] = []
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{follower.url}/api/streams/{stream_id}", timeout=30) as r:
+            events.extend(sse_events(r.read()))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    time.sleep(0.3)
+    return _Follower(creator, thread, events)
+
+
+def _ended_once_with(events: list[dict[str, Any]], error_type: str) -> None:
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error_type"] == error_type
+    assert events[-1]["retryable"] is True
+    assert sum(e["type"] in ("done", "error", "cancelled") for e in events) == 1
+
+
 def test_kill_9_of_the_producer_ends_followers_with_producer_lost(
     tmp_path: Path, redis_url: str, mock: MockUpstream, pair: tuple[RealServer, RealServer]
 ) -> None:
-    _, b = pair
     with real_server(tmp_path, _config(redis_url, mock)) as doomed:
-        body = {"message": "x", "model": "sim/default+endless", "on_disconnect": "detach"}
-        r = open_request(doomed.url, "/api/chat/stream", dict(body))
-        stream_id = _stream_id(read_until(r, b'"type":"token"'))
-        events: list[dict[str, Any]] = []
-
-        def follow() -> None:
-            with httpx.stream("GET", f"{b.url}/api/streams/{stream_id}", timeout=30) as response:
-                events.extend(sse_events(response.read()))
-
-        follower = threading.Thread(target=follow)
-        follower.start()
-        time.sleep(0.3)
+        follower = _start_and_follow(doomed, pair[1])
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait()
-        r.close()
-        follower.join(15)
-    assert not follower.is_alive(), "a follower hung after its producer died"
-    assert sum(e["type"] == "token" for e in events) > 0
-    ending = events[-1]
-    assert ending["type"] == "error"
-    assert ending["error_type"] == "producer_lost"
-    assert ending["retryable"] is True
-    assert sum(e["type"] in ("done", "error", "cancelled") for e in events) == 1
+        follower.creator.close()
+        follower.thread.join(15)
+    assert not follower.thread.is_alive(), "a follower hung after its producer died"
+    assert sum(e["type"] == "token" for e in follower.events) > 0
+    _ended_once_with(follower.events, "producer_lost")
 
 
 def test_sigterm_on_the_producer_ends_followers_elsewhere_with_a_retryable_error(
     tmp_path: Path, redis_url: str, mock: MockUpstream, pair: tuple[RealServer, RealServer]
 ) -> None:
-    _, b = pair
     with real_server(tmp_path, _config(redis_url, mock)) as leaving:
-        body: dict[str, object] = {
-            "message": "x",
-            "model": "sim/default+endless",
-            "on_disconnect": "detach",
-        }
-        creator = open_request(leaving.url, "/api/chat/stream", body)
-        stream_id = _stream_id(read_until(creator, b'"type":"token"'))
-        events: list[dict[str, Any]] = []
-
-        def follow() -> None:
-            with httpx.stream("GET", f"{b.url}/api/streams/{stream_id}", timeout=30) as response:
-                events.extend(sse_events(response.read()))
-
-        follower = threading.Thread(target=follow)
-        follower.start()
-        time.sleep(0.3)
+        follower = _start_and_follow(leaving, pair[1])
         assert leaving.terminate() in (0, -15)
-        creator.close()
-        follower.join(15)
-    assert not follower.is_alive()
-    assert events[-1]["type"] == "error"
-    assert events[-1]["error_type"] == "server_shutdown"
-    assert events[-1]["retryable"] is True
-    assert sum(e["type"] in ("done", "error", "cancelled") for e in events) == 1
+        follower.creator.close()
+        follower.thread.join(15)
+    assert not follower.thread.is_alive()
+    _ended_once_with(follower.events, "server_shutdown")
