@@ -36,6 +36,7 @@ async def test_read_returns_events_after_the_cursor_in_order(log: StreamLog) -> 
     await log.append(SID, start_event(1, SID, "m"))
     for seq in range(2, 6):
         await log.append(SID, token_event(seq, f"t{seq}"))
+    await log.flush()
     assert [e.seq for e in await log.read(SID, 0, wait=0)] == [1, 2, 3, 4, 5]
     assert [e.seq for e in await log.read(SID, 3, wait=0)] == [4, 5]
 
@@ -89,6 +90,7 @@ async def test_size_cap_refuses_tokens_but_accepts_the_ending(log: StreamLog) ->
     await log.append(SID, start_event(1, SID, "m"))
     with pytest.raises(StreamTooLarge):
         await log.append(SID, token_event(2, "x" * 5000))
+    await log.flush()
     assert (await log.status(SID)).last_seq == 1
     await log.append(SID, cancelled_event(2, "too big"))
     assert (await log.status(SID)).ended
@@ -167,3 +169,14 @@ async def test_cancelled_redis_readers_return_at_once_and_release_within_a_slice
     assert await log.add_subscriber(SID) == 1
     assert (await log.status(SID)).last_seq == 0
     await log.close()
+
+
+async def test_a_burst_then_the_ending_reads_back_complete_and_in_order(log: StreamLog) -> None:
+    """Backends may write asynchronously; the terminal append waits for everything before it."""
+    await log.append(SID, start_event(1, SID, "m"))
+    for seq in range(2, 100):  # within the fixture's 4 KiB cap
+        await log.append(SID, token_event(seq, "x"))
+    await log.append(SID, cancelled_event(100, "test"))
+    events = await log.read(SID, 0, wait=0)
+    assert [e.seq for e in events] == list(range(1, 101))
+    assert (await log.status(SID)).ended

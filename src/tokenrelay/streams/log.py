@@ -5,7 +5,9 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
 - `create(stream_id, meta)` registers a stream before its first event. Creating an existing id
   raises `ValueError` (ids are random; a clash is a bug).
 - `append(stream_id, event)` stores `event`, whose `seq` must be exactly one more than the last
-  (the first is 1). It wakes every reader waiting on that stream. Appending after a terminal
+  (the first is 1). It wakes every reader waiting on that stream. A backend may write
+  non-terminal events asynchronously (in order, promptly); a terminal append returns only once
+  every event up to it is stored, and `flush()` waits for the rest. Appending after a terminal
   event raises `ValueError`: a stream has exactly one ending. When a non-terminal event would
   take the stream past `max_bytes`, it raises `StreamTooLarge` and stores nothing; the producer
   then ends the stream with an `error` (terminal events are always accepted).
@@ -91,6 +93,9 @@ class StreamLog(ABC):
         """Control messages from every process; a single-process log has none."""
         return
         yield  # pragma: no cover - makes this an async generator
+
+    async def flush(self) -> None:  # noqa: B027 - the memory log stores synchronously
+        """Return once every appended event is stored."""
 
     async def renew_leases(self) -> None:  # noqa: B027 - one process: nobody to convince
         """Refresh the leases of the streams this process produces."""

@@ -17,21 +17,23 @@ finds nothing new asks `status()`, which also notices a producer whose lease has
 writes the ending it never wrote (`producer_lost`, retryable) in one atomic script, so
 that every reader sees the same single terminal event.
 
-The producer appends one XADD per event (a pipeline with the expiries for the terminal one).
-Size and sequence checks are local to the producing replica, which is the only writer.
+The producer does not wait for Redis: `append` checks and queues the event, and one flusher
+task per stream writes whatever has accumulated in a single pipeline per round trip (only the
+terminal append waits, so an ending is durable before its producer finishes). Size and
+sequence checks are local to the producing replica, which is the only writer.
 
 Cancellation never lands inside redis-py. Its asyncio pool holds one pool-wide lock while a
 released connection disconnects, and a command cut by a cancel can leave that pending: every
 Redis call in the process then queues behind it (seen here with redis-py 8.1, a reader
 cancelled in XREAD BLOCK). So each call runs in a task of its own that the caller awaits
 through `asyncio.shield`. A cancelled caller returns at once; the call finishes normally (an
-XREAD BLOCK within READ_SLICE) and gives its connection back cleanly. Appends to one stream
-are chained, so a write still in flight is never overtaken by the next one.
+XREAD BLOCK within READ_SLICE) and gives its connection back cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -43,6 +45,7 @@ from tokenrelay.events import Event, EventType, error_event
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
 
 T = TypeVar("T")
+logger = logging.getLogger("tokenrelay.redis")
 READ_SLICE = 0.5  # seconds: the longest one XREAD BLOCK waits (see read)
 PRODUCER_LOST = "producer_lost"
 CONTROL_CHANNEL = "tr:control"
@@ -96,7 +99,8 @@ class RedisStreamLog(StreamLog):
         self.lease = lease
         self.renew_every = lease / 3
         self._written: dict[str, tuple[int, int]] = {}  # producer-local: (last seq, bytes)
-        self._tails: dict[str, asyncio.Future[None]] = {}  # each stream's last write in flight
+        self._queues: dict[str, list[Event]] = {}  # appended, not yet written
+        self._flushers: dict[str, asyncio.Task[None]] = {}  # each stream's writer, if busy
         self._inflight: set[asyncio.Task[Any]] = set()
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
 
@@ -119,8 +123,8 @@ class RedisStreamLog(StreamLog):
         self._written[stream_id] = (0, 0)
 
     async def append(self, stream_id: str, event: Event) -> None:
-        # Checks and bookkeeping happen now, synchronously, so the next append sees them even
-        # while this write is still in flight; the write itself is chained after the last one.
+        # Checks and bookkeeping happen now, synchronously, so the next append sees them while
+        # earlier events are still being written; the flusher keeps the writes in order.
         if stream_id not in self._written:
             raise ValueError(f"stream {stream_id} has ended or is not produced here")
         last, size = self._written[stream_id]
@@ -132,38 +136,41 @@ class RedisStreamLog(StreamLog):
             del self._written[stream_id]
         else:
             self._written[stream_id] = (event.seq, size + len(event.data))
-        previous = self._tails.get(stream_id)
-        write = self._spawn(self._write(stream_id, event, previous))
+        self._queues.setdefault(stream_id, []).append(event)
+        flusher = self._flushers.get(stream_id)
+        if flusher is None or flusher.done():
+            flusher = self._flushers[stream_id] = self._spawn(self._flush(stream_id))
         if event.terminal:
-            self._tails.pop(stream_id, None)
-        else:
-            self._tails[stream_id] = write
-        await asyncio.shield(write)
+            await asyncio.shield(flusher)  # the ending is durable before the producer ends
 
-    async def _write(
-        self, stream_id: str, event: Event, previous: asyncio.Future[None] | None
-    ) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # order matters; its failure is its caller's to see
+    async def _flush(self, stream_id: str) -> None:
+        """Write queued events in order, as many per round trip as have accumulated."""
+        try:
+            while batch := self._queues.get(stream_id):
+                self._queues[stream_id] = []
+                await self._write_batch(stream_id, batch)
+        except Exception as exc:
+            logger.error("stream %s: writing to Redis failed (%s)", stream_id, type(exc).__name__)
+            raise
+        finally:
+            if not self._queues.get(stream_id):
+                self._queues.pop(stream_id, None)
+                self._flushers.pop(stream_id, None)
+
+    async def _write_batch(self, stream_id: str, batch: list[Event]) -> None:
         k = _keys(stream_id)
-        fields: Any = {"t": event.type, "d": event.data}
-        if not event.terminal:
-            if event.seq == 1:  # the events key exists from now on: give it its expiry
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.xadd(k["events"], fields, id=f"0-{event.seq}")
-                    pipe.pexpire(k["events"], int(self.max_age * 1000))
-                    await pipe.execute()
-            else:
-                await self.redis.xadd(k["events"], fields, id=f"0-{event.seq}")
-            return
-        ttl_ms = int(self.ttl * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(k["events"], fields, id=f"0-{event.seq}")
-            pipe.hset(k["meta"], "ended", "1")
-            pipe.pexpire(k["events"], ttl_ms)
-            pipe.pexpire(k["meta"], ttl_ms)
-            pipe.delete(k["lease"])
-            pipe.pexpire(k["tomb"], ttl_ms * 2)
+            for event in batch:
+                pipe.xadd(k["events"], {"t": event.type, "d": event.data}, id=f"0-{event.seq}")
+            if batch[0].seq == 1:  # the events key exists from now on: give it its expiry
+                pipe.pexpire(k["events"], int(self.max_age * 1000))
+            if batch[-1].terminal:
+                ttl_ms = int(self.ttl * 1000)
+                pipe.hset(k["meta"], "ended", "1")
+                pipe.pexpire(k["events"], ttl_ms)
+                pipe.pexpire(k["meta"], ttl_ms)
+                pipe.delete(k["lease"])
+                pipe.pexpire(k["tomb"], ttl_ms * 2)
             await pipe.execute()
 
     # ------------------------------------------------------------------ shielded entry points
@@ -312,6 +319,10 @@ class RedisStreamLog(StreamLog):
         return StreamMeta(
             stream_id, get.get("model", ""), get.get("owner", ""), float(get.get("created_at") or 0)
         )
+
+    async def flush(self) -> None:
+        if self._flushers:
+            await asyncio.wait(list(self._flushers.values()))
 
     async def close(self) -> None:
         if self._inflight:
