@@ -151,16 +151,11 @@ class EventStreamResponse(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        if early:
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": self.encode(self.stream_id, early),
-                    "more_body": ending is None,
-                }
-            )
-            if ending is not None:
-                return True
+        if early and not await self._send_events(send, early):
+            return False
+        if ending is not None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return True
         return await self._pump(send, early[-1].seq if early else self.after)
 
     async def _until_news(self) -> list[Event]:
@@ -216,12 +211,19 @@ class EventStreamResponse(Response):
         settings = self.manager.settings
         log = self.manager.log
         async for events in batches(log, self.stream_id, after, keepalive=settings.keepalive):
-            for body in self._writes(events) if events else [PING]:
-                try:
-                    async with asyncio.timeout(settings.send_timeout):
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-                except TimeoutError:
-                    logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
-                    return False
+            if not await self._send_events(send, events):
+                return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+
+    async def _send_events(self, send: Send, events: list[Event]) -> bool:
+        """Send a batch (a ping if empty) in capped writes; False if the client stopped draining."""
+        timeout = self.manager.settings.send_timeout
+        for body in self._writes(events) if events else [PING]:
+            try:
+                async with asyncio.timeout(timeout):
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            except TimeoutError:
+                logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
+                return False
         return True
