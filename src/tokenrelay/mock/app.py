@@ -103,7 +103,7 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
             return JSONResponse(error, status_code=scenario.status, headers=headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if stream:
-            encoder = dialect.encoder(model, len(generation.prompt_text) // 4 or 1, include_usage)
+            encoder = dialect.encoder(model, generation.estimated_prompt_tokens, include_usage)
             return _MockStream(sim, generation, scenario, exchange, recorder, encoder.encode)
         return await _complete(sim, generation, scenario, exchange, recorder, dialect, model)
 

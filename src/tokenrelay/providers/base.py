@@ -72,6 +72,11 @@ class GenerationRequest:
         return "\n".join(m.content for m in self.messages)
 
     @property
+    def estimated_prompt_tokens(self) -> int:
+        """A rough prompt size (four characters a token) for when no upstream has counted."""
+        return max(1, len(self.prompt_text) // 4) if self.messages else 0
+
+    @property
     def last_user_text(self) -> str:
         return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
 

@@ -153,8 +153,7 @@ class SimProvider(Provider):
             await pace.next_token()
         if variant.fault and count == variant.fault_after:
             await _fail(variant.fault)  # a fault scheduled right at the natural end still fires
-        prompt_tokens = max(1, len(seed) // 4)
-        yield Delta(finish_reason=finish, usage=Usage(prompt_tokens, count))
+        yield Delta(finish_reason=finish, usage=Usage(request.estimated_prompt_tokens, count))
 
 
 def _question_and_prefill(messages: tuple[Message, ...]) -> tuple[str, str | None]:

@@ -219,7 +219,7 @@ async def messages(request: Request) -> Response:
     chat = await _parse(request, AnthropicMessagesRequest)
     started = await _start(request, chat)
     message_id = "msg_" + started.stream_id.removeprefix("str_")
-    input_tokens = max(1, len(started.generation.prompt_text) // 4)
+    input_tokens = started.generation.estimated_prompt_tokens
     if chat.stream:
         encoder = anthropic.EventEncoder(message_id, chat.model, input_tokens)
         return _stream(started, ANTHROPIC, encoder.encode)

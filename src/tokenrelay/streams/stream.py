@@ -268,7 +268,7 @@ class Stream:
         Completion tokens are the tokens relayed; the prompt is estimated at four characters
         a token. Marked `estimated` so nobody bills from it as if it were the upstream's count.
         """
-        prompt = max(1, len(self._request.prompt_text) // 4) if self._request.messages else 0
+        prompt = self._request.estimated_prompt_tokens
         return {
             "prompt_tokens": prompt,
             "completion_tokens": self.token_count,
