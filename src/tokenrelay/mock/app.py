@@ -61,9 +61,10 @@ class _Dialect:
         self.name = name
 
     def error_body(self, error_type: str, message: str) -> dict[str, Any]:
+        """The dialect's error object for one of our error types (as the real APIs send)."""
         if self.name == "openai":
-            return {"error": {"message": message, "type": error_type, "param": None, "code": None}}
-        return {"type": "error", "error": {"type": error_type, "message": message}}
+            return openai.error_object(error_type, message)
+        return anthropic.error_object(error_type, message)
 
     def encoder(self, model: str, prompt_tokens: int, include_usage: bool) -> Any:
         if self.name == "openai":
@@ -95,9 +96,7 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
         exchange = recorder.begin(request.url.path, model, stream)
         if scenario.status is not None:
             recorder.end(exchange, "failed")
-            error_type = {429: "rate_limit_error", 529: "overloaded_error"}.get(
-                scenario.status, "api_error"
-            )
+            error_type = {429: "rate_limit", 529: "overloaded"}.get(scenario.status, "api_error")
             error = dialect.error_body(error_type, _error_message(scenario, "api_error"))
             headers = {"retry-after": "1"} if scenario.status == 429 else None
             return JSONResponse(error, status_code=scenario.status, headers=headers)

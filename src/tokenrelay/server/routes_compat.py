@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -46,55 +46,29 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 Encoder = Callable[[str, list[Event]], bytes]
 
 
+class ErrorObject(Protocol):
+    def __call__(
+        self, error_type: str, message: str, param: str | None = None
+    ) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    name: str
-    types: dict[str, str]  # our error_type -> the dialect's error `type`
-    statuses: dict[str, int]  # where the dialect's status differs from ours
+    """How one API family writes errors: its error object (wire/), and where its status differs."""
+
+    body: ErrorObject  # wire.openai.error_object or wire.anthropic.error_object
+    statuses: dict[str, int]
 
     def status(self, error_type: str) -> int:
         return self.statuses.get(error_type, http_status(error_type))
 
-    def body(self, error_type: str, message: str, param: str | None = None) -> dict[str, Any]:
-        kind = self.types.get(error_type, "api_error")
-        if self.name == "openai":
-            return {"error": {"message": message, "type": kind, "param": param, "code": error_type}}
-        return {"type": "error", "error": {"type": kind, "message": message}}
-
     def stream_error(self, error: dict[str, Any], _request_id: str) -> bytes:
-        return orjson.dumps(self.body(error["error_type"], error["message"]))
+        return orjson.dumps(self.body(error["error_type"], error["message"], None))
 
 
 _INVALID = {"invalid_json": 400, "invalid_request": 400}
-OPENAI = Dialect(
-    "openai",
-    {
-        "invalid_json": "invalid_request_error",
-        "invalid_request": "invalid_request_error",
-        "unsupported_media_type": "invalid_request_error",
-        "unknown_model": "invalid_request_error",
-        "payload_too_large": "invalid_request_error",
-        "rate_limit": "rate_limit_exceeded",
-        "overloaded": "server_error",
-        "api_error": "server_error",
-        "timeout": "timeout",
-    },
-    _INVALID,
-)
-ANTHROPIC = Dialect(
-    "anthropic",
-    {
-        "invalid_json": "invalid_request_error",
-        "invalid_request": "invalid_request_error",
-        "unsupported_media_type": "invalid_request_error",
-        "unknown_model": "not_found_error",
-        "payload_too_large": "request_too_large",
-        "rate_limit": "rate_limit_error",
-        "overloaded": "overloaded_error",
-        "timeout": "timeout_error",
-    },
-    {**_INVALID, "overloaded": 529},
-)
+OPENAI = Dialect(openai.error_object, _INVALID)
+ANTHROPIC = Dialect(anthropic.error_object, {**_INVALID, "overloaded": 529})
 
 
 def _state(request: Request) -> AppState:

@@ -26,6 +26,7 @@ from tokenrelay.errors import (
     Overloaded,
     RateLimited,
     UpstreamError,
+    client_message,
 )
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
@@ -48,12 +49,22 @@ FINISH_TO_STOP = {
     "tool_calls": "tool_use",
     "content_filter": "refusal",
 }
-_ERROR_TYPES = {
+ERROR_TYPES = {  # our error types as Anthropic's error `type` values
+    "invalid_json": "invalid_request_error",
+    "invalid_request": "invalid_request_error",
+    "unsupported_media_type": "invalid_request_error",
+    "unknown_model": "not_found_error",
+    "payload_too_large": "request_too_large",
     "rate_limit": "rate_limit_error",
     "overloaded": "overloaded_error",
     "timeout": "timeout_error",
-    "invalid_request": "invalid_request_error",
 }
+
+
+def error_object(error_type: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """Anthropic's error object for one of our error types (it has no `param`)."""
+    kind = ERROR_TYPES.get(error_type, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
@@ -161,18 +172,9 @@ class EventEncoder:
             error = event.payload()
             if error["error_type"] == "content_filter":
                 return self._stop("refusal", 0)
-            kind = _ERROR_TYPES.get(error["error_type"], "api_error")
-            return named_event(
-                "error", {"type": "error", "error": {"type": kind, "message": error["message"]}}
-            )
+            return named_event("error", error_object(error["error_type"], error["message"]))
         if event.type == "cancelled":
-            return named_event(
-                "error",
-                {
-                    "type": "error",
-                    "error": {"type": "api_error", "message": "The stream was cancelled."},
-                },
-            )
+            return named_event("error", error_object("cancelled", client_message("cancelled")))
         return b""
 
     def _start(self) -> bytes:

@@ -24,6 +24,7 @@ from tokenrelay.errors import (
     Overloaded,
     RateLimited,
     UpstreamError,
+    client_message,
 )
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
@@ -32,12 +33,25 @@ from tokenrelay.wire.common import as_int, data_line, safe_label
 
 DONE_LINE = b"data: [DONE]\n\n"
 
-# Our error types as OpenAI's error `type` values, for in-band errors we send.
-_ERROR_TYPES = {
+# Our error types as OpenAI's error `type` values, for the errors we send in this dialect.
+ERROR_TYPES = {
+    "invalid_json": "invalid_request_error",
+    "invalid_request": "invalid_request_error",
+    "unsupported_media_type": "invalid_request_error",
+    "unknown_model": "invalid_request_error",
+    "payload_too_large": "invalid_request_error",
     "rate_limit": "rate_limit_exceeded",
     "overloaded": "server_error",
-    "invalid_request": "invalid_request_error",
+    "api_error": "server_error",
+    "timeout": "timeout",
+    "cancelled": "cancelled",
 }
+
+
+def error_object(error_type: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object for one of our error types (`code` keeps ours)."""
+    kind = ERROR_TYPES.get(error_type, "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": error_type}}
 
 
 def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
@@ -150,15 +164,7 @@ class ChunkEncoder:
         if event.type == "error":
             return self._error(event.payload())
         if event.type == "cancelled":
-            return data_line(
-                {
-                    "error": {
-                        "message": "The stream was cancelled.",
-                        "type": "cancelled",
-                        "code": None,
-                    }
-                }
-            )
+            return data_line(error_object("cancelled", client_message("cancelled")))
         return b""  # status and json events have no OpenAI form
 
     def _done(self, done: dict[str, Any]) -> bytes:
@@ -170,10 +176,7 @@ class ChunkEncoder:
     def _error(self, error: dict[str, Any]) -> bytes:
         if error["error_type"] == "content_filter":
             return self._chunk({}, "content_filter") + DONE_LINE
-        kind = _ERROR_TYPES.get(error["error_type"], "server_error")
-        return data_line(
-            {"error": {"message": error["message"], "type": kind, "code": error["error_type"]}}
-        )
+        return data_line(error_object(error["error_type"], error["message"]))
 
 
 def completion(
