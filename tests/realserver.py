@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +36,13 @@ class RealServer:
         data: dict[str, object] = httpx.get(f"{self.url}/healthz", timeout=5).json()
         return data
 
-    def wait_for(self, condition: str, predicate: object, timeout: float = 5.0) -> None:
+    def wait_for(
+        self, condition: str, predicate: Callable[[], object], timeout: float = 5.0
+    ) -> None:
         """Poll until `predicate()` holds (tests may poll; the server never does)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {condition}; server log:\n{self.log()}")
