@@ -1,70 +1,63 @@
-"""Baseline for bench_log: sim tokens straight into the SSE encoder, no Stream, no log.
+"""Baseline for bench_log: tokenrelay with the log taken out.
 
-The same provider, the same event payloads and the same encoder as tokenrelay, minus
-everything that makes streams durable (producer task, log, subscriber, cursor): the
-difference is what the log costs.
+The same app (middleware, routing, validation, provider registry), the same event payloads,
+ids and SSE encoder, and the same disconnect listener, but `POST /api/chat/stream` writes each
+token straight to the socket: no producer task, no log, no subscriber, no cursor. So the
+difference to tokenrelay is what durable streams cost.
 """
 
 from __future__ import annotations
 
-import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tokenrelay import events as ev
-from tokenrelay.providers.base import GenerationRequest, Message
-from tokenrelay.providers.sim import SimProvider
+from tokenrelay.providers.base import GenerationRequest, Provider
+from tokenrelay.server.app import create_app
+from tokenrelay.server.chat_request import read_json_body, validate_chat
+from tokenrelay.server.responses import SSE_HEADERS, until_disconnect
+from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.sse import encode_json_event
+from tokenrelay.streams.manager import new_stream_id
 
-_sim = SimProvider()
+
+class DirectRelay(Response):
+    def __init__(self, provider: Provider, request: GenerationRequest, model: str) -> None:
+        super().__init__(content=None, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.provider, self.request, self.model = provider, request, model
+        self.stream_id = new_stream_id()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await until_disconnect(receive, self._relay(send))
+
+    async def _relay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        seq = 1
+        await self._send(send, ev.start_event(seq, self.stream_id, self.model), more=True)
+        finish = "stop"
+        async for delta in self.provider.stream(self.request):
+            if delta.text:
+                seq += 1
+                await self._send(send, ev.token_event(seq, delta.text), more=True)
+            finish = delta.finish_reason or finish
+        done = ev.make_event(seq + 1, "done", finish_reason=finish, token_count=seq - 1)
+        await self._send(send, done, more=False)
+
+    async def _send(self, send: Send, event: ev.Event, *, more: bool) -> None:
+        body = encode_json_event(f"{self.stream_id}:{event.seq}", event.data)
+        await send({"type": "http.response.body", "body": body, "more_body": more})
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    if scope["path"] == "/healthz":
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-        return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    data = orjson.loads(body)
-    model = str(data.get("model", "sim/fast")).removeprefix("sim/")
-    request = GenerationRequest(
-        model, (Message("user", data["message"]),), max_tokens=data.get("max_tokens")
-    )
-    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    seq = 1
-    await send(
-        {
-            "type": "http.response.body",
-            "more_body": True,
-            "body": encode_json_event(f"s:{seq}", ev.start_event(seq, "s", "sim/fast").data),
-        }
-    )
-    async for delta in _sim.stream(request):
-        if delta.text:
-            seq += 1
-            payload = ev.token_event(seq, delta.text).data
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": encode_json_event(f"s:{seq}", payload),
-                    "more_body": True,
-                }
-            )
-    done = ev.make_event(seq + 1, "done", finish_reason="length", token_count=seq - 1).data
-    await send(
-        {
-            "type": "http.response.body",
-            "body": encode_json_event(f"s:{seq + 1}", done),
-            "more_body": False,
-        }
-    )
+async def direct_stream(request: Request) -> Response:
+    state: AppState = request.app.state.tokenrelay
+    data = await read_json_body(request, state.settings.server.max_body_bytes)
+    chat = validate_chat(data, strict=True, max_tokens_limit=state.settings.server.max_tokens_limit)
+    provider, model, canonical = state.registry.resolve(chat.model or state.default_model)
+    return DirectRelay(provider, chat.to_generation(model, request_id_of(request)), canonical)
+
+
+app = create_app()
+app.router.routes.insert(0, Route("/api/chat/stream", direct_stream, methods=["POST"]))

@@ -23,10 +23,14 @@ from tokenrelay.events import Event
 from tokenrelay.sse import PING, encode_json_event
 from tokenrelay.streams.manager import StreamManager
 from tokenrelay.streams.subscriber import batches
+from tokenrelay.timers import Deadlines
 
 logger = logging.getLogger("tokenrelay.http")
 
 T = TypeVar("T")
+
+# Every open stream arms a `send_timeout` around each write; one loop timer serves them all.
+_write_deadlines = Deadlines()
 
 MAX_WRITE = 64 * 1024  # bytes per write to a client; see EventStreamResponse._writes
 
@@ -59,6 +63,8 @@ def error_response(
 
 
 def encode_native(stream_id: str, events: list[Event]) -> bytes:
+    if len(events) == 1:  # the usual live case: one token per wake
+        return encode_json_event(f"{stream_id}:{events[0].seq}", events[0].data)
     return b"".join(encode_json_event(f"{stream_id}:{e.seq}", e.data) for e in events)
 
 
@@ -135,6 +141,8 @@ class EventStreamResponse(Response):
         self.encode = encode
         self.error_body = error_body
         self.request_id = request_id
+        self._writer: asyncio.Task[Any] | None = None  # the task that writes to the client
+        self._stalled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with self.manager.subscription(self.stream_id):
@@ -143,6 +151,7 @@ class EventStreamResponse(Response):
             logger.info("client left stream %s", self.stream_id)
 
     async def _respond(self, send: Send) -> bool:
+        self._writer = asyncio.current_task()
         early = await self._until_news()
         ending = early[-1].payload() if early and early[-1].terminal else None
         if ending and ending["type"] == "error" and not any(e.type == "token" for e in early):
@@ -198,6 +207,9 @@ class EventStreamResponse(Response):
         would sit in memory for a client that stopped reading; capped writes each wait for the
         socket to drain, and a stalled client holds at most one.
         """
+        if len(events) == 1:
+            yield self.encode(self.stream_id, events)
+            return
         start, size = 0, 0
         for index, event in enumerate(events):
             size += len(event.data) + 64  # the id and framing, roughly
@@ -220,10 +232,20 @@ class EventStreamResponse(Response):
         """Send a batch (a ping if empty) in capped writes; False if the client stopped draining."""
         timeout = self.manager.settings.send_timeout
         for body in self._writes(events) if events else [PING]:
+            _write_deadlines.arm(self, timeout, self._drop_stalled)
             try:
-                async with asyncio.timeout(timeout):
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-            except TimeoutError:
-                logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
-                return False
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            except asyncio.CancelledError:
+                if self._stalled and self._writer is not None and self._writer.uncancel() == 0:
+                    logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
+                    return False
+                raise
+            finally:
+                _write_deadlines.disarm(self)
         return True
+
+    def _drop_stalled(self) -> None:
+        """`send_timeout` passed during a write: interrupt it (see _send_events)."""
+        self._stalled = True
+        if self._writer is not None:
+            self._writer.cancel()

@@ -13,10 +13,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import Event
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
+from tokenrelay.timers import Deadlines
 
 MAX_TOMBSTONES = 100_000
 
@@ -40,6 +42,12 @@ class _Entry:
         self.waiters.clear()
 
 
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    """A read's wait is over: it returns what it has, which is nothing new (an empty batch)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class MemoryStreamLog(StreamLog):
     def __init__(self, *, max_bytes: int, ttl: float, sweep_interval: float = 5.0) -> None:
         super().__init__(max_bytes=max_bytes, ttl=ttl)
@@ -48,6 +56,7 @@ class MemoryStreamLog(StreamLog):
         self._subscribers: dict[str, int] = {}
         self._sweep_interval = sweep_interval
         self._last_sweep = time.monotonic()
+        self._wait_deadlines = Deadlines()  # one loop timer for every reader's wait
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -78,12 +87,11 @@ class MemoryStreamLog(StreamLog):
             return entry.events[after:]
         waiter = asyncio.get_running_loop().create_future()
         entry.waiters.append(waiter)
+        self._wait_deadlines.arm(waiter, wait, partial(_time_out, waiter))
         try:
-            async with asyncio.timeout(wait):
-                await waiter
-        except TimeoutError:
-            return []
+            await waiter
         finally:
+            self._wait_deadlines.disarm(waiter)
             if waiter in entry.waiters:
                 entry.waiters.remove(waiter)
         return entry.events[after:]

@@ -1,0 +1,64 @@
+"""Many deadlines on one event-loop timer: for waits that are armed per token and rarely fire.
+
+`asyncio.timeout()` schedules and cancels a loop timer each time it is used. Around every
+subscriber read and every client write, once per token, that was a fifth of the server's CPU
+(py-spy, benchmarks/RESULTS.md). Here arming is a dict insert and disarming a dict delete. One
+timer, set for the earliest deadline, runs whatever is due when it fires and re-arms for the
+next. The deadlines this serves (keep-alive waits, `send_timeout`) are seconds long and almost
+always disarmed well before they are due, so the timer fires about once per deadline length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Hashable
+
+Callback = Callable[[], None]
+
+MIN_STEP = 0.001  # never re-arm closer than this: a timer storm helps nobody
+
+
+class Deadlines:
+    """Callbacks keyed by their owner, each run once when its deadline passes unless disarmed."""
+
+    def __init__(self) -> None:
+        self._due: dict[Hashable, tuple[float, Callback]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def arm(self, key: Hashable, delay: float, callback: Callback) -> None:
+        """Run `callback` in `delay` seconds unless disarmed first; re-arming replaces."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (tests run several): the old timer is gone
+            self._loop, self._timer, self._timer_at = loop, None, math.inf
+        at = loop.time() + delay
+        self._due[key] = (at, callback)
+        if at < self._timer_at:
+            self._schedule(at)
+
+    def disarm(self, key: Hashable) -> None:
+        self._due.pop(key, None)
+
+    def _schedule(self, at: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        self._timer, self._timer_at = None, math.inf
+        now = self._loop.time()
+        due = [key for key, (at, _) in self._due.items() if at <= now]
+        for key in due:
+            _, callback = self._due.pop(key)
+            callback()
+        if self._due:
+            earliest = min(at for at, _ in self._due.values())
+            self._schedule(max(earliest, now + MIN_STEP))
