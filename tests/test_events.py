@@ -37,3 +37,8 @@ def test_regression_orjson_buffer_kept_alive_by_the_log() -> None:
     finally:
         tracemalloc.stop()
     assert per_event < 400, f"{per_event:.0f} bytes per event"
+
+
+def test_regression_integers_past_64_bits_in_a_json_answer_are_encoded_exactly() -> None:
+    event = ev.make_event(3, "done", parsed={"id": 2**70, "name": "é"})
+    assert event.payload() == {"type": "done", "parsed": {"id": 2**70, "name": "é"}}

@@ -21,6 +21,7 @@
         ├── NetworkError             network_error
         ├── ContentFiltered          content_filter
         ├── StreamTooLarge           too_large
+        ├── InvalidOutput            invalid_output (JSON asked for; the answer is not it)
         └── ShuttingDown             server_shutdown
 
 What reaches a client never comes from `str(exception)` or from an upstream's body: it comes from
@@ -55,6 +56,7 @@ CLIENT_MESSAGES: dict[str, str] = {
     "network_error": "The connection to the model provider failed.",
     "content_filter": "The model provider's content filter stopped the answer.",
     "too_large": "The answer grew past this server's limit for one stream.",
+    "invalid_output": "The model's answer is not valid JSON for the requested format.",
     "server_shutdown": "The server shut down before the answer finished; retry.",
     "producer_lost": "The server generating this answer stopped unexpectedly; retry.",
 }
@@ -82,6 +84,7 @@ HTTP_STATUS: dict[str, int] = {
     "network_error": 502,
     "content_filter": 422,
     "too_large": 502,
+    "invalid_output": 502,
     "server_shutdown": 503,
     "producer_lost": 502,
 }
@@ -219,6 +222,13 @@ class ContentFiltered(GenerationError):
 
 class StreamTooLarge(GenerationError):
     error_type = "too_large"
+
+
+class InvalidOutput(GenerationError):
+    """The answer is not JSON, or breaks the schema. Asking again may well produce valid output."""
+
+    error_type = "invalid_output"
+    retryable = True
 
 
 class ShuttingDown(GenerationError):

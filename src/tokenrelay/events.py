@@ -10,6 +10,7 @@ serialised once. `payload()` decodes them for the few places that need a dict.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,9 +41,15 @@ _TOKEN_PREFIX = b'{"type":"token","content":'
 
 
 def make_event(seq: int, type_: EventType, **fields: Any) -> Event:
-    # orjson returns its whole working buffer (about 4 KiB) as the bytes object, and the log
-    # keeps events for minutes: one copy makes the payload its real size.
-    return Event(seq, type_, bytes(memoryview(orjson.dumps({"type": type_, **fields}))))
+    payload = {"type": type_, **fields}
+    try:
+        # orjson returns its whole working buffer (about 4 KiB) as the bytes object, and the
+        # log keeps events for minutes: one copy makes the payload its real size.
+        data = bytes(memoryview(orjson.dumps(payload)))
+    except orjson.JSONEncodeError:
+        # Integers past 64 bits, which a model's JSON answer may hold: the slow, exact way.
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return Event(seq, type_, data)
 
 
 def token_event(seq: int, content: str) -> Event:
@@ -54,6 +61,10 @@ def token_event(seq: int, content: str) -> Event:
 
 def start_event(seq: int, stream_id: str, model: str) -> Event:
     return make_event(seq, "start", stream_id=stream_id, model=model)
+
+
+def json_event(seq: int, partial: Any) -> Event:
+    return make_event(seq, "json", partial=partial)
 
 
 def status_event(seq: int, message: str) -> Event:

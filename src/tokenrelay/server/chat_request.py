@@ -7,7 +7,7 @@ GET query parameters are strings by nature, so they are converted first (lax mod
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +22,8 @@ from tokenrelay.errors import (
     UnsupportedMediaType,
 )
 from tokenrelay.providers.base import GenerationRequest, Message
+from tokenrelay.shaping.jsonstream import schema_problem
+from tokenrelay.shaping.shaper import Shaping
 
 _FORBID = ConfigDict(extra="forbid")
 
@@ -62,12 +64,25 @@ class ChatRequest(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    chunking: Chunking = "token"
+    chunking: Chunking | None = None  # None: the server's default ([streams] chunking)
+    max_hold_ms: int | None = Field(default=None, ge=0, le=1000)
     response_format: ResponseFormat | None = None
     on_disconnect: DisconnectPolicy = "cancel"
     on_upstream_error: Literal["fail", "continue"] | None = None  # None: the server's setting
 
     _message_not_blank = field_validator("message")(_not_blank)
+
+    def shaping(self, default_chunking: str, default_hold_ms: int) -> Shaping:
+        fmt = self.response_format
+        wants_json = fmt is not None and fmt.type != "text"
+        schema = fmt.json_schema.schema_ if fmt is not None and fmt.json_schema else None
+        hold_ms = self.max_hold_ms if self.max_hold_ms is not None else default_hold_ms
+        return Shaping(
+            chunking=self.chunking or cast(Chunking, default_chunking),
+            max_hold=hold_ms / 1000,
+            json=wants_json,
+            schema=schema if wants_json else None,
+        )
 
     def to_generation(self, model: str, request_id: str) -> GenerationRequest:
         messages: list[Message] = []
@@ -120,6 +135,11 @@ def _shape_problems(data: JSONObject, max_tokens_limit: int) -> list[FieldProble
     fmt = data.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not fmt.get("json_schema"):
         problems.append(FieldProblem("response_format.json_schema", "is required for json_schema"))
+    spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+        problem = schema_problem(spec["schema"])
+        if problem:
+            problems.append(FieldProblem("response_format.json_schema.schema", problem))
     max_tokens = data.get("max_tokens")
     if isinstance(max_tokens, str) and max_tokens.isdigit():
         max_tokens = int(max_tokens)  # a GET parameter

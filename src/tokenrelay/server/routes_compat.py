@@ -15,13 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrelay._types import Chunking
 from tokenrelay.errors import (
     InvalidRequest,
     RequestError,
@@ -40,6 +41,7 @@ from tokenrelay.server.compat_request import (
 )
 from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.state import AppState, request_id_of
+from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.wire import anthropic, openai
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -119,11 +121,18 @@ async def _start(request: Request, chat: OpenAIChatRequest | AnthropicMessagesRe
     provider, model, canonical = state.registry.resolve(chat.model)
     request_id = request_id_of(request)
     generation = chat.to_generation(model, request_id)
+    streams = state.settings.streams
+    # The provider's own chunking unless configured otherwise; JSON partials have no wire form
+    # in these dialects, so they are not computed.
+    shaping = Shaping(
+        chunking=cast(Chunking, streams.compat_chunking), max_hold=streams.max_hold_ms / 1000
+    )
     stream_id = await state.manager.start(
         generation,
         provider,
         canonical,
-        continue_on_error=state.settings.streams.on_upstream_error == "continue",
+        continue_on_error=streams.on_upstream_error == "continue",
+        shaping=shaping,
     )
     return _Started(state, generation, stream_id, request_id)
 

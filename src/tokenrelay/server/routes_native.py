@@ -31,13 +31,15 @@ async def _start(request: Request, chat: ChatRequest) -> tuple[str, str]:
     state = _state(request)
     provider, model, canonical = state.registry.resolve(chat.model or state.default_model)
     generation = chat.to_generation(model, request_id_of(request))
-    mode = chat.on_upstream_error or state.settings.streams.on_upstream_error
+    streams = state.settings.streams
+    mode = chat.on_upstream_error or streams.on_upstream_error
     stream_id = await state.manager.start(
         generation,
         provider,
         canonical,
         on_disconnect=chat.on_disconnect,
         continue_on_error=mode == "continue",
+        shaping=chat.shaping(streams.chunking, streams.max_hold_ms),
     )
     return stream_id, canonical
 

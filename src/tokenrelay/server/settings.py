@@ -59,6 +59,9 @@ class StreamsSection:
     max_retry_after: float = 20.0
     commit_deadline: float = 2.0
     on_upstream_error: str = "fail"  # or "continue": see README, "Mid-stream recovery"
+    chunking: str = "token"  # the native API's default: "token", "word" or "line"
+    compat_chunking: str = "token"  # the OpenAI/Anthropic-compatible endpoints' chunking
+    max_hold_ms: int = 50  # the longest word chunking holds text, and the json event spacing
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,11 @@ def _upstreams(raw: Any) -> dict[str, UpstreamSection]:
 def _check(settings: Settings) -> Settings:
     if settings.streams.on_upstream_error not in ("fail", "continue"):
         raise SettingsError('[streams] on_upstream_error must be "fail" or "continue"')
+    for name in ("chunking", "compat_chunking"):
+        if getattr(settings.streams, name) not in ("token", "word", "line"):
+            raise SettingsError(f'[streams] {name} must be "token", "word" or "line"')
+    if not 0 <= settings.streams.max_hold_ms <= 10_000:
+        raise SettingsError("[streams] max_hold_ms must be between 0 and 10000")
     return settings
 
 

@@ -7,7 +7,9 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
 - `append(stream_id, event)` stores `event`, whose `seq` must be exactly one more than the last
   (the first is 1). It wakes every reader waiting on that stream. A backend may write
   non-terminal events asynchronously (in order, promptly); a terminal append returns only once
-  every event up to it is stored, and `flush()` waits for the rest. Appending after a terminal
+  every event up to it is stored, and `flush()` waits for the rest. `append_nowait` is the
+  same without any waiting, so it can be called from a timer callback (held words) and costs
+  no coroutine per token; it checks and refuses exactly like `append`. Appending after a terminal
   event raises `ValueError`: a stream has exactly one ending. When a non-terminal event would
   take the stream past `max_bytes`, it raises `StreamTooLarge` and stores nothing; the producer
   then ends the stream with an `error` (terminal events are always accepted).
@@ -66,7 +68,12 @@ class StreamLog(ABC):
     async def create(self, stream_id: str, meta: StreamMeta) -> None: ...
 
     @abstractmethod
-    async def append(self, stream_id: str, event: Event) -> None: ...
+    def append_nowait(self, stream_id: str, event: Event) -> None: ...
+
+    async def append(self, stream_id: str, event: Event) -> None:
+        self.append_nowait(stream_id, event)
+        if event.terminal:
+            await self.flush()
 
     @abstractmethod
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]: ...

@@ -67,7 +67,7 @@ class MemoryStreamLog(StreamLog):
             raise ValueError(f"stream {stream_id} exists")
         self._entries[stream_id] = _Entry(meta)
 
-    async def append(self, stream_id: str, event: Event) -> None:
+    def append_nowait(self, stream_id: str, event: Event) -> None:
         entry = self._live_entry(stream_id)
         if entry.ended:
             raise ValueError(f"stream {stream_id} has ended; {event.type} refused")

@@ -122,7 +122,7 @@ class RedisStreamLog(StreamLog):
             await pipe.execute()
         self._written[stream_id] = (0, 0)
 
-    async def append(self, stream_id: str, event: Event) -> None:
+    def append_nowait(self, stream_id: str, event: Event) -> None:
         # Checks and bookkeeping happen now, synchronously, so the next append sees them while
         # earlier events are still being written; the flusher keeps the writes in order.
         if stream_id not in self._written:
@@ -139,8 +139,12 @@ class RedisStreamLog(StreamLog):
         self._queues.setdefault(stream_id, []).append(event)
         flusher = self._flushers.get(stream_id)
         if flusher is None or flusher.done():
-            flusher = self._flushers[stream_id] = self._spawn(self._flush(stream_id))
-        if event.terminal:
+            self._flushers[stream_id] = self._spawn(self._flush(stream_id))
+
+    async def append(self, stream_id: str, event: Event) -> None:
+        self.append_nowait(stream_id, event)
+        flusher = self._flushers.get(stream_id)
+        if event.terminal and flusher is not None:
             await asyncio.shield(flusher)  # the ending is durable before the producer ends
 
     async def _flush(self, stream_id: str) -> None:

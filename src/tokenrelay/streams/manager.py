@@ -24,6 +24,7 @@ from typing import Any
 from tokenrelay._types import DisconnectPolicy
 from tokenrelay.errors import ServiceUnavailable
 from tokenrelay.providers.base import GenerationRequest, Provider
+from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamLog, StreamMeta
 from tokenrelay.streams.stream import SHUTDOWN, Deadlines, RetryPolicy, Stream
 
@@ -80,6 +81,7 @@ class StreamManager:
         on_disconnect: DisconnectPolicy = "cancel",
         continue_on_error: bool = False,
         owner: str = "",
+        shaping: Shaping | None = None,
     ) -> str:
         if self._draining:
             raise ServiceUnavailable()
@@ -94,6 +96,7 @@ class StreamManager:
             self.settings.deadlines,
             self.settings.retries,
             continue_on_error=continue_on_error,
+            shaping=shaping,
         )
         task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
         self._running[stream_id] = _Running(stream, task, on_disconnect)

@@ -30,6 +30,7 @@ second of slack: it is moved at most once a second). A stuck upstream becomes `t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -38,8 +39,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay import events as ev
-from tokenrelay.errors import GenerationError, Stalled, UpstreamTimeout, client_message
+from tokenrelay.errors import (
+    GenerationError,
+    Stalled,
+    StreamTooLarge,
+    UpstreamTimeout,
+    client_message,
+)
 from tokenrelay.providers.base import GenerationRequest, Provider, Usage
+from tokenrelay.shaping.jsonstream import NOTHING
+from tokenrelay.shaping.shaper import Shaper, Shaping
 from tokenrelay.streams.log import StreamLog
 
 logger = logging.getLogger("tokenrelay.stream")
@@ -80,6 +89,7 @@ class Stream:
         retries: RetryPolicy | None = None,
         *,
         continue_on_error: bool = False,
+        shaping: Shaping | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.model = model
@@ -90,6 +100,8 @@ class Stream:
         self._retries = retries or RetryPolicy(max_retries=0)
         self._parts: list[str] | None = [] if continue_on_error else None  # kept only if needed
         self._overlap = ""
+        self._shaping = shaping if shaping is not None and shaping.active else None
+        self._shaper: Shaper | None = None  # made in run(): it needs the running loop
         self._continuations = 0
         self._seq = 0
         self.ended = False
@@ -116,11 +128,15 @@ class Stream:
     async def run(self) -> None:
         try:
             await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
+            if self._shaping is not None:
+                self._shaper = Shaper(self._shaping, self._emit_token, self._emit_json)
             try:
                 async with asyncio.timeout(self._deadlines.total):
-                    await self._generate_with_retries()
+                    finish, usage = await self._generate_with_retries()
             except TimeoutError:
                 raise UpstreamTimeout("total deadline") from None
+            parsed = self._shaper.finish() if self._shaper is not None else NOTHING
+            await self._end(self._done_event(finish, usage, parsed))
         except asyncio.CancelledError:
             await self.end_cancelled()
             raise
@@ -145,20 +161,20 @@ class Stream:
         """End with the terminal event the cancel reason calls for (no-op if already ended)."""
         if self.cancel_reason == SHUTDOWN:
             await self._end_with_error(SHUTDOWN, retryable=True)
-        else:
+        elif not self.ended:
             logger.info("stream %s cancelled: %s", self.stream_id, self.cancel_reason)
+            self._release_held()
             event = ev.cancelled_event(
                 self._next_seq(), self.cancel_reason, self._estimated_usage()
             )
             await self._end(event)
 
-    async def _generate_with_retries(self) -> None:
+    async def _generate_with_retries(self) -> tuple[str, Usage | None]:
         attempt = 0
         request = self._request
         while True:
             try:
-                await self._generate(request)
-                return
+                return await self._generate(request)
             except GenerationError as exc:
                 resumable = self.token_count == 0 or self._parts is not None
                 if not (exc.retryable and resumable and attempt < self._retries.max_retries):
@@ -191,7 +207,7 @@ class Stream:
         self._continuations += 1
         return continuation.request
 
-    async def _generate(self, request: GenerationRequest) -> None:
+    async def _generate(self, request: GenerationRequest) -> tuple[str, Usage | None]:
         loop = asyncio.get_running_loop()
         finish, usage = "stop", None
         idle = self._deadlines.idle + _DEADLINE_SLACK
@@ -209,14 +225,14 @@ class Stream:
                         deadline.reschedule(now + idle)
                         moved_at = now
                     if delta.text:
-                        await self._token(delta.text)
+                        self._token(delta.text)
                     usage = delta.usage or usage
                     finish = delta.finish_reason or finish
         except TimeoutError:
             raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
-        await self._end(self._done_event(finish, usage))
+        return finish, usage
 
-    async def _token(self, text: str) -> None:
+    def _token(self, text: str) -> None:
         if self._overlap:
             # A continuation's first words may repeat what was sent (e.g. trimmed whitespace).
             text, self._overlap = text.removeprefix(self._overlap), ""
@@ -229,9 +245,25 @@ class Stream:
             self._first_token_at = now
         self._last_token_at = now
         self.token_count += 1
-        await self._append(ev.token_event(self._next_seq(), text))
+        if self._shaper is None:
+            self._emit_token(text)
+        else:
+            self._shaper.feed(text)
 
-    def _done_event(self, finish: str, usage: Usage | None) -> ev.Event:
+    def _emit_token(self, text: str) -> None:
+        # Synchronous (append_nowait): no coroutine per token, and callable from the shaper's
+        # hold timer while this task waits for the upstream.
+        event = ev.token_event(self._seq + 1, text)
+        self._log.append_nowait(self.stream_id, event)
+        self._seq = event.seq
+
+    def _emit_json(self, partial: Any) -> int:
+        event = ev.json_event(self._seq + 1, partial)
+        self._log.append_nowait(self.stream_id, event)
+        self._seq = event.seq
+        return len(event.data)
+
+    def _done_event(self, finish: str, usage: Usage | None, parsed: Any = NOTHING) -> ev.Event:
         now = time.monotonic()
         first, last = self._first_token_at, self._last_token_at
         # Decode rate, first token to last: TTFT is reported on its own, so it is left out here.
@@ -247,6 +279,7 @@ class Stream:
             tokens_per_second=round(rate, 1),
             ttft_ms=round((first - self._started_at) * 1000, 1) if first is not None else None,
             usage=self._final_usage(usage),
+            **({} if parsed is NOTHING else {"parsed": parsed}),
         )
 
     def _final_usage(self, usage: Usage | None) -> dict[str, Any] | None:
@@ -258,6 +291,7 @@ class Stream:
         self, error_type: str, *, retryable: bool, retry_after: float | None = None
     ) -> None:
         message = client_message(error_type)
+        self._release_held()
         usage = self._estimated_usage()
         event = ev.error_event(self._next_seq(), error_type, message, retryable, retry_after, usage)
         await self._end(event)
@@ -281,3 +315,10 @@ class Stream:
             return
         self.ended = True
         await self._append(event)
+
+    def _release_held(self) -> None:
+        """Held words go out before an error or cancel ending (which is accepted even when
+        the log refuses more text)."""
+        if self._shaper is not None and not self.ended:
+            with contextlib.suppress(StreamTooLarge):
+                self._shaper.close()

@@ -1,0 +1,144 @@
+"""Shaping inside a real Stream: the hold timer, json events, done.parsed, invalid_output."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.shaping.test_jsonstream import grows_into
+from tests.streams.test_stream import ScriptedProvider
+from tokenrelay.events import Event
+from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.shaping.shaper import Shaping
+from tokenrelay.streams.log import StreamMeta
+from tokenrelay.streams.log_memory import MemoryStreamLog
+from tokenrelay.streams.stream import Deadlines, Stream
+
+pytestmark = pytest.mark.anyio
+
+
+class TimedLog(MemoryStreamLog):
+    """Records when each event was appended (loop time)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_bytes=1 << 20, ttl=60.0)
+        self.times: dict[int, float] = {}
+
+    def append_nowait(self, stream_id: str, event: Event) -> None:
+        super().append_nowait(stream_id, event)
+        self.times[event.seq] = asyncio.get_running_loop().time()
+
+
+async def _run(
+    provider: Provider, shaping: Shaping
+) -> tuple[list[dict[str, Any]], TimedLog, Stream]:
+    log = TimedLog()
+    await log.create("str_s", StreamMeta("str_s", "m"))
+    request = GenerationRequest("m", (Message("user", "hello"),))
+    stream = Stream("str_s", "x/m", provider, request, log, Deadlines(), shaping=shaping)
+    await stream.run()
+    events = await log.read("str_s", 0, wait=0)
+    return [{**orjson.loads(e.data), "_seq": e.seq} for e in events], log, stream
+
+
+def _tokens(events: list[dict[str, Any]]) -> list[str]:
+    return [e["content"] for e in events if e["type"] == "token"]
+
+
+async def test_words_are_delivered_whole() -> None:
+    script: list[Delta | float | Exception] = [Delta(t) for t in ["Hel", "lo,", " wor", "ld", "!"]]
+    events, _, _ = await _run(ScriptedProvider(script), Shaping(chunking="word"))
+    assert _tokens(events) == ["Hello, ", "world!"]
+    assert events[-1]["type"] == "done"
+    assert events[-1]["token_count"] == 5  # upstream tokens, not events
+    assert "parsed" not in events[-1]
+
+
+async def test_text_without_boundaries_still_flows_within_the_hold_limit() -> None:
+    script: list[Delta | float | Exception] = [Delta("https://exam"), 0.3, Delta("ple.com ok")]
+    events, log, _ = await _run(ScriptedProvider(script), Shaping(chunking="word", max_hold=0.05))
+    assert _tokens(events) == ["https://exam", "ple.com ", "ok"]
+    start_at = log.times[1]
+    first_token_at = log.times[2]
+    # Released by the hold timer, long before the next token came 0.3 s later.
+    assert first_token_at - start_at < 0.3
+
+
+async def test_held_words_go_out_before_a_cancel() -> None:
+    provider = ScriptedProvider([Delta("unfinished wo"), 30.0])
+    log = TimedLog()
+    await log.create("str_c", StreamMeta("str_c", "m"))
+    request = GenerationRequest("m", (Message("user", "hello"),))
+    stream = Stream(
+        "str_c",
+        "x/m",
+        provider,
+        request,
+        log,
+        Deadlines(),
+        shaping=Shaping(chunking="word", max_hold=5),
+    )
+    task = asyncio.create_task(stream.run())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    events = [orjson.loads(e.data) for e in await log.read("str_c", 0, wait=0)]
+    assert [e["type"] for e in events] == ["start", "token", "token", "cancelled"]
+    assert "".join(_tokens(events)) == "unfinished wo"
+
+
+def _json_script(text: str, pause: float) -> list[Delta | float | Exception]:
+    steps: list[Delta | float | Exception] = []
+    for index in range(0, len(text), 3):
+        steps += [Delta(text[index : index + 3]), pause]
+    return steps
+
+
+async def test_json_answers_stream_partials_and_end_with_the_parsed_value() -> None:
+    text = '{"name": "Ada Lovelace", "born": 1815, "fields": ["mathematics", "computing"]}'
+    shaping = Shaping(json=True, max_hold=0.02)
+    events, log, _ = await _run(ScriptedProvider(_json_script(text, 0.005)), shaping)
+    assert "".join(_tokens(events)) == text  # the raw text is delivered too
+    partials = [e for e in events if e["type"] == "json"]
+    assert len(partials) >= 3
+    for earlier, later in itertools.pairwise(partials):
+        assert grows_into(earlier["partial"], later["partial"])
+        assert grows_into(later["partial"], orjson.loads(text))
+        gap = log.times[later["_seq"]] - log.times[earlier["_seq"]]
+        assert gap >= 0.02 - 1e-3  # at most one json event per max_hold
+    assert events[-1]["type"] == "done"
+    assert events[-1]["parsed"] == orjson.loads(text)
+
+
+async def test_a_burst_of_tokens_still_gets_its_latest_partial_after_the_hold() -> None:
+    script: list[Delta | float | Exception] = [Delta('{"a": "x'), Delta("y"), Delta("z"), 0.2]
+    script += [Delta('"}')]
+    events, _, _ = await _run(ScriptedProvider(script), Shaping(json=True, max_hold=0.05))
+    partials = [e["partial"] for e in events if e["type"] == "json"]
+    assert partials[:2] == [{"a": "x"}, {"a": "xyz"}]  # the second came from the timer
+    assert partials[-1] == {"a": "xyz"}
+
+
+@pytest.mark.parametrize(
+    ("text", "schema"),
+    [
+        ('{"a": 1', None),  # cut short
+        ('Sure! {"a": 1}', None),  # prose around the value
+        ('{"a": "one"}', {"type": "object", "properties": {"a": {"type": "integer"}}}),
+    ],
+)
+async def test_output_that_is_not_the_requested_json_ends_with_invalid_output(
+    text: str, schema: dict[str, Any] | None
+) -> None:
+    script: list[Delta | float | Exception] = [Delta(text), Delta(finish_reason="stop")]
+    events, _, _ = await _run(ScriptedProvider(script), Shaping(json=True, schema=schema))
+    assert "".join(_tokens(events)) == text
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error_type"] == "invalid_output"
+    assert events[-1]["retryable"] is True
+    assert text not in events[-1]["message"]
