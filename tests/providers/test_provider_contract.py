@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+import orjson
 import pytest
 
 from tests.realserver import MockUpstream
@@ -55,6 +56,22 @@ async def test_streams_the_answer_with_finish_and_usage(provider: Provider) -> N
     usage = [d.usage for d in deltas if d.usage][-1]
     assert usage is not None
     assert usage.completion_tokens == sum(1 for d in deltas if d.text)
+
+
+async def test_json_schema_answers_are_json_that_follows_it(provider: Provider) -> None:
+    # OpenAI-compatible upstreams get `response_format`; Anthropic a forced tool whose input
+    # streams as input_json_delta (wire.anthropic.json_tool). Either way: JSON text, "stop".
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    deltas = await _collect(provider, _request("fast", response_format=fmt))
+    value = orjson.loads("".join(d.text for d in deltas))
+    assert isinstance(value["city"], str)
+    assert isinstance(value["population"], int)
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
 
 
 async def test_max_tokens_gives_length(provider: Provider) -> None:

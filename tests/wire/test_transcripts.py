@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tokenrelay.errors import GenerationError, NetworkError, Overloaded, UpstreamError
-from tokenrelay.providers.base import Delta, Usage
+from tokenrelay.providers.base import Delta, GenerationRequest, Message, Usage
 from tokenrelay.sse import SSEDecoder
 from tokenrelay.wire import anthropic, openai
 
@@ -125,3 +126,56 @@ def test_openai_content_filter_finish_is_an_error() -> None:
     with pytest.raises(GenerationError) as caught:
         decoder.feed(chunk)
     assert caught.value.error_type == "content_filter"
+
+
+def test_anthropic_json_comes_from_a_forced_tool_and_its_input_is_the_text() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}
+    request = GenerationRequest("m", (Message("user", "hi"),), response_format=fmt)
+    body = anthropic.request_body(request, "claude", stream=True)
+    assert body["tool_choice"] == {"type": "tool", "name": anthropic.JSON_TOOL}
+    assert body["tools"][0]["input_schema"] == {"type": "object"}
+    decoder = anthropic.EventDecoder()
+    events = [
+        ("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 5}}}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "t",
+                    "name": "json_answer",
+                    "input": {},
+                },
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": '{"a": '},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": "1}"},
+            },
+        ),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": 3},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    deltas = [d for name, data in events for d in decoder.feed(name, orjson.dumps(data).decode())]
+    assert "".join(d.text or "" for d in deltas) == '{"a": 1}'
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]

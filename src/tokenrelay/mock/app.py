@@ -66,10 +66,17 @@ class _Dialect:
             return openai.error_object(error_type, message)
         return anthropic.error_object(error_type, message)
 
-    def encoder(self, model: str, prompt_tokens: int, include_usage: bool) -> Any:
+    def encoder(self, model: str, prompt_tokens: int, include_usage: bool, json: bool) -> Any:
         if self.name == "openai":
             return openai.ChunkEncoder("chatcmpl-mock", model, int(time.time()), include_usage)
-        return anthropic.EventEncoder("msg_mock", model, prompt_tokens)
+        return anthropic.EventEncoder("msg_mock", model, prompt_tokens, json_tool=json)
+
+    def response_format(self, body: dict[str, Any]) -> Any:
+        """What JSON the request asks for: OpenAI's field, or Anthropic's forced JSON tool."""
+        if self.name == "openai" or not anthropic.forced_json_tool(body):
+            return body.get("response_format")
+        schema = (body.get("tools") or [{}])[0].get("input_schema")
+        return {"type": "json_schema", "json_schema": {"schema": schema}}
 
 
 def create_mock_app(timing: SimTiming | None = None) -> Starlette:
@@ -90,7 +97,7 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
             model=scenario.sim_model,
             messages=_messages(body.get("messages"), body.get("system")),
             max_tokens=body.get("max_tokens"),
-            response_format=body.get("response_format"),
+            response_format=dialect.response_format(body),
         )
         stream = bool(body.get("stream"))
         exchange = recorder.begin(request.url.path, model, stream)
@@ -102,7 +109,12 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
             return JSONResponse(error, status_code=scenario.status, headers=headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if stream:
-            encoder = dialect.encoder(model, generation.estimated_prompt_tokens, include_usage)
+            encoder = dialect.encoder(
+                model,
+                generation.estimated_prompt_tokens,
+                include_usage,
+                json=dialect.name == "anthropic" and anthropic.forced_json_tool(body),
+            )
             return _MockStream(sim, generation, scenario, exchange, recorder, encoder.encode)
         return await _complete(sim, generation, scenario, exchange, recorder, dialect, model)
 

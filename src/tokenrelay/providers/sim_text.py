@@ -190,6 +190,9 @@ def compose_endless(prompt: str, paragraph: int) -> str:
     return " ".join(_fill(s, topic) for s in rng.sample(_SENTENCES, 4)) + "\n\n"
 
 
+MAX_ARRAY_ITEMS = 100_000  # a schema's minItems is honoured up to this
+
+
 def _value_for_schema(schema: JSONObject, key: str, topic: str, rng: random.Random) -> Any:
     if schema.get("enum"):
         return schema["enum"][0]
@@ -201,7 +204,9 @@ def _value_for_schema(schema: JSONObject, key: str, topic: str, rng: random.Rand
         return {k: _value_for_schema(v, k, topic, rng) for k, v in props.items()}
     if kind == "array":
         items = schema.get("items") or {"type": "string"}
-        return [_value_for_schema(items, key, topic, rng) for _ in range(rng.randint(2, 3))]
+        low, high = schema.get("minItems", 2), schema.get("maxItems", 3)
+        count = min(max(low, min(rng.randint(2, 3), high)), MAX_ARRAY_ITEMS)
+        return [_value_for_schema(items, key, topic, rng) for _ in range(count)]
     if kind == "integer":
         return rng.randint(1, 100)
     if kind == "number":

@@ -34,6 +34,7 @@ from tokenrelay.sse import ServerSentEvent
 from tokenrelay.wire.common import as_int, named_event, safe_label
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the caller gave none
+JSON_TOOL = "json_answer"  # the forced tool that carries a JSON answer (json_tool)
 
 STOP_TO_FINISH = {
     "end_turn": "stop",
@@ -81,7 +82,32 @@ def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dic
         body["system"] = system  # Anthropic takes the system prompt at the top level
     if request.temperature is not None:
         body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+    if request.response_format is not None:
+        body.update(json_tool(request.response_format))
     return body
+
+
+def json_tool(response_format: dict[str, Any]) -> dict[str, Any]:
+    """JSON from Anthropic: one tool whose input schema is the requested schema, forced.
+
+    The Messages API has no `response_format`; its documented way to get JSON that follows a
+    schema is tool use with `tool_choice` naming the tool. The tool's input then streams as
+    `input_json_delta` events, which the decoder relays as the answer's text.
+    """
+    spec = response_format.get("json_schema") or {}
+    schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {"type": "object"}
+    tool = {
+        "name": JSON_TOOL,
+        "description": spec.get("description") or "Give the answer as this JSON value.",
+        "input_schema": schema,
+    }
+    return {"tools": [tool], "tool_choice": {"type": "tool", "name": JSON_TOOL}}
+
+
+def forced_json_tool(body: dict[str, Any]) -> bool:
+    """Whether a Messages request body forces our JSON tool (see json_tool)."""
+    choice = body.get("tool_choice")
+    return isinstance(choice, dict) and choice.get("name") == JSON_TOOL
 
 
 def error_from_body(error: Any) -> GenerationError:
@@ -99,6 +125,7 @@ class EventDecoder:
     def __init__(self) -> None:
         self.finished = False
         self._input_tokens = 0
+        self._json_block: int | None = None  # index of our JSON tool's block, if one started
 
     def feed(self, event: str, data: str) -> list[Delta]:
         try:
@@ -107,9 +134,12 @@ class EventDecoder:
             raise UpstreamError("anthropic: undecodable event") from None
         kind = payload.get("type", event) if isinstance(payload, dict) else event
         if kind == "content_block_delta":
-            delta = payload.get("delta") or {}
-            text = delta.get("text") if delta.get("type") == "text_delta" else None
-            return [Delta(text=text)] if isinstance(text, str) and text else []
+            return self._content_delta(payload)
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
+                self._json_block = payload.get("index")
+            return []
         if kind == "message_start":
             usage = (payload.get("message") or {}).get("usage") or {}
             self._input_tokens = as_int(usage.get("input_tokens"))
@@ -123,12 +153,24 @@ class EventDecoder:
             raise error_from_body(payload.get("error"))
         return []  # ping, content_block_start/stop, and event types added later
 
+    def _content_delta(self, payload: dict[str, Any]) -> list[Delta]:
+        delta = payload.get("delta") or {}
+        if delta.get("type") == "text_delta":
+            text = delta.get("text")
+        elif delta.get("type") == "input_json_delta" and payload.get("index") == self._json_block:
+            text = delta.get("partial_json")  # the JSON answer (json_tool), as it streams
+        else:
+            text = None
+        return [Delta(text=text)] if isinstance(text, str) and text else []
+
     def _message_delta(self, payload: dict[str, Any]) -> Delta:
         stop = (payload.get("delta") or {}).get("stop_reason")
         if stop == "refusal":  # as OpenAI's content_filter finish: the answer was stopped
             raise ContentFiltered("anthropic: stop_reason refusal")
         usage = payload.get("usage") or {}
         finish = STOP_TO_FINISH.get(stop, "stop") if isinstance(stop, str) else None
+        if stop == "tool_use" and self._json_block is not None:
+            finish = "stop"  # our own JSON tool: the answer is complete, not a tool call
         return Delta(
             finish_reason=finish,
             usage=Usage(self._input_tokens, as_int(usage.get("output_tokens"))),
@@ -145,17 +187,25 @@ class EventDecoder:
 class EventEncoder:
     """Renders one stream's events as Anthropic's event sequence. One instance per response."""
 
-    def __init__(self, message_id: str, model: str, input_tokens: int) -> None:
+    def __init__(
+        self, message_id: str, model: str, input_tokens: int, *, json_tool: bool = False
+    ) -> None:
         self._message_id = message_id
         self._model = model
         self._input_tokens = input_tokens
+        self._json_tool = json_tool  # the text is our JSON tool's input (as Anthropic sends it)
 
     def encode(self, _stream_id: str, events: list[Event]) -> bytes:
         return b"".join(self._one(event) for event in events)
 
     def _one(self, event: Event) -> bytes:
         if event.type == "token":
-            delta = {"type": "text_delta", "text": event.payload()["content"]}
+            text = event.payload()["content"]
+            delta = (
+                {"type": "input_json_delta", "partial_json": text}
+                if self._json_tool
+                else {"type": "text_delta", "text": text}
+            )
             return named_event(
                 "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
             )
@@ -164,8 +214,9 @@ class EventEncoder:
         if event.type == "done":
             done = event.payload()
             usage = done.get("usage") or {}
+            stop = FINISH_TO_STOP.get(done["finish_reason"], "end_turn")
             return self._stop(
-                FINISH_TO_STOP.get(done["finish_reason"], "end_turn"),
+                "tool_use" if self._json_tool and stop == "end_turn" else stop,
                 as_int(usage.get("completion_tokens")) or done["token_count"],
             )
         if event.type == "error":
@@ -186,7 +237,11 @@ class EventEncoder:
                 {
                     "type": "content_block_start",
                     "index": 0,
-                    "content_block": {"type": "text", "text": ""},
+                    "content_block": (
+                        {"type": "tool_use", "id": "toolu_mock", "name": JSON_TOOL, "input": {}}
+                        if self._json_tool
+                        else {"type": "text", "text": ""}
+                    ),
                 },
             )
             + named_event("ping", {"type": "ping"})
