@@ -144,3 +144,21 @@ def sse_events_openai(body: bytes) -> list[dict[str, Any]]:
     return [
         orjson.loads(e.data) for e in decoder.feed(body) + decoder.close() if e.data != "[DONE]"
     ]
+
+
+async def test_the_non_streaming_endpoint_returns_the_parsed_value(
+    client: httpx.AsyncClient,
+) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
+    body = {"message": PROMPT, "model": "sim/fast", "response_format": fmt}
+    response = await client.post("/api/chat", json=body)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["parsed"] == orjson.loads(answer["content"])
+    impossible = {
+        "type": "json_schema",
+        "json_schema": {"schema": {"type": "object", "required": ["nope"]}},
+    }
+    failed = await client.post("/api/chat", json={**body, "response_format": impossible})
+    assert failed.status_code == 502
+    assert failed.json()["error"]["type"] == "invalid_output"

@@ -103,6 +103,8 @@ def _completion_response(
             "usage": ending["usage"],
             **meta,
         }
+        if "parsed" in ending:  # JSON was asked for: the whole value, validated
+            body["parsed"] = ending["parsed"]
         return JSONResponse(body, headers=headers)
     if ending.get("type") == "error":
         error_type = ending["error_type"]
