@@ -41,6 +41,19 @@ async def test_read_returns_events_after_the_cursor_in_order(log: StreamLog) -> 
     assert [e.seq for e in await log.read(SID, 3, wait=0)] == [4, 5]
 
 
+async def test_append_nowait_stores_wakes_and_refuses_like_append(log: StreamLog) -> None:
+    # What a timer callback uses (held words): no await anywhere, yet readers see it in order.
+    log.append_nowait(SID, start_event(1, SID, "m"))
+    reader = asyncio.create_task(log.read(SID, 1, wait=5.0))
+    await asyncio.sleep(0.01)
+    log.append_nowait(SID, token_event(2, "x"))
+    assert [e.seq for e in await asyncio.wait_for(reader, 1.0)] == [2]
+    with pytest.raises(ValueError, match="seq"):
+        log.append_nowait(SID, token_event(5, "gap"))
+    await log.flush()
+    assert [e.seq for e in await log.read(SID, 0, wait=0)] == [1, 2]
+
+
 async def test_read_waits_for_the_next_append(log: StreamLog) -> None:
     await log.append(SID, start_event(1, SID, "m"))
     reader = asyncio.create_task(log.read(SID, 1, wait=5.0))
