@@ -16,6 +16,7 @@ from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provide
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
+from tokenrelay.streams.log_redis import RedisStreamLog
 from tokenrelay.streams.stream import Deadlines, Stream
 
 pytestmark = pytest.mark.anyio
@@ -142,3 +143,22 @@ async def test_output_that_is_not_the_requested_json_ends_with_invalid_output(
     assert events[-1]["error_type"] == "invalid_output"
     assert events[-1]["retryable"] is True
     assert text not in events[-1]["message"]
+
+
+async def test_held_words_released_by_the_timer_reach_the_redis_log(redis_url: str) -> None:
+    # The hold timer appends from a loop callback (append_nowait): on Redis that queues the
+    # event for the stream's flusher, which must keep it in order with the producer's own.
+    log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60.0)
+    try:
+        await log.create("str_r", StreamMeta("str_r", "m"))
+        script: list[Delta | float | Exception] = [Delta("長い文"), 0.2, Delta("章です。 ok")]
+        request = GenerationRequest("m", (Message("user", "hello"),))
+        shaping = Shaping(chunking="word", max_hold=0.05)
+        provider = ScriptedProvider(script)
+        stream = Stream("str_r", "x/m", provider, request, log, Deadlines(), shaping=shaping)
+        await stream.run()
+        events = [orjson.loads(e.data) for e in await log.read("str_r", 0, wait=1)]
+    finally:
+        await log.close()
+    assert [e["type"] for e in events] == ["start", "token", "token", "token", "done"]
+    assert _tokens(events) == ["長い文", "章です。 ", "ok"]
