@@ -162,3 +162,17 @@ async def test_held_words_released_by_the_timer_reach_the_redis_log(redis_url: s
         await log.close()
     assert [e["type"] for e in events] == ["start", "token", "token", "token", "done"]
     assert _tokens(events) == ["長い文", "章です。 ", "ok"]
+
+
+async def test_regression_steady_text_without_boundaries_is_not_held_past_the_limit() -> None:
+    # The hold clock was restarted by every token, so text arriving faster than max_hold but
+    # never reaching a boundary (Chinese, a long URL) was held until the stream ended.
+    script: list[Delta | float | Exception] = []
+    for _ in range(12):
+        script += [Delta("字"), 0.02]
+    events, log, _ = await _run(ScriptedProvider(script), Shaping(chunking="word", max_hold=0.05))
+    tokens = [e for e in events if e["type"] == "token"]
+    assert "".join(e["content"] for e in tokens) == "字" * 12
+    assert len(tokens) >= 3
+    start = log.times[1]
+    assert log.times[tokens[0]["_seq"]] - start < 0.2  # well before the last token (~0.24 s)

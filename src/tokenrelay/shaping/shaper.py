@@ -78,7 +78,12 @@ class Shaper:
             ready = self._chunker.feed(text)
             if ready:
                 self._emit_text(ready)
-            self._held_since = self._loop.time() if self._chunker.held else None
+            if not self._chunker.held:
+                self._held_since = None
+            elif ready or self._held_since is None:
+                # What is held now arrived with this text (a cut leaves only new text behind);
+                # otherwise the clock keeps running from when holding began.
+                self._held_since = self._loop.time()
         self._release()
 
     def finish(self) -> Any:
