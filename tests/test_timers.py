@@ -73,3 +73,20 @@ def test_one_instance_serves_successive_event_loops() -> None:
     asyncio.run(arm_and_wait("first loop"))
     asyncio.run(arm_and_wait("second loop"))
     assert fired == ["first loop", "second loop"]
+
+
+@pytest.mark.anyio
+async def test_a_failing_callback_neither_stops_the_others_nor_the_timer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deadlines, fired = Deadlines(), []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    deadlines.arm("broken", 0.01, broken)
+    deadlines.arm("ok", 0.01, lambda: fired.append("ok"))
+    deadlines.arm("later", 0.05, lambda: fired.append("later"))
+    await asyncio.sleep(0.15)
+    assert fired == ["ok", "later"]
+    assert "deadline callback failed" in caplog.text

@@ -11,8 +11,11 @@ always disarmed well before they are due, so the timer fires about once per dead
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Hashable
+
+logger = logging.getLogger("tokenrelay.timers")
 
 Callback = Callable[[], None]
 
@@ -56,9 +59,20 @@ class Deadlines:
         self._timer, self._timer_at = None, math.inf
         now = self._loop.time()
         due = [key for key, (at, _) in self._due.items() if at <= now]
-        for key in due:
-            _, callback = self._due.pop(key)
-            callback()
+        try:
+            for key in due:
+                entry = self._due.pop(key, None)
+                if entry is None:
+                    continue  # disarmed by an earlier callback of this round
+                _, callback = entry
+                try:
+                    callback()
+                except Exception:  # one bad callback must not stop the others, or the timer
+                    logger.exception("deadline callback failed")
+        finally:
+            self._rearm(now)
+
+    def _rearm(self, now: float) -> None:
         if self._due:
             earliest = min(at for at, _ in self._due.values())
             self._schedule(max(earliest, now + MIN_STEP))
