@@ -42,6 +42,9 @@ def test_file_overrides(tmp_path: Path) -> None:
         ({"server": {"cors_origins": "*"}}, "cors_origins"),
         ({"streams": {"ttl": True}}, "ttl"),
         ({"aliases": {"a": 1}}, "aliases"),
+        ({"streams": {"chunking": "sentence"}}, "chunking must be"),
+        ({"streams": {"compat_chunking": "words"}}, "compat_chunking must be"),
+        ({"streams": {"max_hold_ms": 20_000}}, "max_hold_ms"),
     ],
 )
 def test_mistakes_are_named(data: dict[str, object], message: str) -> None:

@@ -7,7 +7,7 @@ GET query parameters are strings by nature, so they are converted first (lax mod
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -72,13 +72,13 @@ class ChatRequest(BaseModel):
 
     _message_not_blank = field_validator("message")(_not_blank)
 
-    def shaping(self, default_chunking: str, default_hold_ms: int) -> Shaping:
+    def shaping(self, default_chunking: Chunking, default_hold_ms: int) -> Shaping:
         fmt = self.response_format
         wants_json = fmt is not None and fmt.type != "text"
         schema = fmt.json_schema.schema_ if fmt is not None and fmt.json_schema else None
         hold_ms = self.max_hold_ms if self.max_hold_ms is not None else default_hold_ms
         return Shaping(
-            chunking=self.chunking or cast(Chunking, default_chunking),
+            chunking=self.chunking or default_chunking,
             max_hold=hold_ms / 1000,
             json=wants_json,
             schema=schema if wants_json else None,

@@ -15,14 +15,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay._types import Chunking
 from tokenrelay.errors import (
     InvalidRequest,
     RequestError,
@@ -124,9 +123,7 @@ async def _start(request: Request, chat: OpenAIChatRequest | AnthropicMessagesRe
     streams = state.settings.streams
     # The provider's own chunking unless configured otherwise; JSON partials have no wire form
     # in these dialects, so they are not computed.
-    shaping = Shaping(
-        chunking=cast(Chunking, streams.compat_chunking), max_hold=streams.max_hold_ms / 1000
-    )
+    shaping = Shaping(chunking=streams.compat_chunking, max_hold=streams.max_hold_ms / 1000)
     stream_id = await state.manager.start(
         generation,
         provider,

@@ -24,7 +24,9 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from tokenrelay._types import Chunking
 
 CONFIG_ENV = "TOKENRELAY_CONFIG"
 
@@ -59,8 +61,8 @@ class StreamsSection:
     max_retry_after: float = 20.0
     commit_deadline: float = 2.0
     on_upstream_error: str = "fail"  # or "continue": see README, "Mid-stream recovery"
-    chunking: str = "token"  # the native API's default: "token", "word" or "line"
-    compat_chunking: str = "token"  # the OpenAI/Anthropic-compatible endpoints' chunking
+    chunking: Chunking = "token"  # the native API's default: "token", "word" or "line"
+    compat_chunking: Chunking = "token"  # the OpenAI/Anthropic-compatible endpoints' chunking
     max_hold_ms: int = 50  # the longest word chunking holds text, and the json event spacing
 
 
@@ -147,7 +149,7 @@ def _check(settings: Settings) -> Settings:
     if settings.streams.on_upstream_error not in ("fail", "continue"):
         raise SettingsError('[streams] on_upstream_error must be "fail" or "continue"')
     for name in ("chunking", "compat_chunking"):
-        if getattr(settings.streams, name) not in ("token", "word", "line"):
+        if getattr(settings.streams, name) not in get_args(Chunking):
             raise SettingsError(f'[streams] {name} must be "token", "word" or "line"')
     if not 0 <= settings.streams.max_hold_ms <= 10_000:
         raise SettingsError("[streams] max_hold_ms must be between 0 and 10000")
