@@ -251,17 +251,18 @@ class Stream:
             self._shaper.feed(text)
 
     def _emit_token(self, text: str) -> None:
-        # Synchronous (append_nowait): no coroutine per token, and callable from the shaper's
-        # hold timer while this task waits for the upstream.
-        event = ev.token_event(self._seq + 1, text)
-        self._log.append_nowait(self.stream_id, event)
-        self._seq = event.seq
+        self._append_nowait(ev.token_event(self._next_seq(), text))
 
     def _emit_json(self, partial: Any) -> int:
-        event = ev.json_event(self._seq + 1, partial)
+        event = ev.json_event(self._next_seq(), partial)
+        self._append_nowait(event)
+        return len(event.data)
+
+    def _append_nowait(self, event: ev.Event) -> None:
+        # Synchronous: no coroutine per token, and callable from the shaper's hold timer while
+        # this task waits for the upstream. The seq advances only once the log took the event.
         self._log.append_nowait(self.stream_id, event)
         self._seq = event.seq
-        return len(event.data)
 
     def _done_event(self, finish: str, usage: Usage | None, parsed: Any = NOTHING) -> ev.Event:
         now = time.monotonic()
