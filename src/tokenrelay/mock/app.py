@@ -71,9 +71,13 @@ class _Dialect:
             return openai.ChunkEncoder("chatcmpl-mock", model, int(time.time()), include_usage)
         return anthropic.EventEncoder("msg_mock", model, prompt_tokens, json_tool=json)
 
-    def response_format(self, body: dict[str, Any]) -> Any:
+    def json_tool(self, body: dict[str, Any]) -> bool:
+        """Whether the request asks for JSON through Anthropic's forced tool."""
+        return self.name == "anthropic" and anthropic.forced_json_tool(body)
+
+    def response_format(self, body: dict[str, Any], json_tool: bool) -> Any:
         """What JSON the request asks for: OpenAI's field, or Anthropic's forced JSON tool."""
-        if self.name == "openai" or not anthropic.forced_json_tool(body):
+        if not json_tool:
             return body.get("response_format")
         schema = (body.get("tools") or [{}])[0].get("input_schema")
         return {"type": "json_schema", "json_schema": {"schema": schema}}
@@ -93,11 +97,12 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
         body = orjson.loads(await request.body() or b"{}")
         model = str(body.get("model", "default"))
         scenario = read_scenario(model, sim.timing)
+        json_tool = dialect.json_tool(body)
         generation = GenerationRequest(
             model=scenario.sim_model,
             messages=_messages(body.get("messages"), body.get("system")),
             max_tokens=body.get("max_tokens"),
-            response_format=dialect.response_format(body),
+            response_format=dialect.response_format(body, json_tool),
         )
         stream = bool(body.get("stream"))
         exchange = recorder.begin(request.url.path, model, stream)
@@ -113,7 +118,7 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
                 model,
                 generation.estimated_prompt_tokens,
                 include_usage,
-                json=dialect.name == "anthropic" and anthropic.forced_json_tool(body),
+                json=json_tool,
             )
             return _MockStream(sim, generation, scenario, exchange, recorder, encoder.encode)
         return await _complete(sim, generation, scenario, exchange, recorder, dialect, model)
