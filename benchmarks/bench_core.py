@@ -77,12 +77,17 @@ async def one_round(
         return list(results), time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_arguments(doc: str) -> argparse.Namespace:
+    """--streams, --tokens, --rounds: the load shape every log/core benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = load_arguments(__doc__)
     with tempfile.TemporaryDirectory() as tmp, real_server(Path(tmp)) as server:
         pid = server.process.pid
         idle_rss = memory_kib(pid)["VmRSS"]

@@ -9,7 +9,6 @@ For Redis, redis-server's own CPU is counted too. One process each, uvloop + htt
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import httpx
 from tests.realserver import free_port, real_server
 from tests.services import redis_server
 
-from benchmarks.bench_core import cpu_seconds, one_round
+from benchmarks.bench_core import cpu_seconds, load_arguments, one_round
 
 
 @contextmanager
@@ -81,11 +80,7 @@ def redis_pid(url: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=200)
-    parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = load_arguments(__doc__)
     load = (args.streams, args.tokens, args.rounds)
     rows: dict[str, list[float]] = {}
     with direct_relay() as (pid, url):
