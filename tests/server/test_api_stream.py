@@ -195,6 +195,9 @@ async def test_idle_streams_get_ping_comments() -> None:
     exchange = AsgiExchange()
     body = orjson.dumps({"message": "x", "model": "sim/slow-start"})
     task = asyncio.create_task(drive(app, exchange, "POST", "/api/chat/stream", body))
+    # The window starts with the response: a pause before the request is handled (a garbage
+    # collection of earlier tests' objects, on a busy machine) must not eat into it.
+    await asyncio.wait_for(exchange.started.wait(), 5.0)
     await asyncio.sleep(0.3)
     exchange.disconnect.set()
     await asyncio.wait_for(task, 1.0)
