@@ -3,6 +3,8 @@
 Same load for each (N concurrent `sim/fast` streams of T tokens): a direct relay with no log
 (benchmarks/direct_relay.py), tokenrelay with its memory log, tokenrelay with the Redis log.
 For Redis, redis-server's own CPU is counted too. One process each, uvloop + httptools.
+The direct relay and the memory log run side by side and take rounds in turns: on a shared
+2-core machine one round can cost 50% more than the next, and the drift then hits both alike.
 
     .venv/bin/python -m benchmarks.bench_log --streams 200 --tokens 200 --rounds 3
 """
@@ -61,16 +63,31 @@ def direct_relay() -> Iterator[tuple[int, str]]:
         process.wait()
 
 
+def one_measured_round(pids: list[int], url: str, streams: int, tokens: int) -> float:
+    """CPU microseconds per token that `pids` spent on one round of the load."""
+    before = sum(cpu_seconds(p) for p in pids)
+    results, _ = asyncio.run(one_round(url, streams, tokens))
+    cpu = sum(cpu_seconds(p) for p in pids) - before
+    assert all(r.ended == "done" and r.tokens == tokens for r in results), "incomplete"
+    return cpu * 1e6 / sum(r.tokens for r in results)
+
+
 def measure(pids: list[int], url: str, streams: int, tokens: int, rounds: int) -> list[float]:
     asyncio.run(one_round(url, 10, tokens))  # warm-up
-    figures = []
+    return [one_measured_round(pids, url, streams, tokens) for _ in range(rounds)]
+
+
+def measure_paired(
+    a: tuple[int, str], b: tuple[int, str], streams: int, tokens: int, rounds: int
+) -> tuple[list[float], list[float]]:
+    """Rounds on two servers taken in turns, so that drift on a shared machine hits both."""
+    for _, url in (a, b):
+        asyncio.run(one_round(url, 10, tokens))  # warm-up
+    figures_a, figures_b = [], []
     for _ in range(rounds):
-        before = sum(cpu_seconds(p) for p in pids)
-        results, _ = asyncio.run(one_round(url, streams, tokens))
-        cpu = sum(cpu_seconds(p) for p in pids) - before
-        assert all(r.ended == "done" and r.tokens == tokens for r in results), "incomplete"
-        figures.append(cpu * 1e6 / sum(r.tokens for r in results))
-    return figures
+        figures_a.append(one_measured_round([a[0]], a[1], streams, tokens))
+        figures_b.append(one_measured_round([b[0]], b[1], streams, tokens))
+    return figures_a, figures_b
 
 
 def redis_pid(url: str) -> int:
@@ -83,11 +100,12 @@ def main() -> None:
     args = load_arguments(__doc__)
     load = (args.streams, args.tokens, args.rounds)
     rows: dict[str, list[float]] = {}
-    with direct_relay() as (pid, url):
-        rows["no log (direct relay)"] = measure([pid], url, *load)
-    with tempfile.TemporaryDirectory() as tmp:
+    with direct_relay() as direct, tempfile.TemporaryDirectory() as tmp:
         with real_server(Path(tmp)) as server:
-            rows["memory log"] = measure([server.process.pid], server.url, *load)
+            memory = (server.process.pid, server.url)
+            rows["no log (direct relay)"], rows["memory log"] = measure_paired(
+                direct, memory, *load
+            )
         with redis_server(Path(tmp)) as redis_url:
             config = f'[redis]\nurl = "{redis_url}"\n'
             (Path(tmp) / "r").mkdir()
@@ -105,6 +123,12 @@ def main() -> None:
             f"  {name:36s} {median:6.1f} us/token  ({median / base:4.2f}x no log)  "
             f"rounds {', '.join(f'{f:.1f}' for f in figures)}"
         )
+    pairs = zip(rows["no log (direct relay)"], rows["memory log"], strict=True)
+    ratios = sorted(memory / direct for direct, memory in pairs)
+    print(
+        f"  memory log / no log, round by round (taken in turns): median "
+        f"{statistics.median(ratios):.2f}x, range {ratios[0]:.2f}-{ratios[-1]:.2f}x"
+    )
     redis_tokens = 2 * args.rounds * args.streams * args.tokens
     print(
         f"  redis replica throughput: ~{redis_tokens / elapsed:,.0f} tokens/s relayed "

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
-from tokenrelay.events import cancelled_event, start_event, token_event
+from tokenrelay.events import Event, cancelled_event, start_event, token_event
 from tokenrelay.streams.log import StreamLog, StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.log_redis import READ_SLICE, RedisStreamLog
@@ -193,3 +193,48 @@ async def test_a_burst_then_the_ending_reads_back_complete_and_in_order(log: Str
     events = await log.read(SID, 0, wait=0)
     assert [e.seq for e in events] == list(range(1, 101))
     assert (await log.status(SID)).ended
+
+
+class _Recorder:
+    """A follower that records what it is handed; refuses more after `keep` events."""
+
+    def __init__(self, keep: int = 1_000) -> None:
+        self.seen: list[int] = []
+        self.keep = keep
+        self.interrupted = False
+
+    def push(self, event: Event) -> bool:
+        self.seen.append(event.seq)
+        return len(self.seen) < self.keep
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+
+async def test_a_caught_up_follower_gets_each_event_inside_the_append(log: StreamLog) -> None:
+    await log.append(SID, start_event(1, SID, "m"))
+    await log.flush()
+    follower = _Recorder()
+    if not log.attach(SID, 1, follower):
+        assert isinstance(log, RedisStreamLog)  # following is optional; Redis readers poll
+        return
+    assert not log.attach(SID, 0, _Recorder())  # behind: read first
+    log.append_nowait(SID, token_event(2, "a"))
+    assert follower.seen == [2]  # delivered before append_nowait returned, no await
+    log.detach(SID, follower)
+    log.detach(SID, follower)  # twice is fine
+    log.append_nowait(SID, token_event(3, "b"))
+    assert follower.seen == [2]
+
+
+async def test_a_follower_that_declines_is_detached_and_the_log_goes_on(log: StreamLog) -> None:
+    await log.append(SID, start_event(1, SID, "m"))
+    declining, staying = _Recorder(keep=1), _Recorder()
+    if not (log.attach(SID, 1, declining) and log.attach(SID, 1, staying)):
+        return  # a backend without following (see above)
+    for seq in (2, 3):
+        log.append_nowait(SID, token_event(seq, "t"))
+    assert declining.seen == [2]
+    assert staying.seen == [2, 3]
+    await log.close()
+    assert staying.interrupted

@@ -71,7 +71,8 @@ async def test_detach_keeps_generating_then_cancels_after_the_window() -> None:
 
 async def test_detach_and_come_back_in_time_finishes() -> None:
     manager = _manager(resume_window=0.1)
-    stream_id = await _start(manager, "fast+endless", on_disconnect="detach")
+    # Paced like a model: `fast` would fill the 1 MiB log within the 0.2 s and end too_large.
+    stream_id = await _start(manager, "default+endless", on_disconnect="detach")
     async with manager.subscription(stream_id):
         pass
     async with manager.subscription(stream_id):

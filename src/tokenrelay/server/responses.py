@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -20,9 +20,9 @@ from starlette.types import Receive, Scope, Send
 
 from tokenrelay.errors import client_message, http_status
 from tokenrelay.events import Event
+from tokenrelay.server.live import LiveWriter
 from tokenrelay.sse import PING, encode_json_event
 from tokenrelay.streams.manager import StreamManager
-from tokenrelay.streams.subscriber import batches
 from tokenrelay.timers import Deadlines
 
 logger = logging.getLogger("tokenrelay.http")
@@ -220,28 +220,72 @@ class EventStreamResponse(Response):
             yield self.encode(self.stream_id, events[start:])
 
     async def _pump(self, send: Send, after: int) -> bool:
-        settings = self.manager.settings
+        """Send every event after `after`, then the end of the body; False if dropped.
+
+        While caught up, the producer writes live tokens itself (`live.py`); this task wakes
+        only to catch up, finish a write that had to wait, ping, or end.
+        """
         log = self.manager.log
-        async for events in batches(log, self.stream_id, after, keepalive=settings.keepalive):
-            if not await self._send_events(send, events):
-                return False
+        keepalive = self.manager.settings.keepalive
+        live = LiveWriter(self.stream_id, send, self.encode)
+        cursor = after
+        try:
+            while True:
+                live.start(cursor)
+                if log.attach(self.stream_id, cursor, live):
+                    try:
+                        await live.sleep(keepalive)
+                    finally:
+                        log.detach(self.stream_id, live)
+                    cursor = live.cursor
+                    pending = live.take_pending()
+                    if pending is not None and not await self._within_send_timeout(pending):
+                        return False
+                    if live.error is not None:
+                        raise live.error
+                    if live.idle and not await self._send_events(send, []):
+                        return False
+                    continue
+                events = await log.read(self.stream_id, cursor, wait=keepalive)
+                if events:
+                    if not await self._send_events(send, events):
+                        return False
+                    cursor = events[-1].seq
+                    if events[-1].terminal:
+                        break
+                    continue
+                status = await log.status(self.stream_id)
+                if status.ended and cursor >= status.last_seq:
+                    break  # we already had the ending: nothing more will ever come
+                if not await self._send_events(send, []):  # a keep-alive ping
+                    return False
+        finally:
+            pending = live.take_pending()
+            if pending is not None:
+                pending.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
 
     async def _send_events(self, send: Send, events: list[Event]) -> bool:
         """Send a batch (a ping if empty) in capped writes; False if the client stopped draining."""
-        timeout = self.manager.settings.send_timeout
         for body in self._writes(events) if events else [PING]:
-            _write_deadlines.arm(self, timeout, self._drop_stalled)
-            try:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            except asyncio.CancelledError:
-                if self._stalled and self._writer is not None and self._writer.uncancel() == 0:
-                    logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
-                    return False
-                raise
-            finally:
-                _write_deadlines.disarm(self)
+            message = {"type": "http.response.body", "body": body, "more_body": True}
+            if not await self._within_send_timeout(send(message)):
+                return False
+        return True
+
+    async def _within_send_timeout(self, write: Awaitable[None]) -> bool:
+        """Await a write; False if it did not drain within `send_timeout` (then it is dropped)."""
+        _write_deadlines.arm(self, self.manager.settings.send_timeout, self._drop_stalled)
+        try:
+            await write
+        except asyncio.CancelledError:
+            if self._stalled and self._writer is not None and self._writer.uncancel() == 0:
+                logger.info("stream %s: client did not drain in time; dropped", self.stream_id)
+                return False
+            raise
+        finally:
+            _write_deadlines.disarm(self)
         return True
 
     def _drop_stalled(self) -> None:

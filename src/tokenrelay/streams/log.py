@@ -27,6 +27,13 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
   and return the new count; the last one out lets the disconnect policy act.
 - `close()` releases the backend's resources; safe to call twice.
 
+Following (optional; the memory backend has it): `attach(stream_id, after, follower)` registers
+a reader that is caught up at `after`, and from then on the log calls `follower.push(event)`
+for each event it stores, in order, inside the append (so the producer itself delivers it).
+`push` returns False to be detached. `attach` refuses (False) when events after `after` are
+already stored or the stream has ended, so the reader reads those first, or when the backend
+cannot follow at all; `detach` is safe to call twice. `close()` calls `follower.interrupt()`.
+
 Cluster hooks, for backends shared by several processes (no-ops in a single process):
 `publish(message)` sends a control message (`{"kind": "cancel" | "abandoned", "stream_id",
 "reason"}`) to every process, `control_messages()` yields those sent by anyone, and
@@ -38,9 +45,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tokenrelay.events import Event
+
+
+class Follower(Protocol):
+    """A caught-up reader that the log hands each new event to, as it stores it."""
+
+    def push(self, event: Event) -> bool:
+        """Take `event` (called inside the append); False to be detached."""
+        ...
+
+    def interrupt(self) -> None:
+        """Stop following: the log is closing."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +96,13 @@ class StreamLog(ABC):
 
     @abstractmethod
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]: ...
+
+    def attach(self, stream_id: str, after: int, follower: Follower) -> bool:
+        """Hand `follower` every event after `after` as it is stored; False if not (see above)."""
+        return False
+
+    def detach(self, stream_id: str, follower: Follower) -> None:  # noqa: B027 - see attach
+        """Stop handing `follower` events."""
 
     @abstractmethod
     async def status(self, stream_id: str) -> StreamStatus: ...

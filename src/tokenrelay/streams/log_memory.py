@@ -1,7 +1,15 @@
-"""The in-process stream log: a list of events per stream and a set of waiting readers.
+"""The in-process stream log: each stream's events, kept as plain bytes, and its waiting readers.
+
+A stream keeps its events for the TTL, so a busy replica holds millions. Kept as `Event`
+objects they would all be tracked by the garbage collector: each full collection walked them
+(110 ms per million on this machine) and the collections cost about 0.5 µs per token. So an
+entry keeps only each event's type and payload, in two lists of untracked values, and builds
+`Event`s again for the readers that catch up (a live reader gets the producer's own).
 
 Readers wait on a future of their own, resolved by the next append: no polling, and a cancelled
-reader cannot cancel anyone else's wake-up (as awaiting one shared future would).
+reader cannot cancel anyone else's wake-up (as awaiting one shared future would). A caught-up
+reader may instead attach a follower, which the append hands each event to directly: the
+producer then delivers a live token without waking the reader's task at all.
 Expired streams are swept lazily when streams are created, at most once per `sweep_interval`;
 their ids are remembered (a bounded tombstone list, for another TTL) so that a late resume gets
 410 "expired" rather than 404 "never existed".
@@ -10,15 +18,18 @@ their ids are remembered (a bounded tombstone list, for another TTL) so that a l
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import partial
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
-from tokenrelay.events import Event
-from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
+from tokenrelay.events import TERMINAL_TYPES, Event, EventType
+from tokenrelay.streams.log import Follower, StreamLog, StreamMeta, StreamStatus
 from tokenrelay.timers import Deadlines
+
+logger = logging.getLogger("tokenrelay.log")
 
 MAX_TOMBSTONES = 100_000
 
@@ -26,20 +37,41 @@ MAX_TOMBSTONES = 100_000
 @dataclass(slots=True)
 class _Entry:
     meta: StreamMeta
-    events: list[Event] = field(default_factory=list)
+    types: list[EventType] = field(default_factory=list)  # event i has seq i + 1
+    payloads: list[bytes] = field(default_factory=list)
     size: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    followers: list[Follower] = field(default_factory=list)
     expires_at: float | None = None  # set by the terminal event
 
     @property
     def ended(self) -> bool:
         return self.expires_at is not None
 
+    @property
+    def last_seq(self) -> int:
+        return len(self.payloads)
+
+    def events_after(self, after: int) -> list[Event]:
+        kept = zip(self.types[after:], self.payloads[after:], strict=True)
+        return [Event(seq, type_, data) for seq, (type_, data) in enumerate(kept, after + 1)]
+
     def wake(self) -> None:
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self.waiters.clear()
+
+    def push(self, event: Event) -> None:
+        for follower in self.followers.copy() if len(self.followers) > 1 else self.followers:
+            try:
+                keep = follower.push(event)
+            except Exception:  # a reader's bug must not fail the producer that called us
+                logger.exception("follower failed; detached")
+                follower.interrupt()
+                keep = False
+            if not keep:
+                self.followers.remove(follower)
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
@@ -68,23 +100,49 @@ class MemoryStreamLog(StreamLog):
         self._entries[stream_id] = _Entry(meta)
 
     def append_nowait(self, stream_id: str, event: Event) -> None:
-        entry = self._live_entry(stream_id)
-        if entry.ended:
-            raise ValueError(f"stream {stream_id} has ended; {event.type} refused")
-        if event.seq != len(entry.events) + 1:
-            raise ValueError(f"stream {stream_id}: seq {event.seq} after {len(entry.events)}")
-        if not event.terminal and entry.size + len(event.data) > self.max_bytes:
+        # The hot path: once per token, so it is written out flat (each call costs ~70 ns).
+        entry = self._entries.get(stream_id)
+        if entry is None or entry.expires_at is not None:
+            self._refuse(stream_id, entry, event)
+            return
+        size = len(event.data)
+        terminal = event.type in TERMINAL_TYPES
+        if event.seq != len(entry.payloads) + 1:
+            raise ValueError(f"stream {stream_id}: seq {event.seq} after {len(entry.payloads)}")
+        if not terminal and entry.size + size > self.max_bytes:
             raise StreamTooLarge(f"stream {stream_id} passed {self.max_bytes} bytes")
-        entry.events.append(event)
-        entry.size += len(event.data)
-        if event.terminal:
+        entry.types.append(event.type)
+        entry.payloads.append(event.data)
+        entry.size += size
+        if terminal:
             entry.expires_at = time.monotonic() + self.ttl
-        entry.wake()
+        if entry.followers:
+            entry.push(event)
+        if entry.waiters:
+            entry.wake()
+
+    def _refuse(self, stream_id: str, entry: _Entry | None, event: Event) -> None:
+        """Why an append cannot go in: an unknown, expired or ended stream (always raises)."""
+        if entry is None or self._expired(entry):
+            self._live_entry(stream_id)  # raises UnknownStream or StreamExpired
+        raise ValueError(f"stream {stream_id} has ended; {event.type} refused")
+
+    def attach(self, stream_id: str, after: int, follower: Follower) -> bool:
+        entry = self._live_entry(stream_id)
+        if entry.ended or entry.last_seq > after:
+            return False
+        entry.followers.append(follower)
+        return True
+
+    def detach(self, stream_id: str, follower: Follower) -> None:
+        entry = self._entries.get(stream_id)
+        if entry is not None and follower in entry.followers:
+            entry.followers.remove(follower)
 
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
         entry = self._live_entry(stream_id)
-        if len(entry.events) > after or entry.ended:
-            return entry.events[after:]
+        if entry.last_seq > after or entry.ended:
+            return entry.events_after(after)
         waiter = asyncio.get_running_loop().create_future()
         entry.waiters.append(waiter)
         self._wait_deadlines.arm(waiter, wait, partial(_time_out, waiter))
@@ -94,11 +152,11 @@ class MemoryStreamLog(StreamLog):
             self._wait_deadlines.disarm(waiter)
             if waiter in entry.waiters:
                 entry.waiters.remove(waiter)
-        return entry.events[after:]
+        return entry.events_after(after)
 
     async def status(self, stream_id: str) -> StreamStatus:
         entry = self._live_entry(stream_id)
-        return StreamStatus(len(entry.events), entry.ended)
+        return StreamStatus(entry.last_seq, entry.ended)
 
     async def add_subscriber(self, stream_id: str) -> int:
         self._subscribers[stream_id] = self._subscribers.get(stream_id, 0) + 1
@@ -123,6 +181,9 @@ class MemoryStreamLog(StreamLog):
 
     async def close(self) -> None:
         for entry in self._entries.values():
+            for follower in entry.followers:
+                follower.interrupt()
+            entry.followers.clear()
             entry.wake()
         self._entries.clear()
 

@@ -245,13 +245,15 @@ class Stream:
             self._first_token_at = now
         self._last_token_at = now
         self.token_count += 1
-        if self._shaper is None:
-            self._emit_token(text)
+        if self._shaper is None:  # the hot path: _emit_token and _append_nowait, written out
+            event = ev.token_event(self._seq + 1, text)
+            self._log.append_nowait(self.stream_id, event)
+            self._seq = event.seq
         else:
             self._shaper.feed(text)
 
     def _emit_token(self, text: str) -> None:
-        self._append_nowait(ev.token_event(self._next_seq(), text))
+        self._append_nowait(ev.token_event(self._seq + 1, text))
 
     def _emit_json(self, partial: Any) -> int:
         event = ev.json_event(self._next_seq(), partial)
