@@ -13,7 +13,17 @@ import typer
 from rich.console import Console
 
 from tokenrelay import __version__
-from tokenrelay.client.native import NativeStream, StreamFailed
+from tokenrelay.client import (
+    Cancelled,
+    ChatStream,
+    Client,
+    ConnectionLost,
+    Done,
+    Error,
+    Status,
+    StreamFailed,
+    Token,
+)
 from tokenrelay.providers.configured import upstream_sections
 from tokenrelay.server.settings import CONFIG_ENV, SettingsError, load_settings
 
@@ -124,12 +134,12 @@ def chat(
 ) -> None:
     """Stream an answer into the terminal. Ctrl-C cancels it on the server."""
     console = Console(highlight=False)
-    payload: dict[str, Any] = {"message": question}
-    for key, value in (("model", model), ("system_prompt", system), ("max_tokens", max_tokens)):
-        if value is not None:
-            payload[key] = value
-    with httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=None)) as client:
-        stream = NativeStream(client, payload)
+    fields: dict[str, Any] = {"model": model, "system_prompt": system, "max_tokens": max_tokens}
+    # Ctrl-C must stop the bill even before the first event names the stream (and DELETE can
+    # reach it), so the connection's end cancels: this command does not resume after a drop.
+    fields["on_disconnect"] = "cancel"
+    with Client(url) as client:
+        stream = client.stream(question, **fields)
         try:
             _print_stream(console, stream)
         except KeyboardInterrupt:
@@ -139,29 +149,28 @@ def chat(
         except StreamFailed as exc:
             console.print(f"[red]error {exc.status}[/] {exc.error.get('message', '')}")
             raise typer.Exit(1) from None
-        except httpx.TransportError:
+        except (httpx.TransportError, ConnectionLost):
             console.print(f"[red]cannot reach tokenrelay at {url}[/] (is `tokenrelay serve` up?)")
             raise typer.Exit(1) from None
 
 
-def _print_stream(console: Console, stream: NativeStream) -> None:
-    for event in stream.events():
-        kind = event["type"]
-        if kind == "token":
-            console.out(event["content"], end="")
+def _print_stream(console: Console, stream: ChatStream) -> None:
+    for event in stream:
+        if isinstance(event, Token):
+            console.out(event.text, end="")
             console.file.flush()
-        elif kind == "status":
-            console.print(f"[dim]{event['message']}[/]")
-        elif kind == "done":
-            ttft = event.get("ttft_ms")
+        elif isinstance(event, Status):
+            console.print(f"[dim]{event.message}[/]")
+        elif isinstance(event, Done):
+            data = event.data
             console.print(
-                f"\n[dim]{event['token_count']} tokens · {event['tokens_per_second']} tok/s · "
-                f"first token {ttft} ms · {event['finish_reason']}[/]"
+                f"\n[dim]{event.token_count} tokens · {data['tokens_per_second']} tok/s · "
+                f"first token {data.get('ttft_ms')} ms · {event.finish_reason}[/]"
             )
-        elif kind == "error":
-            console.print(f"\n[red]error ({event['error_type']}):[/] {event['message']}")
+        elif isinstance(event, Error):
+            console.print(f"\n[red]error ({event.error_type}):[/] {event.message}")
             raise typer.Exit(1)
-        elif kind == "cancelled":
+        elif isinstance(event, Cancelled):
             console.print("\n[yellow]cancelled[/]")
             raise typer.Exit(1)
 
