@@ -7,6 +7,7 @@ A model name is one or more parts joined by `+`, for example `sim/default`, `sim
              fast           no delays at all (tests, benchmarks)
              slow-start     30 s to first token, then default speed (cancel-while-waiting demos)
     content  endless        never finishes on its own: stops at max_tokens (load, backpressure)
+             hostile        an answer made of script, HTML and link payloads (renderer safety)
     faults   rate-limit              429-style failure before the first token (retry_after 1 s)
              error-after-N           upstream error after N tokens
              stall-after-N           stops sending after N tokens, without closing
@@ -73,6 +74,7 @@ _FAULT_PART = re.compile(r"(error-after|stall-after|content-filter-after|reset-a
 class SimVariant:
     timing: SimTiming
     endless: bool = False
+    hostile: bool = False
     fault: str | None = None  # rate_limit | error | stall | content_filter | reset
     fault_after: int = 0
 
@@ -91,6 +93,8 @@ def parse_variant(model: str, default: SimTiming) -> SimVariant | None:
             variant = replace(variant, timing=timing)
         elif part == "endless":
             variant = replace(variant, endless=True)
+        elif part == "hostile":
+            variant = replace(variant, hostile=True)
         elif part == "rate-limit" and not fault_set:
             fault_set = True
             variant = replace(variant, fault="rate_limit")
@@ -114,6 +118,7 @@ class SimProvider(Provider):
             "fast",
             "slow-start",
             "endless",
+            "hostile",
             "rate-limit",
             "error-after-20",
             "stall-after-20",
@@ -142,7 +147,7 @@ class SimProvider(Provider):
         limit = request.max_tokens or (ENDLESS_CAP if variant.endless else None)
         count = 0
         finish = "stop"
-        for token in _answer_tokens(request, question, prefill or "", variant.endless):
+        for token in _answer_tokens(request, question, prefill or "", variant):
             if limit is not None and count >= limit:
                 finish = "length"
                 break
@@ -169,14 +174,16 @@ def _question_and_prefill(messages: tuple[Message, ...]) -> tuple[str, str | Non
 
 
 def _answer_tokens(
-    request: GenerationRequest, question: str, prefill: str, endless: bool
+    request: GenerationRequest, question: str, prefill: str, variant: SimVariant
 ) -> Iterable[str]:
     seed = request.prompt_text
     fmt = request.response_format or {}
     if fmt.get("type") in ("json_object", "json_schema"):
         text = sim_text.compose_json(question, fmt)
-    elif endless:
+    elif variant.endless:
         return _endless_tokens(question, seed)
+    elif variant.hostile:
+        text = sim_text.HOSTILE_ANSWER
     else:
         text = sim_text.compose_answer(question)
     if prefill and text.startswith(prefill):

@@ -250,3 +250,35 @@ def tokenize(text: str, seed: str = "") -> list[str]:
             tokens.append(piece[:cut])
             piece = piece[cut:]
     return tokens
+
+
+# What `sim/hostile` answers: the payloads a chat page must show as text or drop, never run or
+# load. A renderer is safe if, after this answer, no script ran, no request left the page's
+# origin, and every link goes to http(s) or mailto.
+HOSTILE_ANSWER = """Here are the payloads, as a model might write them.
+
+<script>window.__hostile = "script tag ran"</script>
+
+<img src="https://example.invalid/pixel.png" onerror="window.__hostile = 'img onerror ran'">
+
+<iframe src="https://example.invalid/frame"></iframe>
+
+[a javascript link](javascript:window.__hostile='link ran')
+
+[a data link](data:text/html,<script>1</script>)
+
+![a remote image](https://example.invalid/tracker.png)
+
+<a href="https://example.invalid" onclick="window.__hostile='onclick ran'">raw anchor</a>
+
+<svg onload="window.__hostile='svg ran'"></svg>
+
+```html
+<script>this one is inside a code block and should show as text</script>
+```
+
+| cell | <b onmouseover="window.__hostile='cell ran'">bold?</b> |
+|---|---|
+| <style>body{display:none}</style> | [ok link](https://example.com/docs) |
+
+That is all."""
