@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
@@ -24,20 +23,15 @@ from tokenrelay.client import (
     StreamFailed,
     Token,
 )
+from tokenrelay.logs import LOG_FORMATS, log_config
 from tokenrelay.providers.configured import upstream_sections
 from tokenrelay.server.settings import CONFIG_ENV, SettingsError, load_settings
+
+LOG_FORMAT_ENV = "TOKENRELAY_LOG_FORMAT"
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tokenrelay: stream LLM answers."
 )
-
-
-def _log_config() -> dict[str, Any]:
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["tokenrelay"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
 
 
 @app.command()
@@ -45,6 +39,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    log_format: Annotated[
+        str | None, typer.Option(help="text or json (default: settings, $TOKENRELAY_LOG_FORMAT).")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)
     ] = None,
@@ -59,6 +56,10 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
+    log_format = log_format or os.environ.get(LOG_FORMAT_ENV) or settings.server.log_format
+    if log_format not in LOG_FORMATS:
+        typer.echo(f"tokenrelay: --log-format must be one of {', '.join(LOG_FORMATS)}", err=True)
+        raise typer.Exit(2)
     host = host or settings.server.host
     port = port or settings.server.port
     shown = f"[{host}]" if ":" in host else host
@@ -81,7 +82,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         access_log=False,
-        log_config=_log_config(),
+        log_config=log_config(log_format),
         timeout_graceful_shutdown=int(settings.streams.drain_timeout) + 5,
     )
 

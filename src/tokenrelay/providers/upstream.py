@@ -41,6 +41,7 @@ from tokenrelay.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import Delta, GenerationRequest, Provider
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 from tokenrelay.wire.common import safe_label
@@ -122,10 +123,13 @@ class UpstreamClient:
         self, path: str, body: dict[str, Any]
     ) -> AsyncGenerator[ServerSentEvent, None]:
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        answered = False  # a failure after the status line is that request's, not another one
         try:
             async with self._client.stream(
                 "POST", path, content=orjson.dumps(body), headers=headers
             ) as response:
+                METRICS.upstream_request(self.name, response.status_code)
+                answered = True
                 if response.status_code >= 400:
                     raise await self._status_error(response)
                 decoder = SSEDecoder()
@@ -133,8 +137,12 @@ class UpstreamClient:
                     for event in decoder.feed(chunk):
                         yield event
         except httpx.TimeoutException as exc:
+            if not answered:
+                METRICS.upstream_request(self.name, "timeout")
             raise UpstreamTimeout(f"{self.name}: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
+            if not answered:
+                METRICS.upstream_request(self.name, "network_error")
             raise NetworkError(f"{self.name}: {type(exc).__name__}") from None
 
     async def _status_error(self, response: httpx.Response) -> GenerationError:

@@ -29,7 +29,7 @@ from tokenrelay.errors import (
 from tokenrelay.providers.base import Provider
 from tokenrelay.providers.configured import build_providers
 from tokenrelay.providers.registry import ProviderRegistry
-from tokenrelay.server import routes_compat, routes_native, routes_ui
+from tokenrelay.server import routes_compat, routes_metrics, routes_native, routes_ui
 from tokenrelay.server.lifecycle import chain_shutdown_signals
 from tokenrelay.server.middleware import RequestIdMiddleware
 from tokenrelay.server.responses import error_response
@@ -138,7 +138,9 @@ def create_app(
             )
         )
     app = Starlette(
-        routes=routes_native.ROUTES + routes_compat.ROUTES + routes_ui.ROUTES,
+        routes=(
+            routes_native.ROUTES + routes_compat.ROUTES + routes_metrics.ROUTES + routes_ui.ROUTES
+        ),
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

@@ -8,6 +8,8 @@ import secrets
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tokenrelay import logs
+
 logger = logging.getLogger("tokenrelay.http")
 
 
@@ -27,6 +29,7 @@ class RequestIdMiddleware:
             return
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.request_id.set(request_id)  # this request's task only; tasks it starts inherit it
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -18,6 +18,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tokenrelay import logs
 from tokenrelay.errors import client_message, http_status
 from tokenrelay.events import Event
 from tokenrelay.server.live import LiveWriter
@@ -145,6 +146,7 @@ class EventStreamResponse(Response):
         self._stalled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        logs.stream_id.set(self.stream_id)
         async with self.manager.subscription(self.stream_id):
             finished = await until_disconnect(receive, self._respond(send))
         if finished is None:

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrelay.errors import InvalidEventId, http_status
+from tokenrelay.metrics import METRICS
 from tokenrelay.server.chat_request import (
     ChatRequest,
     query_to_data,
@@ -72,6 +73,7 @@ async def _resume(request: Request, stream_id: str, after: int) -> Response:
     cursor = await resume_point(state.manager.log, stream_id, after)
     if cursor is None:
         return Response(status_code=204, headers={"x-stream-id": stream_id})
+    METRICS.resumes += 1
     return EventStreamResponse(
         state.manager, stream_id, after=cursor, request_id=request_id_of(request)
     )

@@ -4,7 +4,8 @@ The file is optional. Unknown sections or keys are an error at start-up, naming 
 a typo should not silently fall back to a default. Upstream addresses only ever come from here
 (or the providers' conventional environment variables), never from a request.
 
-    [server]   host, port, default_model, cors_origins, max_body_bytes, max_tokens_limit
+    [server]   host, port, default_model, cors_origins, max_body_bytes, max_tokens_limit,
+               log_format ("text" | "json", or $TOKENRELAY_LOG_FORMAT)
     [streams]  keepalive, send_timeout, first_token_timeout, idle_timeout, resume_window,
                drain_timeout, ttl, max_log_bytes
     [sim]      ttft, tokens_per_second, jitter
@@ -43,6 +44,7 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
     max_tokens_limit: int = 65536
+    log_format: str = "text"  # or "json" (one object a line); $TOKENRELAY_LOG_FORMAT wins
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,8 @@ def _upstreams(raw: Any) -> dict[str, UpstreamSection]:
 
 
 def _check(settings: Settings) -> Settings:
+    if settings.server.log_format not in ("text", "json"):
+        raise SettingsError('[server] log_format must be "text" or "json"')
     if settings.streams.on_upstream_error not in ("fail", "continue"):
         raise SettingsError('[streams] on_upstream_error must be "fail" or "continue"')
     for name in ("chunking", "compat_chunking"):

@@ -23,6 +23,7 @@ from typing import Any
 
 from tokenrelay._types import DisconnectPolicy
 from tokenrelay.errors import ServiceUnavailable
+from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import GenerationRequest, Provider
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamLog, StreamMeta
@@ -100,8 +101,15 @@ class StreamManager:
         )
         task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
         self._running[stream_id] = _Running(stream, task, on_disconnect)
+        METRICS.active_streams += 1
         task.add_done_callback(lambda _task: self._finished(stream_id))
-        logger.info("stream %s started: %s (request %s)", stream_id, model, request.request_id)
+        logger.info(
+            "stream %s started: %s (request %s)",
+            stream_id,
+            model,
+            request.request_id,
+            extra={"stream_id": stream_id},
+        )
         return stream_id
 
     @asynccontextmanager
@@ -112,6 +120,7 @@ class StreamManager:
         the stream, otherwise by telling the process that does.
         """
         await self.log.add_subscriber(stream_id)
+        METRICS.active_subscribers += 1
         running = self._running.get(stream_id)
         if running is not None and running.detach_timer is not None:
             running.detach_timer.cancel()
@@ -119,6 +128,7 @@ class StreamManager:
         try:
             yield
         finally:
+            METRICS.active_subscribers -= 1
             if await self.log.remove_subscriber(stream_id) <= 0:
                 await self._abandoned(stream_id)
 
@@ -210,12 +220,14 @@ class StreamManager:
         if running.stream.ended or running.task.done():
             return
         running.stream.cancel_reason = reason
+        running.stream.cancel_requested_at = time.monotonic()
         running.task.cancel()
 
     def _finished(self, stream_id: str) -> None:
         running = self._running.pop(stream_id, None)
         if running is None:
             return
+        METRICS.active_streams -= 1
         if running.detach_timer is not None:
             running.detach_timer.cancel()
         if not running.stream.ended:

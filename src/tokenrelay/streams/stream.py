@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay import events as ev
+from tokenrelay import logs
 from tokenrelay.errors import (
     GenerationError,
     Stalled,
@@ -46,6 +47,7 @@ from tokenrelay.errors import (
     UpstreamTimeout,
     client_message,
 )
+from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import GenerationRequest, Provider, Usage
 from tokenrelay.shaping.jsonstream import NOTHING
 from tokenrelay.shaping.shaper import Shaper, Shaping
@@ -106,6 +108,7 @@ class Stream:
         self._seq = 0
         self.ended = False
         self.cancel_reason = "cancelled"
+        self.cancel_requested_at: float | None = None  # monotonic; set by whoever cancels
         self.token_count = 0
         self._started_at = time.monotonic()
         self._first_token_at: float | None = None
@@ -126,6 +129,7 @@ class Stream:
         self._seq = event.seq
 
     async def run(self) -> None:
+        logs.stream_id.set(self.stream_id)  # this task's own context: every line it logs
         try:
             await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
             if self._shaping is not None:
@@ -158,7 +162,18 @@ class Stream:
             await self._end_with_error("internal_error", retryable=False)
 
     async def end_cancelled(self) -> None:
-        """End with the terminal event the cancel reason calls for (no-op if already ended)."""
+        """End with the terminal event the cancel reason calls for (no-op if already ended).
+
+        Called once the provider's generator is closed, so the time since the cancel was asked
+        is how long the upstream response took to close.
+        """
+        if not self.ended:
+            asked = self.cancel_requested_at
+            METRICS.cancelled(
+                "streaming" if self._first_token_at is not None else "before_first_token",
+                self.cancel_reason,
+                time.monotonic() - asked if asked is not None else None,
+            )
         if self.cancel_reason == SHUTDOWN:
             await self._end_with_error(SHUTDOWN, retryable=True)
         elif not self.ended:
@@ -180,6 +195,7 @@ class Stream:
                 if not (exc.retryable and resumable and attempt < self._retries.max_retries):
                     raise
                 delay = self._retries.delay(attempt, exc.retry_after)
+                METRICS.retried(exc.error_type)
                 attempt += 1
                 logger.info(
                     "stream %s: %s after %d tokens; attempt %d in %.2fs",
@@ -241,10 +257,14 @@ class Stream:
         if self._parts is not None:
             self._parts.append(text)
         now = time.monotonic()
-        if self._first_token_at is None:
+        if self._last_token_at is None:
             self._first_token_at = now
+            METRICS.ttft.observe(now - self._started_at)
+        else:
+            METRICS.token_gap.observe(now - self._last_token_at)
         self._last_token_at = now
         self.token_count += 1
+        METRICS.tokens += 1
         if self._shaper is None:  # the hot path: _emit_token and _append_nowait, written out
             event = ev.token_event(self._seq + 1, text)
             self._log.append_nowait(self.stream_id, event)
@@ -297,7 +317,7 @@ class Stream:
         self._release_held()
         usage = self._estimated_usage()
         event = ev.error_event(self._next_seq(), error_type, message, retryable, retry_after, usage)
-        await self._end(event)
+        await self._end(event, error_type)
 
     def _estimated_usage(self) -> dict[str, Any]:
         """What a cut-short stream cost, as far as we can tell: the upstream never said.
@@ -313,10 +333,11 @@ class Stream:
             "estimated": True,
         }
 
-    async def _end(self, event: ev.Event) -> None:
+    async def _end(self, event: ev.Event, error_type: str = "") -> None:
         if self.ended:
             return
         self.ended = True
+        METRICS.stream_ended(event.type, error_type)
         await self._append(event)
 
     def _release_held(self) -> None:

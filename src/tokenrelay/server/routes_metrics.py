@@ -1,0 +1,23 @@
+"""`GET /metrics`: this process's metrics in the Prometheus text format (see tokenrelay.metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tokenrelay.metrics import MetricsCollector
+
+# Our own registry: prometheus_client's default one adds process and GC collectors whose
+# names are not ours to promise; only tokenrelay_* series are exposed.
+_REGISTRY = CollectorRegistry(auto_describe=True)
+_REGISTRY.register(MetricsCollector())
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(_REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES: list[BaseRoute] = [Route("/metrics", metrics, methods=["GET"])]
