@@ -20,10 +20,14 @@ import pytest
 from tests.realserver import free_port
 
 
-def require_binary(name: str, package: str) -> str:
-    path = shutil.which(name) or next(
+def find_binary(name: str) -> str | None:
+    return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
     )
+
+
+def require_binary(name: str, package: str) -> str:
+    path = find_binary(name)
     if path:
         return path
     message = f"{name} is not installed (Debian: apt-get install {package})"
@@ -70,6 +74,87 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+worker_rlimit_nofile 65536;
+daemon off;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream backend {{ server {upstream}; keepalive 1024; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=8192;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            {buffering}
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_proxy(
+    tmp_path: Path, upstream_url: str, *, buffered: bool = False, binary: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """nginx (one worker) proxying to `upstream_url` with `proxy_buffering off`, as SSE needs;
+    yields its URL and the master process.
+
+    `buffered=True` is a common misconfiguration instead: nginx's default `proxy_buffering on`
+    with gzip for text/event-stream, which holds a stream and delivers it all at the end.
+    """
+    binary = binary or require_binary("nginx", "nginx")
+    port = free_port()
+    directory = tmp_path / f"nginx-{port}"
+    directory.mkdir()
+    upstream = upstream_url.removeprefix("http://").rstrip("/")
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            user="user root;\n" if os.geteuid() == 0 else "",  # workers must reach tmp_path
+            dir=directory,
+            upstream=upstream,
+            port=port,
+            buffering=(
+                "proxy_buffering on; gzip on; gzip_types text/event-stream; gzip_min_length 0;"
+                if buffered
+                else "proxy_buffering off;"
+            ),
+        )
+    )
+    process = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(directory), "-e", str(directory / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    log = (directory / "error.log").read_text(errors="replace")
+                    raise RuntimeError(f"nginx did not start:\n{log}") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", process
     finally:
         process.terminate()
         process.wait(10)

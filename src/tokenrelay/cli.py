@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from tokenrelay import __version__
+from tokenrelay.bench.cli import bench as bench_command
 from tokenrelay.client import (
     Cancelled,
     ChatStream,
@@ -174,6 +175,9 @@ def _print_stream(console: Console, stream: ChatStream) -> None:
         elif isinstance(event, Cancelled):
             console.print("\n[yellow]cancelled[/]")
             raise typer.Exit(1)
+
+
+app.command("bench")(bench_command)
 
 
 def main() -> None:

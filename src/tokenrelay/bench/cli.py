@@ -1,0 +1,156 @@
+"""`tokenrelay bench URL ...`: the command, its progress bar, and where its figures go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from tokenrelay.bench.load import Options, Phase
+from tokenrelay.bench.report import print_report
+from tokenrelay.bench.request import Result
+from tokenrelay.bench.runner import OptionsError, check, run_sync
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter("a comma-separated list of integers, e.g. 1,10,100") from None
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter("each level must be at least 1")
+    return levels
+
+
+def bench(
+    url: Annotated[str, typer.Argument(help="Server to load, e.g. http://127.0.0.1:8000")],
+    api: Annotated[str, typer.Option(help="native (tokenrelay) or openai.")] = "native",
+    model: Annotated[str, typer.Option(help="Model to ask for.")] = "sim/default",
+    prompt: Annotated[str, typer.Option(help="The question.")] = "Explain streaming relays",
+    max_tokens: Annotated[int, typer.Option(min=1)] = 200,
+    concurrency: Annotated[str, typer.Option(help="Closed loop levels, e.g. 1,10,100.")] = "10",
+    rate: Annotated[float | None, typer.Option(help="Open loop: requests/s (Poisson).")] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds per phase.")] = None,
+    requests: Annotated[int | None, typer.Option(min=1, help="Requests per phase.")] = None,
+    ramp_up: Annotated[float, typer.Option(min=0, help="Seconds to reach full load.")] = 0.0,
+    cancel_after_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    cancel_rate: Annotated[
+        float | None, typer.Option(help="Share of streams to cancel (default 1 with N).")
+    ] = None,
+    drop_rate: Annotated[float, typer.Option(help="Share of streams to drop and resume.")] = 0.0,
+    upstream: Annotated[
+        str | None, typer.Option(help="tokenrelay mock-upstream URL: verify cancels reached it.")
+    ] = None,
+    server_pid: Annotated[int | None, typer.Option(help="Watch this process's CPU, RSS.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 120.0,
+    seed: Annotated[int | None, typer.Option(help="Seed the cancel/drop choices.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+) -> None:
+    """Load a streaming endpoint: TTFT, token gaps, cancels and resumes verified."""
+    if api not in ("native", "openai"):
+        raise typer.BadParameter("native or openai", param_hint="--api")
+    if cancel_rate is None:
+        cancel_rate = 1.0 if cancel_after_tokens else 0.0
+    options = Options(
+        url=url.rstrip("/"),
+        api="native" if api == "native" else "openai",
+        model=model,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        concurrency=_levels(concurrency),
+        rate=rate,
+        duration=duration,
+        requests=requests,
+        ramp_up=ramp_up,
+        cancel_after=cancel_after_tokens,
+        cancel_rate=cancel_rate,
+        drop_rate=drop_rate,
+        upstream=upstream.rstrip("/") if upstream else None,
+        server_pid=server_pid,
+        timeout=timeout,
+        seed=seed,
+    )
+    console = Console(stderr=json_out)
+    try:
+        check(options)
+    except OptionsError as exc:
+        console.print(f"[red]tokenrelay bench:[/] {exc}")
+        raise typer.Exit(2) from None
+    if html_out is not None:
+        _need_matplotlib(console)
+    with _progress(console, options) as (on_phase, on_result):
+        report = run_sync(options, on_phase=on_phase, on_result=on_result)
+    if json_out:
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print_report(console, report)
+    if html_out is not None:
+        from tokenrelay.bench.html import render
+
+        html_out.write_text(render(report), encoding="utf-8")
+        console.print(f"report written to {html_out}")
+
+
+def _need_matplotlib(console: Console) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        console.print("[red]--html needs matplotlib:[/] pip install 'tokenrelay[bench]'")
+        raise typer.Exit(2) from None
+
+
+class _progress:
+    """A rich progress bar per phase (total known with --requests, else a running count)."""
+
+    def __init__(self, console: Console, options: Options) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.options = options
+        self.task: TaskID | None = None
+        self.errors = 0
+
+    def __enter__(self) -> tuple[object, object]:
+        self.progress.start()
+        return self.on_phase, self.on_result
+
+    def __exit__(self, *exc: object) -> None:
+        self._finish_task()
+        self.progress.stop()
+
+    def _finish_task(self) -> None:
+        """Freeze the bar (and its clock) of the phase that just ended."""
+        if self.task is not None:
+            done = self.progress.tasks[self.task].completed
+            self.progress.update(self.task, total=done, completed=done)
+            self.progress.stop_task(self.task)
+
+    def on_phase(self, phase: Phase) -> None:
+        self._finish_task()
+        self.errors = 0
+        self.task = self.progress.add_task(phase.label, total=self.options.requests, status="")
+
+    def on_result(self, phase: Phase, result: Result) -> None:
+        self.errors += result.error is not None
+        if self.task is not None:
+            self.progress.update(
+                self.task, advance=1, status=f"errors {self.errors}" if self.errors else ""
+            )
