@@ -90,7 +90,11 @@ class Connection(asyncio.Protocol):
         self._headers = loop.create_future()
         self._complete = loop.create_future()
         self.transport.write(head + body)
-        await self._headers
+        try:
+            await self._headers
+        except ConnectionError:
+            self._complete.exception()  # failed alike, and nobody will await it now
+            raise
 
     async def finished(self) -> None:
         """Wait for the end of the response body (raises if the connection is lost first)."""

@@ -154,7 +154,7 @@ async def _exchange(
     except ConnectionError:
         if reader.stopped:
             return None
-        return "connection_closed" if connection.status else "connect_error"
+        return "connection_closed" if connection.status else "closed_before_headers"
     finally:
         pool.release(connection)
     if connection.status != 200:

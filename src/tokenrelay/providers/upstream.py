@@ -55,7 +55,10 @@ class UpstreamConfig:
     base_url: str
     headers: dict[str, str] = field(default_factory=dict, repr=False)  # carries the key
     connect_timeout: float = 10.0
-    max_connections: int = 1000
+    # Each open stream holds one upstream connection (HTTP/1.1), so this caps concurrent
+    # streams per upstream: past it, a stream waits for a slot (up to the 30 s pool timeout).
+    # At 1000, 2000 open streams saw a TTFT p99 of 30 s (benchmarks/RESULTS.md).
+    max_connections: int = 10_000
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
