@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -22,14 +21,8 @@ import httpx
 import orjson
 from tests.realserver import real_server
 
+from tokenrelay.bench.procwatch import cpu_seconds
 from tokenrelay.sse import SSEDecoder
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -98,9 +91,9 @@ def main() -> None:
         )
         per_token = []
         for n in range(1, args.rounds + 1):
-            cpu_before = cpu_seconds(pid)
+            cpu_before = cpu_seconds([pid])
             results, wall = asyncio.run(one_round(server.url, args.streams, args.tokens))
-            cpu = cpu_seconds(pid) - cpu_before
+            cpu = cpu_seconds([pid]) - cpu_before
             total = sum(r.tokens for r in results)
             bad = [r for r in results if r.ended != "done" or r.tokens != args.tokens]
             us = cpu * 1e6 / total

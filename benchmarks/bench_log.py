@@ -25,7 +25,8 @@ import httpx
 from tests.realserver import free_port, real_server
 from tests.services import redis_server
 
-from benchmarks.bench_core import cpu_seconds, load_arguments, one_round
+from benchmarks.bench_core import load_arguments, one_round
+from tokenrelay.bench.procwatch import cpu_seconds
 
 
 @contextmanager
@@ -65,9 +66,9 @@ def direct_relay() -> Iterator[tuple[int, str]]:
 
 def one_measured_round(pids: list[int], url: str, streams: int, tokens: int) -> float:
     """CPU microseconds per token that `pids` spent on one round of the load."""
-    before = sum(cpu_seconds(p) for p in pids)
+    before = cpu_seconds(pids)
     results, _ = asyncio.run(one_round(url, streams, tokens))
-    cpu = sum(cpu_seconds(p) for p in pids) - before
+    cpu = cpu_seconds(pids) - before
     assert all(r.ended == "done" and r.tokens == tokens for r in results), "incomplete"
     return cpu * 1e6 / sum(r.tokens for r in results)
 

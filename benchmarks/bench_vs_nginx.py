@@ -157,18 +157,15 @@ def section_many(all_targets: list[Target]) -> None:
 def section_cancel(all_targets: list[Target], mock_url: str) -> None:
     print("cancel: 200 streams, half cancelled after 1-100 tokens; lag to the upstream's close")
     target = next(t for t in all_targets if t.name == "tokenrelay native")
-    options = Options(
-        url=target.url,
-        model=target.model,
+    phase = load(
+        target,
         concurrency=(200,),
         requests=400,
         max_tokens=200,
         cancel_rate=0.5,
         upstream=mock_url,
-        server_pid=target.pid,
         seed=1,
     )
-    phase = run_sync(options)["phases"][0]
     cancel = phase["cancel"]
     lag = cancel["upstream_close_lag_ms"]
     print(

@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,12 +36,45 @@ def require_binary(name: str, package: str) -> str:
     pytest.skip(message)
 
 
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes], ready: Callable[[], bool], failure: Callable[[], str]
+) -> None:
+    """Poll `ready()` (OSError counts as not yet) for 10 s; raise `failure()` if it never is."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(failure())
+        time.sleep(0.05)
+
+
+def _answers_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+
+
+def _accepts(port: int) -> bool:
+    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    return True
+
+
 @contextmanager
 def redis_server(tmp_path: Path) -> Iterator[str]:
     """A throwaway redis-server (no persistence) on a free port; yields its URL."""
     binary = require_binary("redis-server", "redis-server")
     port = free_port()
-    process = subprocess.Popen(
+    process = _spawn(
         [
             binary,
             "--port",
@@ -56,23 +89,12 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
             str(tmp_path),
             "--protected-mode",
             "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
+        ]
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+        _wait_until_ready(
+            process, lambda: _answers_ping(port), lambda: "redis-server did not start"
+        )
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
@@ -137,23 +159,14 @@ def nginx_proxy(
             ),
         )
     )
-    process = subprocess.Popen(
-        [binary, "-c", str(conf), "-p", str(directory), "-e", str(directory / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
+    error_log = directory / "error.log"
+    process = _spawn([binary, "-c", str(conf), "-p", str(directory), "-e", str(error_log)])
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    log = (directory / "error.log").read_text(errors="replace")
-                    raise RuntimeError(f"nginx did not start:\n{log}") from None
-                time.sleep(0.05)
+        _wait_until_ready(
+            process,
+            lambda: _accepts(port),
+            lambda: f"nginx did not start:\n{error_log.read_text(errors='replace')}",
+        )
         yield f"http://127.0.0.1:{port}", process
     finally:
         process.terminate()

@@ -20,7 +20,7 @@ from rich.progress import (
 from tokenrelay.bench.load import Options, Phase
 from tokenrelay.bench.report import print_report
 from tokenrelay.bench.request import Result
-from tokenrelay.bench.runner import OptionsError, check, run_sync
+from tokenrelay.bench.runner import OptionsError, PhaseStarted, RequestDone, check, run_sync
 
 
 def _levels(text: str) -> tuple[int, ...]:
@@ -128,7 +128,7 @@ class _progress:
         self.task: TaskID | None = None
         self.errors = 0
 
-    def __enter__(self) -> tuple[object, object]:
+    def __enter__(self) -> tuple[PhaseStarted, RequestDone]:
         self.progress.start()
         return self.on_phase, self.on_result
 

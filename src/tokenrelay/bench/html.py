@@ -13,6 +13,8 @@ import io
 import itertools
 from typing import Any
 
+from rich.text import Text
+
 from tokenrelay.bench.report import findings
 
 
@@ -135,7 +137,5 @@ def _q(figures: dict[str, float] | None) -> str:
 
 
 def _plain(line: str) -> str:
-    """Drop rich's [colour] markup for the page."""
-    for tag in ("[yellow]", "[red]", "[/]"):
-        line = line.replace(tag, "")
-    return line
+    """The finding without rich's [colour] markup."""
+    return Text.from_markup(line).plain

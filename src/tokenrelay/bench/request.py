@@ -55,6 +55,11 @@ class Result:
         return self.error is None
 
     @property
+    def completed(self) -> bool:
+        """Ended cleanly and was not cancelled on purpose: its latencies are a full answer's."""
+        return self.error is None and self.cancelled_at is None
+
+    @property
     def e2e(self) -> float:
         return self.ended - self.started
 

@@ -56,7 +56,7 @@ def bursts(results: list[Result]) -> dict[str, Any]:
 
 def summarize(phase: Phase) -> dict[str, Any]:
     results = phase.results
-    completed = [r for r in results if r.ok and r.cancelled_at is None]
+    completed = [r for r in results if r.completed]
     cancelled = [r for r in results if r.cancelled_at is not None]
     dropped = [r for r in results if r.resume_latency is not None or r.exact is not None]
     tokens = sum(r.tokens for r in results)
