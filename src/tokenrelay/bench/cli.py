@@ -107,7 +107,7 @@ def _need_matplotlib(console: Console) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        console.print("[red]--html needs matplotlib:[/] pip install 'tokenrelay[bench]'")
+        console.print("[red]--html needs matplotlib:[/] pip install 'tokenrelay\\[bench]'")
         raise typer.Exit(2) from None
 
 
