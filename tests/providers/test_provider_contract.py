@@ -14,25 +14,33 @@ from tests.realserver import MockUpstream
 from tokenrelay.errors import GenerationError
 from tokenrelay.providers.anthropic import AnthropicProvider
 from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.providers.http1 import Http1Events
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider, SimTiming
 from tokenrelay.providers.sim_text import compose_answer
+from tokenrelay.providers.upstream import Transport
 
 pytestmark = pytest.mark.anyio
 
-KINDS = ["sim", "openai", "anthropic"]
+# Upstream kinds over both transports: the lean http1 (the default) and httpx (proxies).
+KINDS = ["sim", "openai", "anthropic", "openai/httpx", "anthropic/httpx"]
+UPSTREAMS = ["openai", "anthropic"]
+
+
+def _upstream(mock: MockUpstream, kind: str, transport: Transport = "http1") -> Provider:
+    if kind == "openai":
+        return OpenAIProvider("openai", f"{mock.url}/v1", "sk-test-openai", [], transport=transport)
+    return AnthropicProvider("anthropic", mock.url, "sk-test-anthropic", [], transport=transport)
 
 
 @pytest.fixture(params=KINDS)
 async def provider(request: pytest.FixtureRequest, mock: MockUpstream) -> AsyncIterator[Provider]:
-    kind = request.param
+    kind, _, transport = str(request.param).partition("/")
     made: Provider
     if kind == "sim":
         made = SimProvider(SimTiming(ttft=0.02, tokens_per_second=400.0))
-    elif kind == "openai":
-        made = OpenAIProvider("openai", f"{mock.url}/v1", "sk-test-openai", [])
     else:
-        made = AnthropicProvider("anthropic", mock.url, "sk-test-anthropic", [])
+        made = _upstream(mock, kind, "httpx" if transport else "http1")
     yield made
     await made.aclose()
 
@@ -105,7 +113,8 @@ async def test_faults_map_to_error_types(
     assert sum(1 for d in seen if d.text) == tokens
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("transport", ["http1", "httpx"])
+@pytest.mark.parametrize("kind", UPSTREAMS)
 @pytest.mark.parametrize(
     ("status", "error_type", "retryable"),
     [
@@ -116,13 +125,14 @@ async def test_faults_map_to_error_types(
     ],
 )
 async def test_http_statuses_map_to_error_types(
-    mock: MockUpstream, kind: str, status: int, error_type: str, retryable: bool
+    mock: MockUpstream,
+    kind: str,
+    transport: Transport,
+    status: int,
+    error_type: str,
+    retryable: bool,
 ) -> None:
-    provider: Provider = (
-        OpenAIProvider("openai", f"{mock.url}/v1", None, [])
-        if kind == "openai"
-        else AnthropicProvider("anthropic", mock.url, None, [])
-    )
+    provider = _upstream(mock, kind, transport)
     with pytest.raises(GenerationError) as caught:
         await _collect(provider, _request(f"fast+status-{status}+leak-secret"))
     await provider.aclose()
@@ -133,17 +143,14 @@ async def test_http_statuses_map_to_error_types(
         assert caught.value.retry_after == 1.0
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("transport", ["http1", "httpx"])
+@pytest.mark.parametrize("kind", UPSTREAMS)
 @pytest.mark.parametrize("phase", ["waiting_for_first_token", "mid_stream"])
 async def test_cancel_closes_the_upstream_connection(
-    mock: MockUpstream, kind: str, phase: str
+    mock: MockUpstream, kind: str, transport: Transport, phase: str
 ) -> None:
     """The mock records when its client went away: that is the upstream bill stopping."""
-    provider: Provider = (
-        OpenAIProvider("openai", f"{mock.url}/v1", None, [])
-        if kind == "openai"
-        else AnthropicProvider("anthropic", mock.url, None, [])
-    )
+    provider = _upstream(mock, kind, transport)
     model = "slow-start" if phase == "waiting_for_first_token" else "default+endless"
     started = asyncio.Event()
 
@@ -177,9 +184,11 @@ async def test_api_keys_are_sent_as_each_provider_expects(mock: MockUpstream) ->
     """The key goes in the header each API reads; it is never part of a request body."""
     openai = OpenAIProvider("openai", f"{mock.url}/v1", "sk-o", [])
     anthropic = AnthropicProvider("anthropic", mock.url, "sk-a", [])
-    assert openai._client._client.headers["authorization"] == "Bearer sk-o"
-    assert anthropic._client._client.headers["x-api-key"] == "sk-a"
-    assert anthropic._client._client.headers["anthropic-version"] == "2023-06-01"
+    assert isinstance(openai._client.transport, Http1Events)
+    assert isinstance(anthropic._client.transport, Http1Events)
+    assert openai._client.transport.headers["authorization"] == "Bearer sk-o"
+    assert anthropic._client.transport.headers["x-api-key"] == "sk-a"
+    assert anthropic._client.transport.headers["anthropic-version"] == "2023-06-01"
     await openai.aclose()
     await anthropic.aclose()
 

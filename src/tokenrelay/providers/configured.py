@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import cast
 
 from tokenrelay.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_URL
 from tokenrelay.providers.anthropic import AnthropicProvider
@@ -11,6 +12,7 @@ from tokenrelay.providers.base import Provider
 from tokenrelay.providers.openai import DEFAULT_BASE_URL as OPENAI_URL
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider, SimTiming
+from tokenrelay.providers.upstream import Transport
 from tokenrelay.server.settings import Settings, UpstreamSection
 
 OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
@@ -48,7 +50,15 @@ def build_providers(settings: Settings, env: Mapping[str, str] | None = None) ->
     for name, up in upstream_sections(settings, env).items():
         key = env.get(up.api_key_env) if up.api_key_env else None
         kind = OpenAIProvider if up.kind == "openai" else AnthropicProvider
+        transport = cast(Transport, up.transport)  # checked against TRANSPORTS by settings
         providers.append(
-            kind(name, up.base_url, key, list(up.models), connect_timeout=up.connect_timeout)
+            kind(
+                name,
+                up.base_url,
+                key,
+                list(up.models),
+                connect_timeout=up.connect_timeout,
+                transport=transport,
+            )
         )
     return providers

@@ -2,51 +2,46 @@
 
 `UpstreamClient.events(path, body)` POSTs JSON and yields the response's SSE events as they
 arrive (incremental WHATWG decoding, so events split anywhere, even inside a UTF-8 character,
-come out whole). Failures become the GenerationError tree:
+come out whole). Two transports carry it:
 
-    HTTP 429                          RateLimited (Retry-After / retry-after-ms honoured)
-    HTTP 503, 529, *overloaded*       Overloaded
-    HTTP 408, 504, httpx timeouts     UpstreamTimeout
-    other 5xx                         UpstreamError (retryable)
-    other 4xx                         UpstreamRejected (not retryable)
-    connect/read/protocol errors      NetworkError
+    http1   (providers/http1.py) an asyncio.Protocol with httptools: the default, and the
+            reason a relayed token costs what it does (benchmarks/RESULTS.md)
+    httpx   for upstreams reached through an HTTP(S) proxy from the environment, which
+            http1 does not speak; or when `transport = "httpx"` is configured
 
-An error body is read up to 64 KiB only to pick out identifier-like labels (`type`, `code`)
-for the log. Its message, the headers and httpx's exception text (which carries URLs) are
-never kept: none of them reach a client or a log line.
+Failures become the GenerationError tree: HTTP statuses as `upstream_errors` maps them;
+connect, pool and read timeouts UpstreamTimeout; refused, reset or malformed connections
+NetworkError. Exception texts (which carry URLs) are never kept: only their class names.
 
-Cancelling the consumer closes the response inside `httpx.AsyncClient.stream`: the
-connection is dropped rather than drained, which is what stops the upstream's generation.
+Cancelling the consumer aborts the upstream connection (it is never drained): that is what
+stops the upstream's generation.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
+import urllib.request
 from abc import abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
-from tokenrelay.errors import (
-    GenerationError,
-    NetworkError,
-    Overloaded,
-    RateLimited,
-    UpstreamError,
-    UpstreamRejected,
-    UpstreamTimeout,
-)
+from tokenrelay.errors import NetworkError, UpstreamTimeout
 from tokenrelay.metrics import METRICS
+from tokenrelay.providers import http1
 from tokenrelay.providers.base import Delta, GenerationRequest, Provider
-from tokenrelay.sse import ServerSentEvent, SSEDecoder
-from tokenrelay.wire.common import safe_label
+from tokenrelay.providers.upstream_httpx import HttpxEvents
+from tokenrelay.sse import ServerSentEvent
 
-_ERROR_BODY_LIMIT = 64 * 1024
+Transport = Literal["auto", "http1", "httpx"]
+TRANSPORTS: tuple[Transport, ...] = ("auto", "http1", "httpx")
+
+_TIMEOUTS = (httpx.TimeoutException, http1.ConnectTimeout, http1.PoolTimeout)
+_BROKEN = (httpx.TransportError, http1.UpstreamConnectionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,105 +54,68 @@ class UpstreamConfig:
     # streams per upstream: past it, a stream waits for a slot (up to the 30 s pool timeout).
     # At 1000, 2000 open streams saw a TTFT p99 of 30 s (benchmarks/RESULTS.md).
     max_connections: int = 10_000
+    transport: Transport = "auto"
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait, from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def proxied(url: str) -> bool:
+    """Whether the environment sends requests for `url` through a proxy (as httpx reads it)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc)
 
 
-def _labels(body: bytes) -> tuple[str, str]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return "?", "?"
-    error = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(error, dict):
-        return "?", "?"
-    return safe_label(error.get("type")), safe_label(error.get("code"))
+class _Transport(Protocol):
+    def batches(
+        self, path: str, payload: bytes, on_status: Callable[[int], None]
+    ) -> AsyncGenerator[list[ServerSentEvent], None]: ...
 
-
-def status_error(name: str, status: int, headers: httpx.Headers, body: bytes) -> GenerationError:
-    kind, code = _labels(body)
-    detail = f"{name}: HTTP {status} type={kind} code={code}"
-    retry_after = parse_retry_after(headers)
-    if status == 429:
-        return RateLimited(detail, retry_after=retry_after)
-    if status in (503, 529) or "overloaded" in kind:
-        return Overloaded(detail, retry_after=retry_after)
-    if status in (408, 504):
-        return UpstreamTimeout(detail)
-    if status >= 500:
-        return UpstreamError(detail, retry_after=retry_after)
-    return UpstreamRejected(detail)
+    async def aclose(self) -> None: ...
 
 
 class UpstreamClient:
     def __init__(self, config: UpstreamConfig) -> None:
         self.name = config.name
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url,
-            headers=config.headers,
-            # Reads have no timeout here: the Stream owns first-token and idle deadlines.
-            timeout=httpx.Timeout(connect=config.connect_timeout, read=None, write=30.0, pool=30.0),
-            limits=httpx.Limits(
-                max_connections=config.max_connections, max_keepalive_connections=100
-            ),
+        use_httpx = config.transport == "httpx" or (
+            config.transport == "auto" and proxied(config.base_url)
+        )
+        kind = HttpxEvents if use_httpx else http1.Http1Events
+        self.transport: _Transport = kind(
+            config.name,
+            config.base_url,
+            config.headers,
+            connect_timeout=config.connect_timeout,
+            max_connections=config.max_connections,
         )
 
     async def events(
         self, path: str, body: dict[str, Any]
     ) -> AsyncGenerator[ServerSentEvent, None]:
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
         answered = False  # a failure after the status line is that request's, not another one
+
+        def on_status(status: int) -> None:
+            nonlocal answered
+            answered = True
+            METRICS.upstream_request(self.name, status)
+
+        batches = self.transport.batches(path, orjson.dumps(body), on_status)
         try:
-            async with self._client.stream(
-                "POST", path, content=orjson.dumps(body), headers=headers
-            ) as response:
-                METRICS.upstream_request(self.name, response.status_code)
-                answered = True
-                if response.status_code >= 400:
-                    raise await self._status_error(response)
-                decoder = SSEDecoder()
-                async for chunk in response.aiter_bytes():
-                    for event in decoder.feed(chunk):
+            async with aclosing(batches):
+                async for batch in batches:
+                    for event in batch:
                         yield event
-        except httpx.TimeoutException as exc:
+        except _TIMEOUTS as exc:
             if not answered:
                 METRICS.upstream_request(self.name, "timeout")
             raise UpstreamTimeout(f"{self.name}: {type(exc).__name__}") from None
-        except httpx.TransportError as exc:
+        except _BROKEN as exc:
             if not answered:
                 METRICS.upstream_request(self.name, "network_error")
             raise NetworkError(f"{self.name}: {type(exc).__name__}") from None
 
-    async def _status_error(self, response: httpx.Response) -> GenerationError:
-        body = b""
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) >= _ERROR_BODY_LIMIT:
-                break
-        return status_error(self.name, response.status_code, response.headers, body)
-
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.transport.aclose()
 
 
 class WireDecoder(Protocol):
@@ -185,11 +143,16 @@ class UpstreamProvider(Provider):
         models: list[str],
         *,
         connect_timeout: float = 10.0,
+        transport: Transport = "auto",
     ) -> None:
         self.name = name
         self._models = models
         config = UpstreamConfig(
-            name, base_url, self.headers(api_key), connect_timeout=connect_timeout
+            name,
+            base_url,
+            self.headers(api_key),
+            connect_timeout=connect_timeout,
+            transport=transport,
         )
         self._client = UpstreamClient(config)
 

@@ -12,7 +12,9 @@ a typo should not silently fall back to a default. Upstream addresses only ever 
     [aliases]  name = "provider/model"
     [redis]    url (or $TOKENRELAY_REDIS_URL), lease: share streams between replicas
     [upstreams.NAME]  kind ("openai" | "anthropic"), base_url, api_key_env, models,
-               connect_timeout: another upstream, served as NAME/<model>
+               connect_timeout, transport ("auto" | "http1" | "httpx"): another upstream,
+               served as NAME/<model>. `auto` takes httpx only when a proxy variable
+               (HTTPS_PROXY, ...) applies to base_url, and the leaner http1 otherwise.
 
 Keys are never written in the file: `api_key_env` names the environment variable that holds
 one. OPENAI_API_KEY / OPENAI_BASE_URL and ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL add the
@@ -88,6 +90,7 @@ class UpstreamSection:
     api_key_env: str = ""
     models: tuple[str, ...] = ()
     connect_timeout: float = 10.0
+    transport: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,8 @@ def _upstreams(raw: Any) -> dict[str, UpstreamSection]:
             raise SettingsError(f'[upstreams.{name}] kind must be "openai" or "anthropic"')
         if not section.base_url.startswith(("http://", "https://")):
             raise SettingsError(f"[upstreams.{name}] base_url must be an http(s) URL")
+        if section.transport not in ("auto", "http1", "httpx"):
+            raise SettingsError(f'[upstreams.{name}] transport must be "auto", "http1" or "httpx"')
         upstreams[name] = section
     return upstreams
 

@@ -1,0 +1,394 @@
+"""The lean upstream transport against scripted servers: what real upstreams and networks do.
+
+The provider contract suite already runs both transports against the real mock upstream;
+these tests cover what the mock cannot be made to do: close a kept-alive connection under
+the client, answer with garbage, end a body by closing, speak TLS, or outrun the reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tokenrelay.errors import GenerationError
+from tokenrelay.providers.http1 import Http1Connection, Http1Events
+from tokenrelay.providers.upstream import Transport, UpstreamClient, UpstreamConfig, proxied
+from tokenrelay.providers.upstream_httpx import HttpxEvents
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[["Peer"], Awaitable[None]]
+
+
+def sse_response(events: list[str]) -> bytes:
+    body = b"".join(f"data: {e}\n\n".encode() for e in events)
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+class Peer:
+    """The server's side of one connection, recording each request it reads."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+    ) -> None:
+        self.reader, self.writer, self._seen = reader, writer, seen
+
+    async def request(self) -> bytes:
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        request = head + await self.reader.readexactly(length)
+        self._seen.append(request)
+        return request
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+
+@asynccontextmanager
+async def scripted_server(
+    handler: Handler, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A server running `handler` per connection; yields its URL and the requests it read."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(Peer(reader, writer, seen))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ssl_context)
+    port = server.sockets[0].getsockname()[1]
+    scheme = "https" if ssl_context else "http"
+    async with server:
+        yield f"{scheme}://localhost:{port}/v1", seen
+        server.close()
+
+
+def client(url: str, max_connections: int = 100, transport: Transport = "auto") -> UpstreamClient:
+    headers = {"authorization": "Bearer sk-x"}
+    config = UpstreamConfig(
+        "up", url, headers, max_connections=max_connections, transport=transport
+    )
+    return UpstreamClient(config)
+
+
+async def collect(up: UpstreamClient) -> list[str]:
+    async with aclosing(up.events("/chat/completions", {"model": "m"})) as events:
+        return [event.data async for event in events]
+
+
+def pool_of(up: UpstreamClient) -> Http1Events:
+    assert isinstance(up.transport, Http1Events)
+    return up.transport
+
+
+async def test_request_is_a_plain_post_with_host_and_key_and_body() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(sse_response(["one"]))
+
+    async with scripted_server(handler) as (url, seen):
+        up = client(url)
+        assert await collect(up) == ["one"]
+        await up.aclose()
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
+    assert f"Host: {url.split('/')[2]}" in lines
+    assert "authorization: Bearer sk-x" in lines
+    assert "Accept: text/event-stream" in lines
+    assert body == b'{"model":"m"}'
+
+
+async def test_connections_are_kept_alive_and_reused() -> None:
+    async def handler(peer: Peer) -> None:
+        while True:
+            await peer.request()
+            peer.write(sse_response(["a", "b"]))
+
+    async with scripted_server(handler) as (url, seen):
+        up = client(url)
+        for _ in range(3):
+            assert await collect(up) == ["a", "b"]
+        assert len(seen) == 3
+        assert pool_of(up).pool.opened == 1
+        await up.aclose()
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_retried_once_on_a_new_one() -> None:
+    """The keep-alive race: the server answers, then closes without saying so beforehand."""
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(sse_response(["fresh"]))  # keep-alive promised, then the server closes
+        await peer.writer.drain()
+
+    async with scripted_server(handler) as (url, seen):
+        up = client(url)
+        assert await collect(up) == ["fresh"]
+        # At once: the server's close has not reached the idle connection yet, so the
+        # request goes out on it and meets the close.
+        assert await collect(up) == ["fresh"]
+        assert len(seen) == 2
+        assert pool_of(up).pool.opened == 2
+        await up.aclose()
+
+
+async def test_a_new_connection_that_closes_before_answering_is_a_network_error() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()  # and close without a word: never retried (it may have run)
+
+    async with scripted_server(handler) as (url, seen):
+        up = client(url)
+        with pytest.raises(GenerationError) as caught:
+            await collect(up)
+        assert caught.value.error_type == "network_error"
+        assert len(seen) == 1
+        await up.aclose()
+
+
+async def test_a_refused_connection_is_a_network_error_without_the_address() -> None:
+    async def handler(peer: Peer) -> None:
+        pass
+
+    async with scripted_server(handler) as (url, _):
+        pass  # closed now: its port refuses
+    up = client(url)
+    with pytest.raises(GenerationError) as caught:
+        await collect(up)
+    assert caught.value.error_type == "network_error"
+    assert "localhost" not in str(caught.value)
+    assert url.split(":")[-1].split("/")[0] not in str(caught.value)
+    await up.aclose()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", b"SMTP ready\r\n\r\n"],
+    ids=["bad-length", "not-http"],
+)
+async def test_a_malformed_answer_is_a_network_error(answer: bytes) -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(answer)
+        await asyncio.sleep(1)
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        with pytest.raises(GenerationError) as caught:
+            await collect(up)
+        assert caught.value.error_type == "network_error"
+        await up.aclose()
+
+
+async def test_a_body_ended_by_closing_the_connection_is_complete() -> None:
+    """No content-length, not chunked: HTTP/1.0 style, the close marks the end."""
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+        for word in ("split", "by", "close"):
+            peer.write(f"data: {word}\n\n".encode())
+            await peer.writer.drain()
+            await asyncio.sleep(0.01)
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        assert await collect(up) == ["split", "by", "close"]
+        assert not pool_of(up).pool._idle  # not reusable: it is closed
+        await up.aclose()
+
+
+async def test_chunked_events_split_at_every_byte_come_out_whole() -> None:
+    events = ["héllo", '{"a": 1}', "日本語"]
+    body = b"".join(f"data: {e}\n\n".encode() for e in events)
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for byte in body:
+            peer.write(b"1\r\n" + bytes([byte]) + b"\r\n")
+            await peer.writer.drain()
+        peer.write(b"0\r\n\r\n")
+        await asyncio.sleep(1)
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        assert await collect(up) == events
+        await up.aclose()
+
+
+async def test_an_error_status_reads_a_capped_body_and_keeps_no_message() -> None:
+    body = b'{"error": {"type": "rate_limit_error", "message": "SECRET ' + b"x" * 200_000 + b'"}}'
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        head = f"HTTP/1.1 429 Too Many\r\nretry-after: 2\r\ncontent-length: {len(body)}\r\n\r\n"
+        peer.write(head.encode() + body)
+        await peer.writer.drain()
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        with pytest.raises(GenerationError) as caught:
+            await collect(up)
+        assert caught.value.error_type == "rate_limit"
+        assert caught.value.retry_after == 2.0
+        assert "SECRET" not in str(caught.value)
+        assert not pool_of(up).pool._idle  # the rest of the body was not drained
+        await up.aclose()
+
+
+async def test_a_consumer_that_falls_behind_pauses_reading_and_loses_nothing() -> None:
+    # 2 MB: more than one read holds, so reads continue while the consumer sleeps.
+    sent = [f"{i:06d} " + "x" * 100 for i in range(20_000)]
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(sse_response(sent))
+        await peer.writer.drain()
+        await asyncio.sleep(2)
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        seen: list[str] = []
+        paused = False
+        async with aclosing(up.events("/chat/completions", {})) as events:
+            async for event in events:
+                seen.append(event.data)
+                if len(seen) == 1:
+                    await asyncio.sleep(0.3)  # slow consumer: the reads pile up, then stop
+                    paused = any(c._paused for c in _LIVE)
+        assert seen == sent
+        assert paused
+        await up.aclose()
+
+
+_LIVE: list[Http1Connection] = []
+
+
+@pytest.fixture(autouse=True)
+def _track_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record every Http1Connection made, to look inside the one a test is reading."""
+    _LIVE.clear()
+    made = Http1Connection.connection_made
+
+    def recording(self: Http1Connection, transport: asyncio.BaseTransport) -> None:
+        _LIVE.append(self)
+        made(self, transport)
+
+    monkeypatch.setattr(Http1Connection, "connection_made", recording)
+
+
+async def test_the_pool_cap_waits_then_times_out_as_an_upstream_timeout() -> None:
+    release = asyncio.Event()
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        peer.write(b"c\r\ndata: held\n\n\r\n")
+        await peer.writer.drain()
+        await release.wait()
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url, max_connections=1)
+        pool_of(up).pool._pool_timeout = 0.2
+        async with aclosing(up.events("/chat/completions", {})) as first:
+            assert (await anext(first)).data == "held"
+            with pytest.raises(GenerationError) as caught:
+                await collect(up)
+            assert caught.value.error_type == "timeout"
+        release.set()
+        await up.aclose()
+
+
+async def test_cancelling_mid_stream_aborts_the_connection() -> None:
+    gone = asyncio.Event()
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        peer.write(b"c\r\ndata: tick\n\n\r\n")
+        await peer.writer.drain()
+        await peer.reader.read()  # EOF: the client left
+        gone.set()
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        started = asyncio.Event()
+
+        async def consume() -> None:
+            async with aclosing(up.events("/chat/completions", {})) as events:
+                async for _ in events:
+                    started.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait_for(gone.wait(), 5)
+        assert not pool_of(up).pool._idle
+        await up.aclose()
+
+
+async def test_https_upstreams_verify_the_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_context)
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(sse_response(["secure"]))
+        await peer.writer.drain()
+
+    async with scripted_server(handler, server_context) as (url, _):
+        # Not trusted: certifi's bundle does not know this authority.
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        untrusted = client(url)
+        with pytest.raises(GenerationError) as caught:
+            await collect(untrusted)
+        assert caught.value.error_type == "network_error"
+        await untrusted.aclose()
+        # Trusted through SSL_CERT_FILE, as httpx and OpenSSL read it.
+        bundle = tmp_path / "ca.pem"
+        authority.cert_pem.write_to_path(str(bundle))
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        trusted = client(url)
+        assert await collect(trusted) == ["secure"]
+        await trusted.aclose()
+
+
+def test_header_values_with_line_breaks_are_refused() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        UpstreamClient(UpstreamConfig("up", "http://127.0.0.1:1", {"x-api-key": "k\r\nx: y"}))
+
+
+def test_proxied_upstreams_take_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert not proxied("https://api.openai.com/v1")
+    assert isinstance(client("https://api.openai.com/v1").transport, Http1Events)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert proxied("https://api.openai.com/v1")
+    assert not proxied("http://vllm.internal:8000/v1")  # only https is proxied
+    assert not isinstance(client("https://api.openai.com/v1").transport, Http1Events)
+    monkeypatch.setenv("NO_PROXY", "api.openai.com")
+    assert not proxied("https://api.openai.com/v1")
+    assert isinstance(client("http://x/v1", transport="httpx").transport, HttpxEvents)
