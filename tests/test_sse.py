@@ -119,3 +119,42 @@ def test_text_data_round_trips_with_line_breaks_normalised(text: str, cuts: list
 def test_any_byte_split_gives_the_same_events(texts: list[str], cuts: list[int]) -> None:
     raw = b"".join(encode_event(t, id=f"s:{i}") for i, t in enumerate(texts))
     assert _decode_in_pieces(raw, cuts) == _decode_in_pieces(raw, [])
+
+
+_UPSTREAM_LINES = st.one_of(
+    st.text().map(lambda t: encode_event(t)),  # `data:` lines only: the fast path's case
+    st.text().map(lambda t: encode_event(t, id="u:1", event="delta", retry=5)),
+    st.just(b": keep-alive\n\n"),
+    st.just(b"data:no-space\n\n"),
+    st.just(b"\n"),
+)
+
+
+@given(st.lists(_UPSTREAM_LINES, min_size=1, max_size=8), st.lists(st.booleans(), max_size=8))
+def test_event_sized_chunks_decode_as_byte_by_byte_feeding_does(
+    events: list[bytes], joins: list[bool]
+) -> None:
+    """Chunks that end on an event boundary may take the fast path; nothing may differ from
+    the one-byte-at-a-time decoding, which never takes it (ids and retry carry across)."""
+    chunks: list[bytes] = []
+    for i, event in enumerate(events):
+        if chunks and i < len(joins) and joins[i]:
+            chunks[-1] += event  # several events in one read, as a busy upstream sends them
+        else:
+            chunks.append(event)
+    fast = SSEDecoder()
+    got = [e for chunk in chunks for e in fast.feed(chunk)] + fast.close()
+    slow = SSEDecoder()
+    raw = b"".join(chunks)
+    want = [e for i in range(len(raw)) for e in slow.feed(raw[i : i + 1])] + slow.close()
+    assert got == want
+
+
+def test_the_fast_path_is_taken_for_plain_data_events() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b'data: {"a": 1}\n\n')  # the first chunk: general path (it may carry a BOM)
+    decoder._utf8 = None  # type: ignore[assignment]  # the fast path never touches the codec
+    assert decoder.feed(b"data: x\n\ndata: y\n\n") == [
+        ServerSentEvent("x"),
+        ServerSentEvent("y"),
+    ]

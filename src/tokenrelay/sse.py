@@ -82,13 +82,40 @@ class SSEDecoder:
         self._event = ""
         self._last_id = ""
         self._retry: int | None = None
+        # At an event boundary with nothing held back (no partial line, event or character):
+        # the next chunk may take the fast path.
+        self._clean = False
 
     @property
     def last_event_id(self) -> str:
         return self._last_id
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        return self._feed_text(self._utf8.decode(chunk))
+        if self._clean and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            # What upstreams send nearly always: whole `data: ...` events, one line each. The
+            # chunk ends on a line break, so it holds whole UTF-8 characters: the codec, which
+            # is empty at a boundary, is not needed.
+            text = chunk.decode("utf-8", "replace")
+            simple = self._simple_events(text)
+            if simple is not None:
+                return simple
+            events = self._feed_text(text)
+        else:
+            events = self._feed_text(self._utf8.decode(chunk))
+        # A chunk ending in LF leaves the codec empty and no CR pending.
+        self._clean = (
+            chunk.endswith(b"\n") and not self._pending and not self._data and not self._event
+        )
+        return events
+
+    def _simple_events(self, text: str) -> list[ServerSentEvent] | None:
+        """Events of `text` if each is exactly one `data: ` line, else None (the slow path)."""
+        events = []
+        for block in text[:-2].split("\n\n"):
+            if not block.startswith("data: ") or "\n" in block:
+                return None
+            events.append(ServerSentEvent(block[6:], "message", self._last_id, self._retry))
+        return events
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: flush the codec. An event without its blank line is dropped (spec)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
@@ -18,8 +18,15 @@ import trustme
 
 from tokenrelay.errors import GenerationError
 from tokenrelay.providers.http1 import Http1Connection, Http1Events
-from tokenrelay.providers.upstream import Transport, UpstreamClient, UpstreamConfig, proxied
+from tokenrelay.providers.upstream import (
+    TRANSPORT_FAILURES,
+    Transport,
+    UpstreamClient,
+    UpstreamConfig,
+    proxied,
+)
 from tokenrelay.providers.upstream_httpx import HttpxEvents
+from tokenrelay.sse import ServerSentEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -87,9 +94,21 @@ def client(url: str, max_connections: int = 100, transport: Transport = "auto") 
     return UpstreamClient(config)
 
 
+async def events(up: UpstreamClient) -> AsyncGenerator[ServerSentEvent, None]:
+    """What UpstreamProvider.stream does with a request, short of the wire decoding."""
+    batches, call = up.request("/chat/completions", {"model": "m"})
+    try:
+        async with aclosing(batches):
+            async for batch in batches:
+                for event in batch:
+                    yield event
+    except TRANSPORT_FAILURES as exc:
+        raise call.failure(exc) from None
+
+
 async def collect(up: UpstreamClient) -> list[str]:
-    async with aclosing(up.events("/chat/completions", {"model": "m"})) as events:
-        return [event.data async for event in events]
+    async with aclosing(events(up)) as stream:
+        return [event.data async for event in stream]
 
 
 def pool_of(up: UpstreamClient) -> Http1Events:
@@ -267,8 +286,8 @@ async def test_a_consumer_that_falls_behind_pauses_reading_and_loses_nothing() -
         up = client(url)
         seen: list[str] = []
         paused = False
-        async with aclosing(up.events("/chat/completions", {})) as events:
-            async for event in events:
+        async with aclosing(events(up)) as stream:
+            async for event in stream:
                 seen.append(event.data)
                 if len(seen) == 1:
                     await asyncio.sleep(0.3)  # slow consumer: the reads pile up, then stop
@@ -307,7 +326,7 @@ async def test_the_pool_cap_waits_then_times_out_as_an_upstream_timeout() -> Non
     async with scripted_server(handler) as (url, _):
         up = client(url, max_connections=1)
         pool_of(up).pool._pool_timeout = 0.2
-        async with aclosing(up.events("/chat/completions", {})) as first:
+        async with aclosing(events(up)) as first:
             assert (await anext(first)).data == "held"
             with pytest.raises(GenerationError) as caught:
                 await collect(up)
@@ -332,8 +351,8 @@ async def test_cancelling_mid_stream_aborts_the_connection() -> None:
         started = asyncio.Event()
 
         async def consume() -> None:
-            async with aclosing(up.events("/chat/completions", {})) as events:
-                async for _ in events:
+            async with aclosing(events(up)) as stream:
+                async for _ in stream:
                     started.set()
 
         task = asyncio.create_task(consume())

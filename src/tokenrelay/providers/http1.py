@@ -93,6 +93,7 @@ class Http1Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()  # once: 3.11's lookup makes a getpid() call
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -178,7 +179,7 @@ class Http1Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:
@@ -201,20 +202,22 @@ class Http1Connection(asyncio.Protocol):
                 raise UpstreamConnectionError("connection closed")
             await self._wait()
 
-    async def event_batches(self) -> AsyncGenerator[list[ServerSentEvent], None]:
-        """The response's SSE events, in the batches the network delivered them."""
-        while True:
-            if self._events:
-                batch, self._events = self._events, []
-                if self._paused and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                yield batch
-            elif self._complete:
-                return
-            else:
-                self._raise_if_failed()
-                await self._wait()
+    def take_events(self) -> list[ServerSentEvent]:
+        """The events decoded so far (empty if none), in the order they arrived."""
+        batch, self._events = self._events, []
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return batch
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    async def more(self) -> None:
+        """Wait for more of the response (raises if the connection failed)."""
+        self._raise_if_failed()
+        await self._wait()
 
     async def read_error_body(self) -> bytes:
         """The body of an error response, cut at the limit `send` was given."""
@@ -379,8 +382,16 @@ class Http1Events:
             if connection.status >= 400:
                 body = await connection.read_error_body()
                 raise status_error(self.name, connection.status, connection.headers, body)
-            async for batch in connection.event_batches():
-                yield batch
+            # A loop rather than a generator on the connection: one generator layer less
+            # per token.
+            while True:
+                batch = connection.take_events()
+                if batch:
+                    yield batch
+                elif connection.complete:
+                    return
+                else:
+                    await connection.more()
         finally:
             self.pool.release(connection)  # aborts it unless the response was read to its end
 

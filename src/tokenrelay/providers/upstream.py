@@ -1,6 +1,6 @@
 """One pooled HTTP client per upstream, and the one place transport failures are mapped.
 
-`UpstreamClient.events(path, body)` POSTs JSON and yields the response's SSE events as they
+`UpstreamClient.request(path, body)` POSTs JSON; the response's SSE events come out as they
 arrive (incremental WHATWG decoding, so events split anywhere, even inside a UTF-8 character,
 come out whole). Two transports carry it:
 
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from tokenrelay.errors import NetworkError, UpstreamTimeout
+from tokenrelay.errors import GenerationError, NetworkError, UpstreamTimeout
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers import http1
 from tokenrelay.providers.base import Delta, GenerationRequest, Provider
@@ -40,8 +40,8 @@ from tokenrelay.sse import ServerSentEvent
 Transport = Literal["auto", "http1", "httpx"]
 TRANSPORTS: tuple[Transport, ...] = ("auto", "http1", "httpx")
 
-_TIMEOUTS = (httpx.TimeoutException, http1.ConnectTimeout, http1.PoolTimeout)
-_BROKEN = (httpx.TransportError, http1.UpstreamConnectionError)
+TIMEOUTS = (httpx.TimeoutException, http1.ConnectTimeout, http1.PoolTimeout)
+TRANSPORT_FAILURES = (*TIMEOUTS, httpx.TransportError, http1.UpstreamConnectionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,27 @@ class _Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+class UpstreamCall:
+    """One request: whether its upstream answered, and its transport failures mapped."""
+
+    __slots__ = ("answered", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.answered = False  # a failure after the status line is that request's
+
+    def on_status(self, status: int) -> None:
+        self.answered = True
+        METRICS.upstream_request(self.name, status)
+
+    def failure(self, exc: Exception) -> GenerationError:
+        timed_out = isinstance(exc, TIMEOUTS)
+        if not self.answered:
+            METRICS.upstream_request(self.name, "timeout" if timed_out else "network_error")
+        error = UpstreamTimeout if timed_out else NetworkError
+        return error(f"{self.name}: {type(exc).__name__}")
+
+
 class UpstreamClient:
     def __init__(self, config: UpstreamConfig) -> None:
         self.name = config.name
@@ -89,30 +110,16 @@ class UpstreamClient:
             max_connections=config.max_connections,
         )
 
-    async def events(
+    def request(
         self, path: str, body: dict[str, Any]
-    ) -> AsyncGenerator[ServerSentEvent, None]:
-        answered = False  # a failure after the status line is that request's, not another one
+    ) -> tuple[AsyncGenerator[list[ServerSentEvent], None], UpstreamCall]:
+        """Start a POST: its events in batches, and the call that maps its failures.
 
-        def on_status(status: int) -> None:
-            nonlocal answered
-            answered = True
-            METRICS.upstream_request(self.name, status)
-
-        batches = self.transport.batches(path, orjson.dumps(body), on_status)
-        try:
-            async with aclosing(batches):
-                async for batch in batches:
-                    for event in batch:
-                        yield event
-        except _TIMEOUTS as exc:
-            if not answered:
-                METRICS.upstream_request(self.name, "timeout")
-            raise UpstreamTimeout(f"{self.name}: {type(exc).__name__}") from None
-        except _BROKEN as exc:
-            if not answered:
-                METRICS.upstream_request(self.name, "network_error")
-            raise NetworkError(f"{self.name}: {type(exc).__name__}") from None
+        Not a generator wrapping the transport's: the caller iterates the transport's own
+        generator and hands what it raises to `call.failure`, one layer less per token.
+        """
+        call = UpstreamCall(self.name)
+        return self.transport.batches(path, orjson.dumps(body), call.on_status), call
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -176,13 +183,19 @@ class UpstreamProvider(Provider):
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         decoder = self.new_decoder()
-        body = self.request_body(request)
-        async with aclosing(self._client.events(self.path, body)) as events:
-            async for event in events:
-                for delta in decoder.feed_sse(event):
-                    yield delta
-                if decoder.finished:
-                    break
+        batches, call = self._client.request(self.path, self.request_body(request))
+        try:
+            async with aclosing(batches):
+                async for batch in batches:
+                    for event in batch:
+                        for delta in decoder.feed_sse(event):
+                            yield delta
+                        if decoder.finished:
+                            break
+                    if decoder.finished:
+                        break
+        except TRANSPORT_FAILURES as exc:
+            raise call.failure(exc) from None
         decoder.finish()
 
     async def aclose(self) -> None:
