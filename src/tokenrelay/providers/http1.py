@@ -1,12 +1,13 @@
 """A lean HTTP/1.1 client for upstream streams: each network read parsed once, in the callback.
 
 Why not httpx here: relaying a token costs what the slowest layer on its path costs, and
-httpx's stack (httpcore, anyio cancel scopes, h11) measured 6.9 ms of CPU per 20-token stream
-and about 29 µs per token under uvloop, against 0.3 ms and 11 µs for this module
-(benchmarks/RESULTS.md, "Upstream transport"). aiohttp sat in between (0.55 ms, 21 µs). So
-this is an `asyncio.Protocol` with httptools (the parser uvicorn uses) doing the HTTP work,
-de-chunking included, and the SSE decoder fed inside `data_received`: a read becomes events
-with no task switch, no per-chunk future and no copy beyond the parser's.
+httpx's stack (httpcore, anyio cancel scopes, h11) measured 2.8 ms of CPU per paced 20-token
+stream and 72 µs per further token under uvloop, against 0.75 ms and 27 µs for this module
+(benchmarks/bench_upstream.py; RESULTS.md, "Upstream transport"). A one-off run of aiohttp's
+client sat in between. So this is an `asyncio.Protocol` with httptools (the parser uvicorn
+uses) doing the HTTP work, de-chunking included, and the SSE decoder fed inside
+`data_received`: a read becomes events with no task switch, no per-chunk future and no copy
+beyond the parser's.
 
 What it does, and no more, since upstream addresses come only from configuration:
 - POST with a JSON body; `http://` and `https://` (the default SSL context, with
