@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 import trustme
 
 from tokenrelay.errors import GenerationError
+from tokenrelay.providers.base import GenerationRequest, Message
 from tokenrelay.providers.http1 import Http1Connection, Http1Events
+from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.upstream import (
     TRANSPORT_FAILURES,
     Transport,
@@ -411,3 +415,46 @@ def test_proxied_upstreams_take_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "api.openai.com")
     assert not proxied("https://api.openai.com/v1")
     assert isinstance(client("http://x/v1", transport="httpx").transport, HttpxEvents)
+
+
+def _openai_chunks(words: list[str]) -> list[bytes]:
+    chunks = [
+        orjson.dumps({"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]})
+        for w in words
+    ]
+    chunks.append(orjson.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    return [b"data: " + c + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize("ending", ["late", "never"])
+async def test_the_body_after_done_is_read_so_the_connection_is_reused(ending: str) -> None:
+    """OpenAI's [DONE] may come a packet before the chunked terminator. Reading that tail
+    (briefly) keeps the connection: no new TCP and TLS handshake for the next stream."""
+
+    async def handler(peer: Peer) -> None:
+        while True:
+            await peer.request()
+            peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for chunk in _openai_chunks(["Hello", " there"]):
+                peer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await peer.writer.drain()
+            if ending == "never":
+                await asyncio.sleep(5)  # holds the body open: cut off after the grace
+                return
+            await asyncio.sleep(0.02)
+            peer.write(b"0\r\n\r\n")
+
+    async with scripted_server(handler) as (url, seen):
+        provider = OpenAIProvider("up", url, None, [], transport="http1")
+        request = GenerationRequest("m", (Message("user", "hi"),))
+        for _ in range(2):
+            started = time.monotonic()
+            async with aclosing(provider.stream(request)) as deltas:
+                texts = [delta.text async for delta in deltas]
+            assert "".join(texts) == "Hello there"
+            assert time.monotonic() - started < 1.0  # the grace is 0.1 s, never the 5 s
+        transport = provider._client.transport
+        assert isinstance(transport, Http1Events)
+        assert transport.pool.opened == (1 if ending == "late" else 2)
+        assert len(seen) == 2
+        await provider.aclose()

@@ -119,7 +119,8 @@ class Http1Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._parser is None or self._complete:
-            return  # bytes with no request in flight: the connection will not be reused
+            self.abort()  # bytes with no request in flight: out of step, never to be reused
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -19,6 +19,7 @@ stops the upstream's generation.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Callable
@@ -125,6 +126,22 @@ class UpstreamClient:
         await self.transport.aclose()
 
 
+# After the last event, the end of the body (the chunked terminator) is normally in the same
+# read or the next packet. Reading it lets the connection be reused (no new TCP and TLS
+# handshake for the next stream); an upstream that holds the body open past this is cut off.
+_TAIL_GRACE = 0.1
+
+
+async def _read_tail(batches: AsyncGenerator[list[ServerSentEvent], None]) -> None:
+    """Read what follows the last event, ignoring it, until the body ends or the grace ends."""
+    try:
+        async with asyncio.timeout(_TAIL_GRACE):
+            async for _ in batches:
+                pass
+    except (TimeoutError, *TRANSPORT_FAILURES):
+        pass  # the answer is complete: the connection is simply not reused
+
+
 class WireDecoder(Protocol):
     finished: bool
 
@@ -193,6 +210,7 @@ class UpstreamProvider(Provider):
                         if decoder.finished:
                             break
                     if decoder.finished:
+                        await _read_tail(batches)
                         break
         except TRANSPORT_FAILURES as exc:
             raise call.failure(exc) from None
