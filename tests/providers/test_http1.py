@@ -43,6 +43,14 @@ def sse_response(events: list[str]) -> bytes:
     return head.encode() + b"\r\n" + body
 
 
+CHUNKED_OK = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """One piece of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 class Peer:
     """The server's side of one connection, recording each request it reads."""
 
@@ -243,9 +251,9 @@ async def test_chunked_events_split_at_every_byte_come_out_whole() -> None:
 
     async def handler(peer: Peer) -> None:
         await peer.request()
-        peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        peer.write(CHUNKED_OK)
         for byte in body:
-            peer.write(b"1\r\n" + bytes([byte]) + b"\r\n")
+            peer.write(chunk(bytes([byte])))
             await peer.writer.drain()
         peer.write(b"0\r\n\r\n")
         await asyncio.sleep(1)
@@ -276,7 +284,23 @@ async def test_an_error_status_reads_a_capped_body_and_keeps_no_message() -> Non
         await up.aclose()
 
 
-async def test_a_consumer_that_falls_behind_pauses_reading_and_loses_nothing() -> None:
+@pytest.fixture
+def connections_made(monkeypatch: pytest.MonkeyPatch) -> list[Http1Connection]:
+    """Every Http1Connection made in the test, to look inside the one it is reading."""
+    made: list[Http1Connection] = []
+    connection_made = Http1Connection.connection_made
+
+    def recording(self: Http1Connection, transport: asyncio.BaseTransport) -> None:
+        made.append(self)
+        connection_made(self, transport)
+
+    monkeypatch.setattr(Http1Connection, "connection_made", recording)
+    return made
+
+
+async def test_a_consumer_that_falls_behind_pauses_reading_and_loses_nothing(
+    connections_made: list[Http1Connection],
+) -> None:
     # 2 MB: more than one read holds, so reads continue while the consumer sleeps.
     sent = [f"{i:06d} " + "x" * 100 for i in range(20_000)]
 
@@ -295,26 +319,10 @@ async def test_a_consumer_that_falls_behind_pauses_reading_and_loses_nothing() -
                 seen.append(event.data)
                 if len(seen) == 1:
                     await asyncio.sleep(0.3)  # slow consumer: the reads pile up, then stop
-                    paused = any(c._paused for c in _LIVE)
+                    paused = any(c._paused for c in connections_made)
         assert seen == sent
         assert paused
         await up.aclose()
-
-
-_LIVE: list[Http1Connection] = []
-
-
-@pytest.fixture(autouse=True)
-def _track_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Record every Http1Connection made, to look inside the one a test is reading."""
-    _LIVE.clear()
-    made = Http1Connection.connection_made
-
-    def recording(self: Http1Connection, transport: asyncio.BaseTransport) -> None:
-        _LIVE.append(self)
-        made(self, transport)
-
-    monkeypatch.setattr(Http1Connection, "connection_made", recording)
 
 
 async def test_the_pool_cap_waits_then_times_out_as_an_upstream_timeout() -> None:
@@ -322,8 +330,7 @@ async def test_the_pool_cap_waits_then_times_out_as_an_upstream_timeout() -> Non
 
     async def handler(peer: Peer) -> None:
         await peer.request()
-        peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        peer.write(b"c\r\ndata: held\n\n\r\n")
+        peer.write(CHUNKED_OK + chunk(b"data: held\n\n"))
         await peer.writer.drain()
         await release.wait()
 
@@ -344,8 +351,7 @@ async def test_cancelling_mid_stream_aborts_the_connection() -> None:
 
     async def handler(peer: Peer) -> None:
         await peer.request()
-        peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        peer.write(b"c\r\ndata: tick\n\n\r\n")
+        peer.write(CHUNKED_OK + chunk(b"data: tick\n\n"))
         await peer.writer.drain()
         await peer.reader.read()  # EOF: the client left
         gone.set()
@@ -434,9 +440,9 @@ async def test_the_body_after_done_is_read_so_the_connection_is_reused(ending: s
     async def handler(peer: Peer) -> None:
         while True:
             await peer.request()
-            peer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-            for chunk in _openai_chunks(["Hello", " there"]):
-                peer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            peer.write(CHUNKED_OK)
+            for event in _openai_chunks(["Hello", " there"]):
+                peer.write(chunk(event))
             await peer.writer.drain()
             if ending == "never":
                 await asyncio.sleep(5)  # holds the body open: cut off after the grace

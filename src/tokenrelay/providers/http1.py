@@ -345,7 +345,7 @@ class Http1Pool:
 
 
 class Http1Events:
-    """POST JSON, yield SSE events in batches; `events` is what `UpstreamClient` calls."""
+    """POST JSON, yield SSE events in batches: the transport `UpstreamClient` uses by default."""
 
     def __init__(
         self,
