@@ -105,11 +105,17 @@ async def _log_at_start() -> MemoryStreamLog:
     return log
 
 
-async def test_tokens_are_written_by_the_append_while_the_subscriber_sleeps() -> None:
-    log, server = await _log_at_start(), FakeServer()
+def _attached(log: MemoryStreamLog, server: FakeServer) -> LiveWriter:
+    """A writer following the log from seq 1, as a caught-up subscriber's is."""
     live = LiveWriter(SID, server.send, encode_native)
     live.start(1)
     assert log.attach(SID, 1, live)
+    return live
+
+
+async def test_tokens_are_written_by_the_append_while_the_subscriber_sleeps() -> None:
+    log, server = await _log_at_start(), FakeServer()
+    live = _attached(log, server)
     sleeper = asyncio.ensure_future(live.sleep(keepalive=5.0))
     await asyncio.sleep(0)
     for seq in (2, 3):
@@ -129,9 +135,7 @@ async def test_tokens_are_written_by_the_append_while_the_subscriber_sleeps() ->
 
 async def test_a_full_socket_hands_the_write_back_and_the_producer_goes_on() -> None:
     log, server = await _log_at_start(), FakeServer()
-    live = LiveWriter(SID, server.send, encode_native)
-    live.start(1)
-    assert log.attach(SID, 1, live)
+    live = _attached(log, server)
     sleeper = asyncio.ensure_future(live.sleep(keepalive=5.0))
     await asyncio.sleep(0)
     server.paused = asyncio.get_running_loop().create_future()
@@ -149,9 +153,7 @@ async def test_a_full_socket_hands_the_write_back_and_the_producer_goes_on() -> 
 
 async def test_a_failed_write_is_kept_for_the_subscriber_and_the_producer_is_unharmed() -> None:
     log, server = await _log_at_start(), FakeServer()
-    live = LiveWriter(SID, server.send, encode_native)
-    live.start(1)
-    assert log.attach(SID, 1, live)
+    live = _attached(log, server)
     server.fail = True
     log.append_nowait(SID, token_event(2, "x"))  # does not raise here
     assert isinstance(live.error, RuntimeError)
@@ -161,9 +163,7 @@ async def test_a_failed_write_is_kept_for_the_subscriber_and_the_producer_is_unh
 
 async def test_keepalive_wakes_an_idle_subscriber_but_not_a_busy_one() -> None:
     log, server = await _log_at_start(), FakeServer()
-    live = LiveWriter(SID, server.send, encode_native)
-    live.start(1)
-    assert log.attach(SID, 1, live)
+    live = _attached(log, server)
     sleeper = asyncio.ensure_future(live.sleep(keepalive=0.05))
     for seq in range(2, 6):  # a token every 20 ms: never idle for 50 ms
         await asyncio.sleep(0.02)
