@@ -369,6 +369,10 @@ class Http1Events:
         self, path: str, payload: bytes, on_status: Callable[[int], None]
     ) -> AsyncGenerator[list[ServerSentEvent], None]:
         request = self.pool.request_head(path, self.headers, len(payload)) + payload
+        # The generator lives as long as the stream (minutes): nothing in its frame may keep
+        # the request's bytes past the send. orjson's `payload` holds a 4 KiB buffer, which was
+        # a tenth of the memory of an open stream (benchmarks/RESULTS.md, memory profile).
+        del payload
         connection = await self.pool.acquire()
         try:
             try:
@@ -380,6 +384,7 @@ class Http1Events:
                 # request reached it, so it saw nothing. Once more on a new connection.
                 connection = await self.pool.replace(connection)
                 await connection.send(request, ERROR_BODY_LIMIT)
+            del request
             on_status(connection.status)
             if connection.status >= 400:
                 body = await connection.read_error_body()

@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from tokenrelay import logs
 from tokenrelay.errors import (
@@ -34,7 +35,7 @@ from tokenrelay.providers.registry import ProviderRegistry
 from tokenrelay.server import routes_compat, routes_metrics, routes_native, routes_ui
 from tokenrelay.server.lifecycle import chain_shutdown_signals
 from tokenrelay.server.middleware import RequestIdMiddleware
-from tokenrelay.server.responses import error_response
+from tokenrelay.server.responses import SERVER_SEND, error_response
 from tokenrelay.server.settings import Settings, load_settings, redis_url
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.streams.log import StreamLog
@@ -105,6 +106,19 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response("internal_error", request_id_of(request))
 
 
+class TokenRelayApp(Starlette):
+    """Starlette, keeping the server's own `send` in the scope for response bodies.
+
+    See `responses.body_send`: an event stream writes each token straight to the server,
+    past the middleware, which only ever looks at the response start.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -139,7 +153,7 @@ def create_app(
                 expose_headers=["x-stream-id", "x-request-id"],
             )
         )
-    app = Starlette(
+    app = TokenRelayApp(
         routes=(
             routes_native.ROUTES + routes_compat.ROUTES + routes_metrics.ROUTES + routes_ui.ROUTES
         ),

@@ -69,6 +69,24 @@ def encode_native(stream_id: str, events: list[Event]) -> bytes:
     return b"".join(encode_json_event(f"{stream_id}:{e.seq}", e.data) for e in events)
 
 
+# Where the app's outermost layer leaves the server's own `send` (see `body_send`).
+SERVER_SEND = "tokenrelay.server_send"
+
+
+def body_send(scope: Scope, send: Send) -> Send:
+    """The `send` to write a response's body through, once its start has gone out.
+
+    Every middleware on our stack (Starlette's error and exception layers, the request id,
+    CORS) acts on `http.response.start` only and passes body messages through unchanged. So
+    body chunks skip them and go straight to the server's `send`, which `TokenRelayApp` keeps
+    in the scope: three coroutine layers less per token, about 5% of a relayed token's CPU
+    (benchmarks/RESULTS.md). A middleware that rewrites bodies (gzip) would need this
+    removed; `tests/server/test_body_send.py` fails if one is added.
+    """
+    server_send: Send = scope.get(SERVER_SEND, send)
+    return server_send
+
+
 async def wait_for_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
@@ -77,22 +95,37 @@ async def wait_for_disconnect(receive: Receive) -> None:
 
 
 async def until_disconnect(receive: Receive, work: Coroutine[Any, Any, T]) -> T | None:
-    """Run `work` until it finishes (its result) or the client disconnects (None)."""
-    worker = asyncio.ensure_future(work)
+    """Run `work` until it finishes (its result) or the client disconnects (None).
+
+    `work` runs in the calling task; only the listener gets a task of its own, and a
+    disconnect cancels the caller. (Two tasks and an `asyncio.wait` cost a task, a set and
+    their callbacks per response, in memory for as long as a stream is open.)
+    """
+    caller = asyncio.current_task()
+    assert caller is not None
+    gone = False
+
+    def on_listener_done(listener: asyncio.Future[None]) -> None:
+        nonlocal gone
+        if not listener.cancelled():  # a disconnect, or a receive that failed: gone either way
+            gone = True
+            caller.cancel()
+
     listener = asyncio.ensure_future(wait_for_disconnect(receive))
+    listener.add_done_callback(on_listener_done)
     try:
-        await asyncio.wait({worker, listener}, return_when=asyncio.FIRST_COMPLETED)
+        result = await work
+    except asyncio.CancelledError:
+        if gone and caller.uncancel() == 0:
+            return None
+        raise
     finally:
-        for task in (worker, listener):
-            task.cancel()
-        await asyncio.gather(worker, listener, return_exceptions=True)
-    if worker.done() and not worker.cancelled() and worker.exception() is None:
-        return worker.result()
-    if listener.done() and not listener.cancelled():
-        return None
-    exc = worker.exception()
-    assert exc is not None
-    raise exc
+        listener.remove_done_callback(on_listener_done)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)  # a cancel of ours still lands
+    if gone:  # `work` finished all the same: the cancel meant for it is void
+        caller.uncancel()
+    return result
 
 
 def native_error_body(error: dict[str, Any], request_id: str) -> bytes:
@@ -148,11 +181,12 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         logs.stream_id.set(self.stream_id)
         async with self.manager.subscription(self.stream_id):
-            finished = await until_disconnect(receive, self._respond(send))
+            finished = await until_disconnect(receive, self._respond(send, body_send(scope, send)))
         if finished is None:
             logger.info("client left stream %s", self.stream_id)
 
-    async def _respond(self, send: Send) -> bool:
+    async def _respond(self, send: Send, send_body: Send) -> bool:
+        """Commit the status through `send`, then write the body through `send_body`."""
         self._writer = asyncio.current_task()
         early = await self._until_news()
         ending = early[-1].payload() if early and early[-1].terminal else None
@@ -162,6 +196,7 @@ class EventStreamResponse(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        send = send_body
         if early and not await self._send_events(send, early):
             return False
         if ending is not None:
