@@ -39,7 +39,7 @@ def test_every_middleware_leaves_bodies_alone() -> None:
 
 async def test_tokens_skip_the_middleware_and_the_start_does_not() -> None:
     app = create_app(_settings_with_cors())
-    sent: list[tuple[str, MutableMapping[str, Any]]] = []  # (the module that called send, the message)
+    sent: list[tuple[str, MutableMapping[str, Any]]] = []  # (who called send, the message)
 
     requests = [orjson.dumps({"message": "hi", "model": "sim/fast", "max_tokens": 5})]
 
