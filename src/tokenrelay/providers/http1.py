@@ -43,6 +43,10 @@ from tokenrelay.sse import ServerSentEvent, SSEDecoder
 # A consumer this many events behind stops the reads until it catches up.
 _PAUSE_AT = 256
 
+# The response headers anything reads: framing here, Retry-After in upstream_errors. The rest
+# (a provider sends a dozen) would be held for as long as the stream is open.
+_KEPT_HEADERS = frozenset({"content-length", "transfer-encoding", "retry-after", "retry-after-ms"})
+
 
 class UpstreamConnectionError(ConnectionError):
     """The connection failed or closed before the response was complete."""
@@ -141,7 +145,9 @@ class Http1Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        if key in _KEPT_HEADERS:
+            self.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
