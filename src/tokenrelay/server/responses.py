@@ -1,9 +1,9 @@
 """Responses: the JSON error body, and the native event stream as a raw ASGI response.
 
-`EventStreamResponse` sends a stream's events from a cursor. Two tasks run side by side: the
-pump (read a batch, encode it, send it as one write) and the listener (wait for
-`http.disconnect`). Whichever ends first cancels the other, so a client that leaves is noticed
-at once, whatever the producer is doing, with no per-token polling. A write that does not drain
+`EventStreamResponse` sends a stream's events from a cursor. The request's task pumps (read a
+batch, encode it, send it as one write) while a listener task waits for `http.disconnect`.
+Whichever ends first stops the other, so a client that leaves is noticed at once, whatever the
+producer is doing, with no per-token polling. A write that does not drain
 within `send_timeout` drops this subscriber (the producer never waits for it; it can resume).
 """
 
