@@ -32,7 +32,7 @@ from tokenrelay.errors import (
 from tokenrelay.providers.base import Provider
 from tokenrelay.providers.configured import build_providers
 from tokenrelay.providers.registry import ProviderRegistry
-from tokenrelay.server import routes_compat, routes_metrics, routes_native, routes_ui
+from tokenrelay.server import direct, routes_compat, routes_metrics, routes_native, routes_ui
 from tokenrelay.server.lifecycle import chain_shutdown_signals
 from tokenrelay.server.middleware import RequestIdMiddleware
 from tokenrelay.server.responses import SERVER_SEND, error_response
@@ -106,16 +106,42 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response("internal_error", request_id_of(request))
 
 
-class TokenRelayApp(Starlette):
-    """Starlette, keeping the server's own `send` in the scope for response bodies.
+# Exception class -> handler; an exception goes to the handler of the nearest class in its MRO.
+EXCEPTION_HANDLERS: dict[type[Exception], direct.ErrorHandler] = {
+    RequestError: _request_error,
+    ServiceUnavailable: _unavailable,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
 
-    See `responses.body_send`: an event stream writes each token straight to the server,
-    past the middleware, which only ever looks at the response start.
+
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    """What Starlette's exception layers would answer for `exc` (see direct.py)."""
+    for cls in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(cls)
+        if handler is not None:
+            return await handler(request, exc)
+    raise exc  # a BaseException that is not an Exception: not ours to answer
+
+
+class TokenRelayApp(Starlette):
+    """Starlette, with two shortcuts for the streaming path.
+
+    The server's own `send` is kept in the scope for response bodies (`responses.body_send`:
+    an event stream writes each token past the middleware, which only ever looks at the
+    start). And `POST /api/chat/stream` skips the middleware and routing altogether
+    (`direct.py`) unless CORS is configured.
     """
+
+    direct_stream = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[SERVER_SEND] = send
+            if self.direct_stream and direct.is_direct(scope):
+                scope["app"] = self
+                await direct.chat_stream(scope, receive, send, handle_exception)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -159,13 +185,9 @@ def create_app(
         ),
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={
-            RequestError: _request_error,
-            ServiceUnavailable: _unavailable,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=dict(EXCEPTION_HANDLERS),
     )
+    app.direct_stream = not settings.server.cors_origins  # CORS needs its middleware
     app.state.tokenrelay = state
     return app
 

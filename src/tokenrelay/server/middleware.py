@@ -17,8 +17,43 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(8)
 
 
+def begin_request(scope: Scope) -> str:
+    """Give this request an id: in its scope, and in the log context of its task (and of the
+    tasks it starts). Ours, not the caller's: ids must be trustworthy in logs."""
+    request_id = new_request_id()
+    scope.setdefault("state", {})["request_id"] = request_id
+    logs.request_id.set(request_id)
+    return request_id
+
+
+class IdentifiedSend:
+    """A `send` that puts the request id on the response start, logs the request line, and
+    remembers whether the start went out (so a failure after it cannot send a 500)."""
+
+    __slots__ = ("_scope", "_send", "request_id", "started")
+
+    def __init__(self, scope: Scope, send: Send, request_id: str) -> None:
+        self._scope = scope
+        self._send = send
+        self.request_id = request_id
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            MutableHeaders(scope=message).append("x-request-id", self.request_id)
+            logger.info(
+                "%s %s %s -> %s",
+                self.request_id,
+                self._scope["method"],
+                self._scope["path"],
+                message["status"],
+            )
+        await self._send(message)
+
+
 class RequestIdMiddleware:
-    """Gives each HTTP request an id (ours, not the caller's: ids must be trustworthy in logs)."""
+    """Gives each HTTP request an id, on its response and in its log lines."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -27,16 +62,5 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        logs.request_id.set(request_id)  # this request's task only; tasks it starts inherit it
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("x-request-id", request_id)
-                logger.info(
-                    "%s %s %s -> %s", request_id, scope["method"], scope["path"], message["status"]
-                )
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+        request_id = begin_request(scope)
+        await self.app(scope, receive, IdentifiedSend(scope, send, request_id))
