@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tokenrelay.timers import Deadlines
+from tokenrelay.timers import Deadlines, Timeout
 
 
 @pytest.mark.anyio
@@ -90,3 +90,66 @@ async def test_a_failing_callback_neither_stops_the_others_nor_the_timer(
     await asyncio.sleep(0.15)
     assert fired == ["ok", "later"]
     assert "deadline callback failed" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_timeout_raises_timeout_error_when_its_delay_passes() -> None:
+    with pytest.raises(TimeoutError):
+        async with Timeout(Deadlines(), 0.02):
+            await asyncio.sleep(1)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_timeout_that_does_not_pass_changes_nothing() -> None:
+    deadlines = Deadlines()
+    async with Timeout(deadlines, 0.2):
+        await asyncio.sleep(0.01)
+    assert len(deadlines) == 0  # disarmed on the way out
+    await asyncio.sleep(0.25)  # and nothing fires later on this task
+
+
+@pytest.mark.anyio
+async def test_timeout_reschedule_moves_the_deadline_from_now() -> None:
+    async def moved_once() -> None:
+        async with Timeout(Deadlines(), 0.05) as deadline:
+            await asyncio.sleep(0.03)
+            deadline.reschedule(0.1)
+            await asyncio.sleep(1)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await moved_once()
+    assert loop.time() - started >= 0.13
+
+
+@pytest.mark.anyio
+async def test_timeout_leaves_someone_elses_cancel_a_cancel() -> None:
+    async def guarded() -> None:
+        async with Timeout(Deadlines(), 5):
+            await asyncio.sleep(1)
+
+    task = asyncio.ensure_future(guarded())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.anyio
+async def test_timeout_inside_a_cancelled_scope_stays_a_cancel() -> None:
+    """Both at once: an outer cancel pending when the deadline fires is not a timeout."""
+
+    async def guarded() -> None:
+        async with Timeout(Deadlines(), 0.02):
+            try:
+                await asyncio.sleep(1)
+            finally:
+                await asyncio.sleep(0.05)  # cleanup, during which the deadline passes
+
+    task = asyncio.ensure_future(guarded())
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

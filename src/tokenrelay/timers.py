@@ -76,3 +76,52 @@ class Deadlines:
         if self._due:
             earliest = min(at for at, _ in self._due.values())
             self._schedule(max(earliest, now + MIN_STEP))
+
+
+class Timeout:
+    """`asyncio.timeout(delay)` served by a shared `Deadlines`: no loop timer of its own.
+
+    Used as `async with Timeout(deadlines, delay) as t:`; when the delay passes, the task is
+    cancelled and the block raises TimeoutError, as `asyncio.timeout` does (a cancel from
+    anyone else stays a CancelledError). `reschedule(delay)` moves the deadline to `delay`
+    seconds from now. Each `asyncio.timeout` kept a loop timer handle per stream (1.1 KB, most
+    of it a rescheduled handle waiting to be freed) and scheduled one per use.
+    """
+
+    __slots__ = ("_cancelling", "_deadlines", "_delay", "_expired", "_task")
+
+    def __init__(self, deadlines: Deadlines, delay: float) -> None:
+        self._deadlines = deadlines
+        self._delay = delay
+        self._expired = False
+        self._cancelling = 0
+        self._task: asyncio.Task[object] | None = None
+
+    async def __aenter__(self) -> Timeout:
+        self._task = asyncio.current_task()
+        if self._task is None:
+            raise RuntimeError("Timeout must be used inside a task")
+        self._cancelling = self._task.cancelling()
+        self.reschedule(self._delay)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._deadlines.disarm(self)
+        if not self._expired:
+            return
+        assert self._task is not None
+        # As asyncio.timeout: uncancel our own cancel; a TimeoutError only if nobody else's
+        # cancel is pending and ours is what ended the block.
+        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+    def reschedule(self, delay: float) -> None:
+        if not self._expired:
+            self._deadlines.arm(self, delay, self._expire)
+
+    def _expire(self) -> None:
+        assert self._task is not None
+        self._expired = True
+        self._task.cancel()

@@ -21,7 +21,7 @@ the stream ends with `error`. With `continue_on_error` (the request's `on_upstre
 answer instead (`Provider.continuation`), within the same retry budget, so the client sees one
 answer. What the continuation repeats of the already-sent text (`overlap`) is dropped.
 
-Deadlines: `total_timeout` for the whole stream, and one `asyncio.Timeout` per attempt, first
+Deadlines: `total_timeout` for the whole stream, and one `Timeout` per attempt, first
 armed for `first_token_timeout`, then moved to `idle_timeout` after each delta (with up to a
 second of slack: it is moved at most once a second). A stuck upstream becomes `timeout` or
 `stalled`.
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay import events as ev
-from tokenrelay import logs
+from tokenrelay import logs, timers
 from tokenrelay.errors import (
     GenerationError,
     Stalled,
@@ -57,6 +57,8 @@ logger = logging.getLogger("tokenrelay.stream")
 
 SHUTDOWN = "server_shutdown"
 _DEADLINE_SLACK = 1.0  # seconds: the idle deadline fires between idle and idle + this
+# One loop timer for every stream's deadlines (total, first token, idle).
+_timers = timers.Deadlines()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,7 @@ class Stream:
             if self._shaping is not None:
                 self._shaper = Shaper(self._shaping, self._emit_token, self._emit_json)
             try:
-                async with asyncio.timeout(self._deadlines.total):
+                async with timers.Timeout(_timers, self._deadlines.total):
                     finish, usage = await self._generate_with_retries()
             except TimeoutError:
                 raise UpstreamTimeout("total deadline") from None
@@ -230,7 +232,7 @@ class Stream:
         moved_at = -_DEADLINE_SLACK
         try:
             async with (
-                asyncio.timeout(self._deadlines.first_token) as deadline,
+                timers.Timeout(_timers, self._deadlines.first_token) as deadline,
                 aclosing(self._provider.stream(request)) as deltas,
             ):
                 async for delta in deltas:
@@ -238,7 +240,7 @@ class Stream:
                     if now - moved_at >= _DEADLINE_SLACK:
                         # Re-arming a timer per token cost ~7% of the server's CPU under load;
                         # once a second, with a second of slack, keeps the same guarantee.
-                        deadline.reschedule(now + idle)
+                        deadline.reschedule(idle)
                         moved_at = now
                     if delta.text:
                         self._token(delta.text)
