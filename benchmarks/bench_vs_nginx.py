@@ -33,6 +33,7 @@ from tests.realserver import mock_upstream, real_server
 from tests.services import find_binary, nginx_proxy
 
 from tokenrelay.bench.load import Options
+from tokenrelay.bench.procwatch import process_tree, user_system_seconds
 from tokenrelay.bench.runner import run_sync
 
 SECTIONS = ("cpu", "short", "memory", "many", "cancel")
@@ -115,6 +116,17 @@ def section_cpu(all_targets: list[Target], rounds: int) -> None:
     print("cpu: 200 streams x 200 tokens at 50 tokens/s; server CPU us per relayed token")
     shape = {"concurrency": (200,), "requests": 200, "max_tokens": 200}
     compare(paired(all_targets, rounds, "cpu_us_per_token", **shape), "us/token", 1.5)
+    print("  split into user space and kernel (one more round each):")
+    for target in all_targets:
+        pids = process_tree(target.pid)
+        user, system = user_system_seconds(pids)
+        phase = load(target, **shape)
+        user_after, system_after = user_system_seconds(pids)
+        tokens = phase["output_tokens"] or 1
+        print(
+            f"  {target.name:18s} user {(user_after - user) / tokens * 1e6:6.1f} us/token  "
+            f"kernel {(system_after - system) / tokens * 1e6:6.1f} us/token"
+        )
 
 
 def section_short(all_targets: list[Target], rounds: int) -> None:

@@ -41,14 +41,21 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+    user, system = user_system_seconds(pids)
+    return user + system
+
+
+def user_system_seconds(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds in user space and in the kernel (system calls, the loopback's TCP work)."""
+    user = system = 0.0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-    return total
+        user += int(fields[11]) / TICKS  # utime
+        system += int(fields[12]) / TICKS  # stime
+    return user, system
 
 
 def rss_bytes(pids: list[int]) -> int:
