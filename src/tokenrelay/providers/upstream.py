@@ -19,7 +19,6 @@ stops the upstream's generation.
 
 from __future__ import annotations
 
-import asyncio
 import urllib.request
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Callable
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from tokenrelay import timers
 from tokenrelay.errors import GenerationError, NetworkError, UpstreamTimeout
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers import http1
@@ -130,12 +130,13 @@ class UpstreamClient:
 # read or the next packet. Reading it lets the connection be reused (no new TCP and TLS
 # handshake for the next stream); an upstream that holds the body open past this is cut off.
 _TAIL_GRACE = 0.1
+_tail_timers = timers.Deadlines()  # one loop timer for every stream's tail read
 
 
 async def _read_tail(batches: AsyncGenerator[list[ServerSentEvent], None]) -> None:
     """Read what follows the last event, ignoring it, until the body ends or the grace ends."""
     try:
-        async with asyncio.timeout(_TAIL_GRACE):
+        async with timers.Timeout(_tail_timers, _TAIL_GRACE):
             async for _ in batches:
                 pass
     except (TimeoutError, *TRANSPORT_FAILURES):
