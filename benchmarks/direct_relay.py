@@ -1,23 +1,22 @@
 """Baseline for bench_log: tokenrelay with the log taken out.
 
-The same app (middleware, routing, validation, provider registry), the same event payloads,
-ids and SSE encoder, and the same disconnect listener, but `POST /api/chat/stream` writes each
-token straight to the socket: no producer task, no log, no subscriber, no cursor. So the
-difference to tokenrelay is what durable streams cost.
+The same app (the same direct route past Starlette's stack, validation, provider registry), the
+same event payloads, ids and SSE encoder, the same disconnect listener and body `send`, but
+`POST /api/chat/stream` writes each token straight to the socket: no producer task, no log, no
+subscriber, no cursor. So the difference to tokenrelay is what durable streams cost.
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tokenrelay import events as ev
 from tokenrelay.providers.base import GenerationRequest, Provider
 from tokenrelay.server.app import create_app
 from tokenrelay.server.chat_request import read_json_body, validate_chat
-from tokenrelay.server.responses import SSE_HEADERS, until_disconnect
+from tokenrelay.server.responses import SSE_HEADERS, body_send, until_disconnect
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.sse import encode_json_event
 from tokenrelay.streams.manager import new_stream_id
@@ -31,10 +30,12 @@ class DirectRelay(Response):
         self.stream_id = new_stream_id()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await until_disconnect(receive, self._relay(send))
+        await until_disconnect(receive, self._relay(send, body_send(scope, send)))
 
-    async def _relay(self, send: Send) -> None:
+    async def _relay(self, send: Send, send_body: Send) -> None:
+        """Like EventStreamResponse: the start through the middleware, the body past it."""
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        send = send_body
         seq = 1
         await self._send(send, ev.start_event(seq, self.stream_id, self.model), more=True)
         finish = "stop"
@@ -60,4 +61,4 @@ async def direct_stream(request: Request) -> Response:
 
 
 app = create_app()
-app.router.routes.insert(0, Route("/api/chat/stream", direct_stream, methods=["POST"]))
+app.stream_endpoint = direct_stream  # served the way tokenrelay serves its own (direct.py)

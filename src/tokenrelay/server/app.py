@@ -134,13 +134,15 @@ class TokenRelayApp(Starlette):
     """
 
     direct_stream = True
+    stream_endpoint: direct.Endpoint = staticmethod(routes_native.chat_stream_post)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[SERVER_SEND] = send
             if self.direct_stream and direct.is_direct(scope):
                 scope["app"] = self
-                await direct.chat_stream(scope, receive, send, handle_exception)
+                endpoint = self.stream_endpoint
+                await direct.chat_stream(scope, receive, send, handle_exception, endpoint)
                 return
         await super().__call__(scope, receive, send)
 
@@ -150,7 +152,7 @@ def create_app(
     *,
     providers: list[Provider] | None = None,
     handle_signals: bool = False,
-) -> Starlette:
+) -> TokenRelayApp:
     settings = settings or Settings()
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
     state = AppState(settings, registry, build_manager(settings))

@@ -25,6 +25,7 @@ from tokenrelay.server.middleware import IdentifiedSend, begin_request
 from tokenrelay.server.routes_native import chat_stream_post
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 PATH = "/api/chat/stream"
 
@@ -40,12 +41,17 @@ def is_direct(scope: Scope) -> bool:
 
 
 async def chat_stream(
-    scope: Scope, receive: Receive, send: Send, handle_error: ErrorHandler
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    handle_error: ErrorHandler,
+    endpoint: Endpoint = chat_stream_post,
 ) -> None:
+    """Serve the request with `endpoint` (the native route's; a benchmark swaps in its own)."""
     identified = IdentifiedSend(scope, send, begin_request(scope))
     request = Request(scope, receive)
     try:
-        response = await chat_stream_post(request)
+        response = await endpoint(request)
     except Exception as exc:
         response = await handle_error(request, exc)
     try:
