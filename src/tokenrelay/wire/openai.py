@@ -26,7 +26,7 @@ from tokenrelay.errors import (
     UpstreamError,
     client_message,
 )
-from tokenrelay.events import Event
+from tokenrelay.events import Event, token_content_json
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
 from tokenrelay.sse import ServerSentEvent
 from tokenrelay.wire.common import as_int, data_line, safe_label
@@ -146,16 +146,26 @@ class ChunkEncoder:
             "model": model,
         }
         self._include_usage = include_usage
+        # A token's chunk is this head, the content's JSON string, and this tail: built once, so
+        # a token is two concatenations (the content is taken from the event's payload as is).
+        marker = "tokenrelay-content"
+        head, _, tail = self._chunk({"content": marker}).rpartition(orjson.dumps(marker))
+        self._token_head, self._token_tail = head, tail
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return data_line({**self._base, "choices": [choice]})
 
     def encode(self, _stream_id: str, events: list[Event]) -> bytes:
+        if len(events) == 1:  # the live case: one token per write
+            return self._one(events[0])
         return b"".join(self._one(event) for event in events)
 
     def _one(self, event: Event) -> bytes:
         if event.type == "token":
+            content = token_content_json(event)
+            if content is not None:
+                return self._token_head + content + self._token_tail
             return self._chunk({"content": event.payload()["content"]})
         if event.type == "start":
             return self._chunk({"role": "assistant", "content": ""})
