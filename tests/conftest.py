@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -113,6 +114,50 @@ async def drive(
         exchange.started.set()
 
     await app(scope, receive, send)
+
+
+SentBy = list[tuple[str, MutableMapping[str, Any]]]  # (the module that called send, the message)
+
+
+async def post_stream_recording_callers(
+    app: Starlette,
+    *,
+    root_path: str = "",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    into: SentBy | None = None,
+) -> SentBy:
+    """POST a 5-token sim stream as a server would; each message with the module that sent it
+    (who called the server's `send`: the middleware, or the response itself). `into` keeps
+    what was sent when the app raises."""
+    sent: SentBy = [] if into is None else into
+    bodies = [orjson.dumps({"message": "hi", "model": "sim/fast", "max_tokens": 5})]
+
+    async def receive() -> dict[str, Any]:
+        if bodies:
+            return {"type": "http.request", "body": bodies.pop(), "more_body": False}
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append((sys._getframe(1).f_globals["__name__"], message))
+
+    path = f"{root_path}/api/chat/stream"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": root_path,
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("tokenrelay.test", 80),
+    }
+    await app(scope, receive, send)
+    return sent
 
 
 @pytest.fixture(scope="session")

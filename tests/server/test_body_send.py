@@ -6,17 +6,13 @@ fail when one that does not is added, or when the start stops going through the 
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from collections.abc import MutableMapping
 from dataclasses import replace
 from typing import Any
 
-import orjson
 import pytest
 from starlette.middleware.cors import CORSMiddleware
 
-from tests.conftest import quick_settings, sse_events
+from tests.conftest import post_stream_recording_callers, quick_settings, sse_events
 from tokenrelay.server.app import create_app
 from tokenrelay.server.middleware import RequestIdMiddleware
 
@@ -39,37 +35,8 @@ def test_every_middleware_leaves_bodies_alone() -> None:
 
 async def test_tokens_skip_the_middleware_and_the_start_does_not() -> None:
     app = create_app(_settings_with_cors())
-    sent: list[tuple[str, MutableMapping[str, Any]]] = []  # (who called send, the message)
-
-    requests = [orjson.dumps({"message": "hi", "model": "sim/fast", "max_tokens": 5})]
-
-    async def receive() -> dict[str, Any]:
-        if requests:
-            return {"type": "http.request", "body": requests.pop(), "more_body": False}
-        await asyncio.Event().wait()  # the client stays
-        raise AssertionError("unreachable")
-
-    async def server_send(message: MutableMapping[str, Any]) -> None:
-        sent.append((sys._getframe(1).f_globals["__name__"], message))
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/chat/stream",
-        "raw_path": b"/api/chat/stream",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"origin", b"https://app.example"),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("tokenrelay.test", 80),
-    }
-    await app(scope, receive, server_send)
+    origin = ((b"origin", b"https://app.example"),)
+    sent = await post_stream_recording_callers(app, headers=origin)
 
     (start_caller, start), *body = sent
     headers = dict(start["headers"])

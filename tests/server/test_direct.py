@@ -2,67 +2,63 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
-from collections.abc import MutableMapping
-from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import quick_settings, sse_events
+from tests.conftest import SentBy, post_stream_recording_callers, quick_settings, sse_events
 from tokenrelay.server.app import create_app
+from tokenrelay.server.responses import EventStreamResponse
 
 pytestmark = pytest.mark.anyio
-
-Sent = list[tuple[str, MutableMapping[str, Any]]]  # (the module that called send, the message)
-
-
-async def _post_stream(root_path: str = "") -> Sent:
-    app = create_app(quick_settings())
-    sent: Sent = []
-    bodies = [orjson.dumps({"message": "hi", "model": "sim/fast", "max_tokens": 3})]
-
-    async def receive() -> dict[str, Any]:
-        if bodies:
-            return {"type": "http.request", "body": bodies.pop(), "more_body": False}
-        await asyncio.Event().wait()  # the client stays
-        raise AssertionError("unreachable")
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append((sys._getframe(1).f_globals["__name__"], message))
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": f"{root_path}/api/chat/stream",
-        "raw_path": f"{root_path}/api/chat/stream".encode(),
-        "query_string": b"",
-        "root_path": root_path,
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("tokenrelay.test", 80),
-    }
-    await app(scope, receive, send)
-    return sent
 
 
 async def test_the_stream_route_skips_starlettes_stack(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tokenrelay.http")
-    (caller, start), *body = await _post_stream()
+    (caller, start), *body = await post_stream_recording_callers(create_app(quick_settings()))
     assert caller == "tokenrelay.server.middleware"  # the request id's send, and nothing else
     request_id = dict(start["headers"])[b"x-request-id"].decode()
     assert f"{request_id} POST /api/chat/stream -> 200" in caplog.text
     events = sse_events(b"".join(m.get("body", b"") for _, m in body))
-    assert [e["type"] for e in events] == ["start", "token", "token", "token", "done"]
+    assert [e["type"] for e in events] == ["start", *["token"] * 5, "done"]
 
 
 async def test_a_mounted_app_is_routed_by_starlette() -> None:
-    (caller, start), *_ = await _post_stream(root_path="/relay")
+    app = create_app(quick_settings())
+    (caller, start), *_ = await post_stream_recording_callers(app, root_path="/relay")
     assert caller.startswith("starlette.")
     assert start["status"] == 200
     assert dict(start["headers"])[b"x-request-id"].startswith(b"req_")
+
+
+async def test_a_failure_before_the_start_is_a_500_and_is_raised_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: EventStreamResponse, send: object, send_body: object) -> bool:
+        raise RuntimeError("api_key=sk-secret-1 in a bug")
+
+    monkeypatch.setattr(EventStreamResponse, "_respond", broken)
+    sent: SentBy = []
+    with pytest.raises(RuntimeError):  # on to the server, which logs it and closes
+        await post_stream_recording_callers(create_app(quick_settings()), into=sent)
+    (_, start), (_, body) = sent
+    assert start["status"] == 500
+    error = orjson.loads(body["body"])["error"]
+    assert error["type"] == "internal_error"
+    assert "secret" not in body["body"].decode()
+    assert error["request_id"] in caplog.text
+
+
+async def test_a_failure_after_the_start_sends_nothing_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(self: EventStreamResponse, send: object, after: int) -> bool:
+        raise RuntimeError("a bug mid-stream")
+
+    monkeypatch.setattr(EventStreamResponse, "_pump", broken)
+    sent: SentBy = []
+    with pytest.raises(RuntimeError):
+        await post_stream_recording_callers(create_app(quick_settings()), into=sent)
+    starts = [m for _, m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [200]  # no second start: the server will close
