@@ -26,6 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from tokenrelay._types import JSONObject, Role
 
@@ -49,8 +50,10 @@ class Usage:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Delta:
+class Delta(NamedTuple):
+    """What a provider yields: text, a finish reason, usage, or several. A named tuple, built
+    once per token (see `sse.ServerSentEvent`)."""
+
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
