@@ -210,22 +210,28 @@ class Http1Connection(asyncio.Protocol):
                 raise UpstreamConnectionError("connection closed")
             await self._wait()
 
-    def take_events(self) -> list[ServerSentEvent]:
-        """The events decoded so far (empty if none), in the order they arrived."""
+    async def next_events(self) -> list[ServerSentEvent]:
+        """The events decoded since the last call, in the order they arrived, waiting for some
+        if there are none; empty once the response is complete. Raises if the connection
+        failed (after the events that came before the failure).
+
+        Once per network read: written out flat, as few calls as it can (RESULTS.md).
+        """
+        while not self._events:
+            if self._complete:
+                return []
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         batch, self._events = self._events, []
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
         return batch
-
-    @property
-    def complete(self) -> bool:
-        return self._complete
-
-    async def more(self) -> None:
-        """Wait for more of the response (raises if the connection failed)."""
-        self._raise_if_failed()
-        await self._wait()
 
     async def read_error_body(self) -> bytes:
         """The body of an error response, cut at the limit `send` was given."""
@@ -397,14 +403,8 @@ class Http1Events:
                 raise status_error(self.name, connection.status, connection.headers, body)
             # A loop rather than a generator on the connection: one generator layer less
             # per token.
-            while True:
-                batch = connection.take_events()
-                if batch:
-                    yield batch
-                elif connection.complete:
-                    return
-                else:
-                    await connection.more()
+            while batch := await connection.next_events():
+                yield batch
         finally:
             self.pool.release(connection)  # aborts it unless the response was read to its end
 
