@@ -119,16 +119,20 @@ def main() -> None:
                 server.wait()
 
 
-def run(server: subprocess.Popen[bytes], url: str, out: Path, streams: int) -> None:
+def wait_until_up(url: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
             active_streams(url)
-            break
+            return
         except httpx.TransportError:
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not start") from None
             time.sleep(0.3)
+
+
+def run(server: subprocess.Popen[bytes], url: str, out: Path, streams: int) -> None:
+    wait_until_up(url)
     bench(url, 20, 4).wait()  # warm-up: imports, pools and caches made before the baseline
     time.sleep(2)
     server.send_signal(signal.SIGUSR1)
