@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from tests.realserver import free_port, mock_upstream
-
-from benchmarks.bench_memory import wait_until_up
+from benchmarks.instrumented import instrumented_server, serve_forever, write_report
 
 
 def report(profile: cProfile.Profile, tokens: int, top: int) -> str:
@@ -46,8 +41,6 @@ def report(profile: cProfile.Profile, tokens: int, top: int) -> str:
 
 def serve(port: int, out: Path, top: int) -> None:
     """The server under test: SIGUSR1 starts counting; the second writes the report."""
-    import uvicorn
-
     from tokenrelay.metrics import METRICS
 
     profile = cProfile.Profile()
@@ -60,20 +53,10 @@ def serve(port: int, out: Path, top: int) -> None:
             profile.enable()
             return
         profile.disable()
-        part = out.with_suffix(".part")
-        part.write_text(report(profile, METRICS.tokens - tokens_before, top))
-        part.replace(out)
+        write_report(out, report(profile, METRICS.tokens - tokens_before, top))
 
     signal.signal(signal.SIGUSR1, toggle)
-    config = uvicorn.Config(
-        "tokenrelay.server.app:serve_app",
-        factory=True,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-    )
-    uvicorn.Server(config).run()
+    serve_forever(port)
 
 
 def bench(url: str, api: str, streams: int, tokens: int) -> None:
@@ -91,30 +74,13 @@ def main() -> None:
     parser.add_argument("--api", choices=("native", "openai"), default="native")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        with mock_upstream(tmp, ttft=0.05, tps=50.0) as mock:
-            config = tmp / "tokenrelay.toml"
-            config.write_text(f'[upstreams.openai]\nkind = "openai"\nbase_url = "{mock.url}/v1"\n')
-            port, out = free_port(), tmp / "report.txt"
-            child = ["--serve", str(port), str(out), str(args.top)]
-            server = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.bench_calls", *child],
-                env={**os.environ, "TOKENRELAY_CONFIG": str(config), "OPENAI_API_KEY": "sk-x"},
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                wait_until_up(url)
-                bench(url, args.api, 10, 5)  # warm-up: imports and pools before counting
-                server.send_signal(signal.SIGUSR1)
-                bench(url, args.api, args.streams, args.tokens)
-                server.send_signal(signal.SIGUSR1)
-                while not out.exists():
-                    time.sleep(0.5)
-                print(out.read_text())
-            finally:
-                server.kill()
-                server.wait()
+    child = [str(args.top)]
+    with instrumented_server("benchmarks.bench_calls", child, tokens_per_second=50.0) as server:
+        bench(server.url, args.api, 10, 5)  # warm-up: imports and pools before counting
+        server.signal()
+        bench(server.url, args.api, args.streams, args.tokens)
+        server.signal()
+        print(server.report())
 
 
 if __name__ == "__main__":

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-import httpx
-from tests.realserver import free_port, mock_upstream
+from benchmarks.instrumented import (
+    InstrumentedServer,
+    instrumented_server,
+    serve_forever,
+    write_report,
+)
 
 OWNERS = (("/tokenrelay/", None), ("site-packages/uvicorn", "uvicorn"), ("starlette", "starlette"))
 
@@ -57,28 +59,15 @@ def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, streams: i
 def serve(port: int, out: Path, streams: int) -> None:
     """The server under test: SIGUSR1 takes a snapshot; the second writes the report."""
     tracemalloc.start(8)
-    import uvicorn
-
     snapshots: list[tracemalloc.Snapshot] = []
 
     def snapshot(*_: object) -> None:
         snapshots.append(tracemalloc.take_snapshot())
         if len(snapshots) == 2:
-            part = out.with_suffix(".part")
-            part.write_text(report(snapshots[0], snapshots[1], streams))
-            part.replace(out)  # whole, or not there at all
+            write_report(out, report(snapshots[0], snapshots[1], streams))
 
     signal.signal(signal.SIGUSR1, snapshot)
-    config = uvicorn.Config(
-        "tokenrelay.server.app:serve_app",
-        factory=True,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        backlog=4096,
-    )
-    uvicorn.Server(config).run()
+    serve_forever(port)
 
 
 def bench(url: str, streams: int, max_tokens: int) -> subprocess.Popen[bytes]:
@@ -91,64 +80,31 @@ def bench(url: str, streams: int, max_tokens: int) -> subprocess.Popen[bytes]:
     )
 
 
-def active_streams(url: str) -> int:
-    count: int = httpx.get(f"{url}/healthz", timeout=30).json()["active_streams"]
-    return count
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=500)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        with mock_upstream(tmp, ttft=0.05, tps=2.0) as mock:  # 100 tokens: open for ~50 s
-            config = tmp / "tokenrelay.toml"
-            config.write_text(f'[upstreams.openai]\nkind = "openai"\nbase_url = "{mock.url}/v1"\n')
-            port, out = free_port(), tmp / "report.txt"
-            child = ["--serve", str(port), str(out), "--streams", str(args.streams)]
-            server = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.bench_memory", *child],
-                env={**os.environ, "TOKENRELAY_CONFIG": str(config), "OPENAI_API_KEY": "sk-x"},
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                run(server, url, out, args.streams)
-            finally:
-                server.kill()
-                server.wait()
+    child = ["--streams", str(args.streams)]
+    # 2 tokens/s: 100 tokens keep every stream open for about 50 s
+    with instrumented_server("benchmarks.bench_memory", child, tokens_per_second=2.0) as server:
+        run(server, args.streams)
 
 
-def wait_until_up(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            active_streams(url)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not start") from None
-            time.sleep(0.3)
-
-
-def run(server: subprocess.Popen[bytes], url: str, out: Path, streams: int) -> None:
-    wait_until_up(url)
-    bench(url, 20, 4).wait()  # warm-up: imports, pools and caches made before the baseline
+def run(server: InstrumentedServer, streams: int) -> None:
+    bench(server.url, 20, 4).wait()  # warm-up: imports, pools and caches made before the baseline
     time.sleep(2)
-    server.send_signal(signal.SIGUSR1)
+    server.signal()
     time.sleep(3)
-    load = bench(url, streams, 100)
+    load = bench(server.url, streams, 100)
     try:
         deadline = time.monotonic() + 120
-        while active_streams(url) < streams:
+        while server.active_streams() < streams:
             if time.monotonic() > deadline:
-                raise SystemExit(f"only {active_streams(url)} of {streams} streams opened")
+                raise SystemExit(f"only {server.active_streams()} of {streams} streams opened")
             time.sleep(1)
-        server.send_signal(signal.SIGUSR1)
-        while not out.exists():
-            time.sleep(1)
+        server.signal()
         print(f"{streams} open streams (the mock's tokens at 2/s)")
-        print(out.read_text())
+        print(server.report())
     finally:
         load.kill()
         load.wait()
