@@ -24,12 +24,12 @@ import uvloop
 
 from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
 from tokenrelay.providers.sim_text import compose_json, tokenize
-from tokenrelay.server.responses import encode_native
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.stream import Deadlines, Stream
 from tokenrelay.streams.subscriber import batches
+from tokenrelay.wire.native import NativeEncoder
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -66,7 +66,7 @@ async def relay(tokens: list[str], shaping: Shaping | None) -> tuple[float, dict
 
     async def subscriber() -> None:
         async for events in batches(log, "s", 0, keepalive=15):
-            encode_native("s", events)
+            NativeEncoder("s").encode(events)
             for event in events:
                 counts[event.type] = counts.get(event.type, 0) + 1
 

@@ -18,8 +18,8 @@ from tokenrelay.server.app import create_app
 from tokenrelay.server.chat_request import read_json_body, validate_chat
 from tokenrelay.server.responses import SSE_HEADERS, body_send, until_disconnect
 from tokenrelay.server.state import AppState, request_id_of
-from tokenrelay.sse import encode_json_event
 from tokenrelay.streams.manager import new_stream_id
+from tokenrelay.wire.native import NativeEncoder
 
 
 class DirectRelay(Response):
@@ -28,6 +28,7 @@ class DirectRelay(Response):
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.provider, self.request, self.model = provider, request, model
         self.stream_id = new_stream_id()
+        self.encoder = NativeEncoder(self.stream_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await until_disconnect(receive, self._relay(send, body_send(scope, send)))
@@ -48,7 +49,7 @@ class DirectRelay(Response):
         await self._send(send, done, more=False)
 
     async def _send(self, send: Send, event: ev.Event, *, more: bool) -> None:
-        body = encode_json_event(f"{self.stream_id}:{event.seq}", event.data)
+        body = self.encoder.encode_one(event)
         await send({"type": "http.response.body", "body": body, "more_body": more})
 
 

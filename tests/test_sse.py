@@ -9,14 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tokenrelay.events import token_event
 from tokenrelay.sse import (
     PING,
     ServerSentEvent,
     SSEDecoder,
     encode_comment,
     encode_event,
-    encode_json_event,
 )
+from tokenrelay.wire.native import NativeEncoder
 
 
 @pytest.mark.parametrize(
@@ -41,8 +42,10 @@ def test_encode_event_rejects_line_breaks_in_id(bad: str) -> None:
         encode_event("x", id=bad)
 
 
-def test_encode_json_event_and_comments() -> None:
-    assert encode_json_event("s:2", b'{"a":1}') == b'id: s:2\ndata: {"a":1}\n\n'
+def test_native_events_and_comments() -> None:
+    assert NativeEncoder("s").encode_one(token_event(2, "a")) == (
+        b'id: s:2\ndata: {"type":"token","content":"a"}\n\n'
+    )
     assert encode_comment("ping") == PING == b": ping\n\n"
     assert encode_comment("a\nb") == b": a\n: b\n\n"
 
@@ -102,7 +105,7 @@ def _decode_in_pieces(raw: bytes, cuts: list[int]) -> list[ServerSentEvent]:
 @given(st.text(), st.lists(st.integers(min_value=0), max_size=8))
 def test_json_token_round_trips_byte_for_byte(text: str, cuts: list[int]) -> None:
     """Any text, CR and LF and unicode included, survives as tokenrelay sends it."""
-    raw = encode_json_event("s:1", orjson.dumps({"type": "token", "content": text}))
+    raw = NativeEncoder("s").encode_one(token_event(1, text))
     [event] = _decode_in_pieces(raw, cuts)
     assert orjson.loads(event.data)["content"] == text
     assert event.id == "s:1"

@@ -40,6 +40,7 @@ class Event(NamedTuple):
 
 
 _TOKEN_PREFIX = b'{"type":"token","content":'
+_new_event = tuple.__new__
 
 
 def make_event(seq: int, type_: EventType, **fields: Any) -> Event:
@@ -57,8 +58,9 @@ def make_event(seq: int, type_: EventType, **fields: Any) -> Event:
 def token_event(seq: int, content: str) -> Event:
     # The hot path. Encoding just the string and concatenating gives the same bytes as
     # encoding the dict, is faster, and the concatenation is exactly sized (see make_event):
-    # 200 streams of 200 tokens held 470 MiB before this, about 20 MiB after.
-    return Event(seq, "token", _TOKEN_PREFIX + orjson.dumps(content) + b"}")
+    # 200 streams of 200 tokens held 470 MiB before this, about 20 MiB after. The tuple is
+    # built directly: a NamedTuple's own constructor is a Python function (~90 ns more).
+    return _new_event(Event, (seq, "token", _TOKEN_PREFIX + orjson.dumps(content) + b"}"))
 
 
 def token_content_json(event: Event) -> bytes | None:

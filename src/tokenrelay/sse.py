@@ -59,15 +59,6 @@ def encode_event(
     return "".join(parts).encode("utf-8")
 
 
-def encode_json_event(event_id: str, payload: bytes) -> bytes:
-    """The hot-path encoder: an id and one compact JSON payload, as tokenrelay sends every event.
-
-    `payload` comes from orjson, which escapes line breaks, so it is one line by construction.
-    One concatenation instead of the general encoder saves about a microsecond per token.
-    """
-    return b"id: " + event_id.encode("ascii") + b"\ndata: " + payload + b"\n\n"
-
-
 def encode_comment(text: str) -> bytes:
     return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode("utf-8") + b"\n"
 

@@ -11,9 +11,9 @@ from starlette.types import Message as ASGIMessage
 from tokenrelay.events import Event, make_event, start_event, token_event
 from tokenrelay.server.eager_send import EagerSender
 from tokenrelay.server.live import LiveWriter
-from tokenrelay.server.responses import encode_native
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
+from tokenrelay.wire.native import NativeEncoder
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +107,7 @@ async def _log_at_start() -> MemoryStreamLog:
 
 def _attached(log: MemoryStreamLog, server: FakeServer) -> LiveWriter:
     """A writer following the log from seq 1, as a caught-up subscriber's is."""
-    live = LiveWriter(SID, server.send, encode_native)
+    live = LiveWriter(server.send, NativeEncoder(SID))
     live.start(1)
     assert log.attach(SID, 1, live)
     return live

@@ -31,6 +31,7 @@ from tokenrelay.providers.base import GenerationRequest, Message
 from tokenrelay.providers.sim import SimProvider, SimTiming
 from tokenrelay.server.responses import until_disconnect
 from tokenrelay.wire import anthropic, openai
+from tokenrelay.wire.common import EventEncoder
 
 
 class SimulatedReset(Exception):
@@ -66,7 +67,9 @@ class _Dialect:
             return openai.error_object(error_type, message)
         return anthropic.error_object(error_type, message)
 
-    def encoder(self, model: str, prompt_tokens: int, include_usage: bool, json: bool) -> Any:
+    def encoder(
+        self, model: str, prompt_tokens: int, include_usage: bool, json: bool
+    ) -> EventEncoder:
         if self.name == "openai":
             return openai.ChunkEncoder("chatcmpl-mock", model, int(time.time()), include_usage)
         return anthropic.EventEncoder("msg_mock", model, prompt_tokens, json_tool=json)
@@ -120,7 +123,7 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
                 include_usage,
                 json=json_tool,
             )
-            return _MockStream(sim, generation, scenario, exchange, recorder, encoder.encode)
+            return _MockStream(sim, generation, scenario, exchange, recorder, encoder.encode_one)
         return await _complete(sim, generation, scenario, exchange, recorder, dialect, model)
 
     async def list_models(request: Request) -> Response:
@@ -203,7 +206,7 @@ class _MockStream(Response):
         scenario: Scenario,
         exchange: Exchange,
         recorder: Recorder,
-        encode: Callable[[str, list[ev.Event]], bytes],
+        encode: Callable[[ev.Event], bytes],
     ) -> None:
         super().__init__(media_type="text/event-stream", headers={"cache-control": "no-cache"})
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
@@ -227,9 +230,7 @@ class _MockStream(Response):
         async def write(event: ev.Event) -> None:
             if exchange.first_byte_at is None:
                 exchange.first_byte_at = time.time()
-            await send(
-                {"type": "http.response.body", "body": encode("", [event]), "more_body": True}
-            )
+            await send({"type": "http.response.body", "body": encode(event), "more_body": True})
 
         seq = 1
         await write(ev.start_event(seq, "mock", generation.model))

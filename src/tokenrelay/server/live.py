@@ -20,24 +20,21 @@ The task then reads the log from `cursor` as usual, and attaches again once caug
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from starlette.types import Send
 
 from tokenrelay.events import TERMINAL_TYPES, Event
 from tokenrelay.server.eager_send import EagerSender, Suspended
 from tokenrelay.timers import Deadlines
-
-Encode = Callable[[str, list[Event]], bytes]
+from tokenrelay.wire.common import EventEncoder
 
 _idle_deadlines = Deadlines()  # one loop timer for every sleeping subscriber's keep-alive
 
 
 class LiveWriter:
-    def __init__(self, stream_id: str, send: Send, encode: Encode) -> None:
-        self._stream_id = stream_id
+    def __init__(self, send: Send, encoder: EventEncoder) -> None:
         self._send_now = EagerSender(send).send_now
-        self._encode = encode
+        self._encode = encoder.encode_one
         self.cursor = 0  # the last seq written to the client
         self.pending: Suspended | None = None  # a write the subscriber's task must finish
         self.error: Exception | None = None  # a write that failed
@@ -69,7 +66,7 @@ class LiveWriter:
         if event.type in TERMINAL_TYPES:
             self.interrupt()
             return False
-        body = self._encode(self._stream_id, [event])
+        body = self._encode(event)
         if body:  # a dialect may have no form for an event (a status, in OpenAI's)
             try:
                 self.pending = self._send_now(

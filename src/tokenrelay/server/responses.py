@@ -22,9 +22,11 @@ from tokenrelay import logs
 from tokenrelay.errors import client_message, http_status
 from tokenrelay.events import Event
 from tokenrelay.server.live import LiveWriter
-from tokenrelay.sse import PING, encode_json_event
+from tokenrelay.sse import PING
 from tokenrelay.streams.manager import StreamManager
 from tokenrelay.timers import Deadlines
+from tokenrelay.wire.common import EventEncoder
+from tokenrelay.wire.native import NativeEncoder
 
 logger = logging.getLogger("tokenrelay.http")
 
@@ -61,12 +63,6 @@ def error_response(
         media_type="application/json",
         headers=headers,
     )
-
-
-def encode_native(stream_id: str, events: list[Event]) -> bytes:
-    if len(events) == 1:  # the usual live case: one token per wake
-        return encode_json_event(f"{stream_id}:{events[0].seq}", events[0].data)
-    return b"".join(encode_json_event(f"{stream_id}:{e.seq}", e.data) for e in events)
 
 
 # Where the app's outermost layer leaves the server's own `send` (see `body_send`).
@@ -158,7 +154,7 @@ class EventStreamResponse(Response):
         *,
         request_id: str = "",
         after: int = 0,
-        encode: Callable[[str, list[Event]], bytes] = encode_native,
+        encoder: EventEncoder | None = None,
         error_body: Callable[[dict[str, Any], str], bytes] = native_error_body,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -172,7 +168,7 @@ class EventStreamResponse(Response):
         self.manager = manager
         self.stream_id = stream_id
         self.after = after
-        self.encode = encode
+        self.encoder = encoder or NativeEncoder(stream_id)
         self.error_body = error_body
         self.request_id = request_id
         self._writer: asyncio.Task[Any] | None = None  # the task that writes to the client
@@ -245,16 +241,16 @@ class EventStreamResponse(Response):
         socket to drain, and a stalled client holds at most one.
         """
         if len(events) == 1:
-            yield self.encode(self.stream_id, events)
+            yield self.encoder.encode_one(events[0])
             return
         start, size = 0, 0
         for index, event in enumerate(events):
             size += len(event.data) + 64  # the id and framing, roughly
             if size >= MAX_WRITE:
-                yield self.encode(self.stream_id, events[start : index + 1])
+                yield self.encoder.encode(events[start : index + 1])
                 start, size = index + 1, 0
         if start < len(events):
-            yield self.encode(self.stream_id, events[start:])
+            yield self.encoder.encode(events[start:])
 
     async def _pump(self, send: Send, after: int) -> bool:
         """Send every event after `after`, then the end of the body; False if dropped.
@@ -264,7 +260,7 @@ class EventStreamResponse(Response):
         """
         log = self.manager.log
         keepalive = self.manager.settings.keepalive
-        live = LiveWriter(self.stream_id, send, self.encode)
+        live = LiveWriter(send, self.encoder)
         cursor = after
         try:
             while True:

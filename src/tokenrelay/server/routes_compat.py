@@ -29,7 +29,6 @@ from tokenrelay.errors import (
     client_message,
     http_status,
 )
-from tokenrelay.events import Event
 from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.server.chat_request import read_json_body
 from tokenrelay.server.collect import collect_answer
@@ -42,9 +41,9 @@ from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.wire import anthropic, openai
+from tokenrelay.wire.common import EventEncoder
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Encoder = Callable[[str, list[Event]], bytes]
 
 
 class ErrorObject(Protocol):
@@ -143,12 +142,12 @@ async def _parse(request: Request, model: type[ChatModel]) -> ChatModel:
     return validate_compat(model, data, limits.max_tokens_limit)
 
 
-def _stream(started: _Started, dialect: Dialect, encode: Encoder) -> Response:
+def _stream(started: _Started, dialect: Dialect, encoder: EventEncoder) -> Response:
     return EventStreamResponse(
         started.state.manager,
         started.stream_id,
         request_id=started.request_id,
-        encode=encode,
+        encoder=encoder,
         error_body=dialect.stream_error,
     )
 
@@ -183,7 +182,7 @@ async def chat_completions(request: Request) -> Response:
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         encoder = openai.ChunkEncoder(completion_id, chat.model, created, include_usage)
-        return _stream(started, OPENAI, encoder.encode)
+        return _stream(started, OPENAI, encoder)
     answer = await _answer(request, started, OPENAI)
     if isinstance(answer, Response):
         return answer
@@ -202,7 +201,7 @@ async def messages(request: Request) -> Response:
     input_tokens = started.generation.estimated_prompt_tokens
     if chat.stream:
         encoder = anthropic.EventEncoder(message_id, chat.model, input_tokens)
-        return _stream(started, ANTHROPIC, encoder.encode)
+        return _stream(started, ANTHROPIC, encoder)
     answer = await _answer(request, started, ANTHROPIC)
     if isinstance(answer, Response):
         return answer

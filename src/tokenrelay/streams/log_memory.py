@@ -63,15 +63,21 @@ class _Entry:
         self.waiters.clear()
 
     def push(self, event: Event) -> None:
-        for follower in self.followers.copy() if len(self.followers) > 1 else self.followers:
+        """Hand `event` to every follower (append_nowait does the one-follower case itself)."""
+        for follower in self.followers.copy():
             try:
                 keep = follower.push(event)
-            except Exception:  # a reader's bug must not fail the producer that called us
-                logger.exception("follower failed; detached")
-                follower.interrupt()
-                keep = False
+            except Exception:
+                keep = _failed(follower)
             if not keep:
                 self.followers.remove(follower)
+
+
+def _failed(follower: Follower) -> bool:
+    """A follower raised: a reader's bug must not fail the producer whose append called it."""
+    logger.exception("follower failed; detached")
+    follower.interrupt()
+    return False
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
@@ -116,7 +122,15 @@ class MemoryStreamLog(StreamLog):
         entry.size += size
         if terminal:
             entry.expires_at = time.monotonic() + self.ttl
-        if entry.followers:
+        followers = entry.followers
+        if len(followers) == 1:  # one caught-up reader, the usual case: no copy, no loop
+            try:
+                keep = followers[0].push(event)
+            except Exception:
+                keep = _failed(followers[0])
+            if not keep:
+                followers.clear()
+        elif followers:
             entry.push(event)
         if entry.waiters:
             entry.wake()

@@ -226,7 +226,6 @@ class Stream:
         return continuation.request
 
     async def _generate(self, request: GenerationRequest) -> tuple[str, Usage | None]:
-        loop = asyncio.get_running_loop()
         finish, usage = "stop", None
         idle = self._deadlines.idle + _DEADLINE_SLACK
         moved_at = -_DEADLINE_SLACK
@@ -236,21 +235,21 @@ class Stream:
                 aclosing(self._provider.stream(request)) as deltas,
             ):
                 async for delta in deltas:
-                    now = loop.time()
+                    now = time.monotonic()  # one clock read per delta, for both uses
                     if now - moved_at >= _DEADLINE_SLACK:
                         # Re-arming a timer per token cost ~7% of the server's CPU under load;
                         # once a second, with a second of slack, keeps the same guarantee.
                         deadline.reschedule(idle)
                         moved_at = now
                     if delta.text:
-                        self._token(delta.text)
+                        self._token(delta.text, now)
                     usage = delta.usage or usage
                     finish = delta.finish_reason or finish
         except TimeoutError:
             raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
         return finish, usage
 
-    def _token(self, text: str) -> None:
+    def _token(self, text: str, now: float) -> None:
         if self._overlap:
             # A continuation's first words may repeat what was sent (e.g. trimmed whitespace).
             text, self._overlap = text.removeprefix(self._overlap), ""
@@ -258,7 +257,6 @@ class Stream:
                 return
         if self._parts is not None:
             self._parts.append(text)
-        now = time.monotonic()
         if self._last_token_at is None:
             self._first_token_at = now
             METRICS.ttft.observe(now - self._started_at)

@@ -195,10 +195,10 @@ class EventEncoder:
         self._input_tokens = input_tokens
         self._json_tool = json_tool  # the text is our JSON tool's input (as Anthropic sends it)
 
-    def encode(self, _stream_id: str, events: list[Event]) -> bytes:
-        return b"".join(self._one(event) for event in events)
+    def encode(self, events: list[Event]) -> bytes:
+        return b"".join(map(self.encode_one, events))
 
-    def _one(self, event: Event) -> bytes:
+    def encode_one(self, event: Event) -> bytes:
         if event.type == "token":
             text = event.payload()["content"]
             delta = (

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+
+from tokenrelay.events import Event
 
 _LABEL = re.compile(r"[A-Za-z0-9_.\-]{1,48}")
 
@@ -29,3 +31,16 @@ def named_event(name: str, payload: Any) -> bytes:
 
 def as_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class EventEncoder(Protocol):
+    """Renders a stream's events in one dialect's wire form: one instance per response, which
+    knows what it needs of the stream (its id, the model, the completion's id)."""
+
+    def encode(self, events: list[Event]) -> bytes:
+        """A batch, as one write (a reader catching up)."""
+        ...
+
+    def encode_one(self, event: Event) -> bytes:
+        """One event: the live path, once per token, so it takes no list."""
+        ...

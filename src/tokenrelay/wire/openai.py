@@ -163,12 +163,10 @@ class ChunkEncoder:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return data_line({**self._base, "choices": [choice]})
 
-    def encode(self, _stream_id: str, events: list[Event]) -> bytes:
-        if len(events) == 1:  # the live case: one token per write
-            return self._one(events[0])
-        return b"".join(self._one(event) for event in events)
+    def encode(self, events: list[Event]) -> bytes:
+        return b"".join(map(self.encode_one, events))
 
-    def _one(self, event: Event) -> bytes:
+    def encode_one(self, event: Event) -> bytes:
         if event.type == "token":
             content = token_content_json(event)
             if content is not None:
