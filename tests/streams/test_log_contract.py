@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import Event, cancelled_event, start_event, token_event
-from tokenrelay.streams.log import StreamLog, StreamMeta
+from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.log_redis import READ_SLICE, RedisStreamLog
 
@@ -131,6 +132,52 @@ async def test_finished_streams_expire_after_ttl() -> None:
     assert await log.meta(SID) is None
     await log.create("str_other", StreamMeta("str_other", "m"))  # sweeps
     assert len(log) == 1
+
+
+async def test_the_sweep_keeps_what_ended_later_and_streams_still_running() -> None:
+    log = MemoryStreamLog(max_bytes=4096, ttl=0.05, sweep_interval=0.0)
+    for sid in ("str_first", "str_running", "str_late"):
+        await log.create(sid, StreamMeta(sid, "m"))
+    await log.append("str_first", cancelled_event(1, "test"))
+    await asyncio.sleep(0.035)
+    await log.append("str_late", cancelled_event(1, "test"))
+    await asyncio.sleep(0.03)  # str_first has expired, str_late has not
+    await log.create("str_sweeper", StreamMeta("str_sweeper", "m"))
+    with pytest.raises(StreamExpired):
+        await log.status("str_first")
+    assert await log.status("str_late") == StreamStatus(1, True)
+    assert await log.status("str_running") == StreamStatus(0, False)
+    assert len(log) == 3
+
+
+async def test_an_ended_stream_leaves_nothing_for_the_garbage_collector() -> None:
+    """A replica keeps hundreds of thousands of ended streams for their TTL; every collection
+    of the oldest generation would walk them all."""
+    log = MemoryStreamLog(max_bytes=1 << 20, ttl=600.0)
+    sids = [f"str_gc{i}" for i in range(200)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for sid in sids:
+        await log.create(sid, StreamMeta(sid, "m", "owner"))
+        await log.append(sid, start_event(1, sid, "m"))
+        for seq in range(2, 12):
+            await log.append(sid, token_event(seq, "word"))
+        await log.append(sid, cancelled_event(12, "test"))
+    gc.collect()
+    assert len(gc.get_objects()) - before < len(sids) // 2  # a live entry is 6 objects
+    # and everything is still there, for a late reader
+    events = await log.read(sids[-1], 0, wait=0)
+    assert [e.type for e in events] == ["start"] + ["token"] * 10 + ["cancelled"]
+    assert await log.meta(sids[0]) == StreamMeta(sids[0], "m", "owner")
+    assert not log.attach(sids[0], 12, _NeverFollower())
+
+
+class _NeverFollower:
+    def push(self, event: Event) -> bool:
+        raise AssertionError("an ended stream has nothing to follow")
+
+    def interrupt(self) -> None:
+        raise AssertionError("an ended stream has nothing to follow")
 
 
 async def test_expired_streams_stay_distinguishable_from_unknown_ones() -> None:

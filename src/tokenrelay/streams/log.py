@@ -45,7 +45,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tokenrelay.events import Event
 
@@ -68,8 +68,10 @@ class StreamStatus:
     ended: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StreamMeta:
+class StreamMeta(NamedTuple):
+    """A named tuple of plain values: an ended stream's record, kept for the TTL, is then
+    nothing the garbage collector tracks (see log_memory)."""
+
     stream_id: str
     model: str
     owner: str = ""  # who may attach or cancel; empty until authentication exists

@@ -4,7 +4,12 @@ A stream keeps its events for the TTL, so a busy replica holds millions. Kept as
 objects they would all be tracked by the garbage collector: each full collection walked them
 (110 ms per million on this machine) and the collections cost about 0.5 µs per token. So an
 entry keeps only each event's type and payload, in two lists of untracked values, and builds
-`Event`s again for the readers that catch up (a live reader gets the producer's own).
+`Event`s again for the readers that catch up (a live reader gets the producer's own). When a
+stream ends, its entry is retired to a record of plain tuples, which CPython's collector stops
+tracking, where a live entry is six tracked objects (itself, its meta, four lists). A replica
+serving 400 streams a second holds 240,000 ended ones for a 10-minute TTL; no collection walks
+them. Records are kept in the order the streams ended, which is the order they expire in, so
+the sweep stops at the first one still alive.
 
 Readers wait on a future of their own, resolved by the next append: no polling, and a cancelled
 reader cannot cancel anyone else's wake-up (as awaiting one shared future would). A caught-up
@@ -21,8 +26,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, NamedTuple
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import TERMINAL_TYPES, Event, EventType
@@ -53,8 +60,11 @@ class _Entry:
         return len(self.payloads)
 
     def events_after(self, after: int) -> list[Event]:
-        kept = zip(self.types[after:], self.payloads[after:], strict=True)
-        return [Event(seq, type_, data) for seq, (type_, data) in enumerate(kept, after + 1)]
+        return _events(self.types, self.payloads, after)
+
+    def retired(self) -> _Record:
+        assert self.expires_at is not None
+        return _Ended(self.meta, tuple(self.types), tuple(self.payloads), self.expires_at).record()
 
     def wake(self) -> None:
         for waiter in self.waiters:
@@ -73,6 +83,44 @@ class _Entry:
                 self.followers.remove(follower)
 
 
+_Record = tuple[Any, ...]  # an `_Ended` as a plain tuple (see _Ended.record)
+
+
+class _Ended(NamedTuple):
+    """An ended stream, for the rest of its TTL: nothing more is appended, followed or waited
+    for. The log stores it as `record()` and makes one of these when a reader asks: CPython
+    stops tracking a tuple of plain values, but only a plain tuple, not a named one."""
+
+    meta: StreamMeta
+    types: tuple[EventType, ...]
+    payloads: tuple[bytes, ...]
+    expires_at: float
+
+    def record(self) -> _Record:
+        return (tuple(self.meta), self.types, self.payloads, self.expires_at)
+
+    @classmethod
+    def of(cls, record: _Record) -> _Ended:
+        meta, types, payloads, expires_at = record
+        return cls(StreamMeta._make(meta), types, payloads, expires_at)
+
+    @property
+    def ended(self) -> bool:
+        return True
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.payloads)
+
+    def events_after(self, after: int) -> list[Event]:
+        return _events(self.types, self.payloads, after)
+
+
+def _events(types: Sequence[EventType], payloads: Sequence[bytes], after: int) -> list[Event]:
+    kept = zip(types[after:], payloads[after:], strict=True)
+    return [Event(seq, type_, data) for seq, (type_, data) in enumerate(kept, after + 1)]
+
+
 def _failed(follower: Follower) -> bool:
     """A follower raised: a reader's bug must not fail the producer whose append called it."""
     logger.exception("follower failed; detached")
@@ -89,7 +137,8 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 class MemoryStreamLog(StreamLog):
     def __init__(self, *, max_bytes: int, ttl: float, sweep_interval: float = 5.0) -> None:
         super().__init__(max_bytes=max_bytes, ttl=ttl)
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry] = {}  # streams that have not ended
+        self._ended: OrderedDict[str, _Record] = OrderedDict()  # by ending time, until expiry
         self._tombstones: OrderedDict[str, float] = OrderedDict()  # id -> forget after
         self._subscribers: dict[str, int] = {}
         self._sweep_interval = sweep_interval
@@ -97,19 +146,19 @@ class MemoryStreamLog(StreamLog):
         self._wait_deadlines = Deadlines()  # one loop timer for every reader's wait
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._ended)
 
     async def create(self, stream_id: str, meta: StreamMeta) -> None:
         self._sweep()
-        if stream_id in self._entries:
+        if stream_id in self._entries or stream_id in self._ended:
             raise ValueError(f"stream {stream_id} exists")
         self._entries[stream_id] = _Entry(meta)
 
     def append_nowait(self, stream_id: str, event: Event) -> None:
         # The hot path: once per token, so it is written out flat (each call costs ~70 ns).
         entry = self._entries.get(stream_id)
-        if entry is None or entry.expires_at is not None:
-            self._refuse(stream_id, entry, event)
+        if entry is None:
+            self._refuse(stream_id, event)
             return
         size = len(event.data)
         terminal = event.type in TERMINAL_TYPES
@@ -134,16 +183,18 @@ class MemoryStreamLog(StreamLog):
             entry.push(event)
         if entry.waiters:
             entry.wake()
+        if terminal:  # readers still holding the live entry read it as ended
+            del self._entries[stream_id]
+            self._ended[stream_id] = entry.retired()
 
-    def _refuse(self, stream_id: str, entry: _Entry | None, event: Event) -> None:
+    def _refuse(self, stream_id: str, event: Event) -> None:
         """Why an append cannot go in: an unknown, expired or ended stream (always raises)."""
-        if entry is None or self._expired(entry):
-            self._live_entry(stream_id)  # raises UnknownStream or StreamExpired
+        self._live_entry(stream_id)  # raises UnknownStream or StreamExpired
         raise ValueError(f"stream {stream_id} has ended; {event.type} refused")
 
     def attach(self, stream_id: str, after: int, follower: Follower) -> bool:
         entry = self._live_entry(stream_id)
-        if entry.ended or entry.last_seq > after:
+        if isinstance(entry, _Ended) or entry.last_seq > after:
             return False
         entry.followers.append(follower)
         return True
@@ -155,7 +206,7 @@ class MemoryStreamLog(StreamLog):
 
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
         entry = self._live_entry(stream_id)
-        if entry.last_seq > after or entry.ended:
+        if isinstance(entry, _Ended) or entry.last_seq > after:
             return entry.events_after(after)
         waiter = asyncio.get_running_loop().create_future()
         entry.waiters.append(waiter)
@@ -188,7 +239,7 @@ class MemoryStreamLog(StreamLog):
         return count
 
     async def meta(self, stream_id: str) -> StreamMeta | None:
-        entry = self._entries.get(stream_id)
+        entry = self._entry(stream_id)
         if entry is None or self._expired(entry):
             return None
         return entry.meta
@@ -200,17 +251,25 @@ class MemoryStreamLog(StreamLog):
             entry.followers.clear()
             entry.wake()
         self._entries.clear()
+        self._ended.clear()
 
-    def _live_entry(self, stream_id: str) -> _Entry:
-        entry = self._entries.get(stream_id)
+    def _live_entry(self, stream_id: str) -> _Entry | _Ended:
+        """The stream's entry, live or ended, unless its TTL is over."""
+        entry = self._entry(stream_id)
         if entry is not None and not self._expired(entry):
             return entry
         if entry is not None or stream_id in self._tombstones:
             raise StreamExpired()
         raise UnknownStream()
 
+    def _entry(self, stream_id: str) -> _Entry | _Ended | None:
+        entry = self._entries.get(stream_id)
+        if entry is None and (record := self._ended.get(stream_id)) is not None:
+            return _Ended.of(record)
+        return entry
+
     @staticmethod
-    def _expired(entry: _Entry) -> bool:
+    def _expired(entry: _Entry | _Ended) -> bool:
         return entry.expires_at is not None and entry.expires_at <= time.monotonic()
 
     def _sweep(self) -> None:
@@ -218,8 +277,8 @@ class MemoryStreamLog(StreamLog):
         if now - self._last_sweep < self._sweep_interval:
             return
         self._last_sweep = now
-        for stream_id in [k for k, e in self._entries.items() if self._expired(e)]:
-            del self._entries[stream_id]
+        while self._ended and _Ended.of(next(iter(self._ended.values()))).expires_at <= now:
+            stream_id, _ = self._ended.popitem(last=False)
             self._tombstones[stream_id] = now + self.ttl
         while self._tombstones and (
             len(self._tombstones) > MAX_TOMBSTONES or next(iter(self._tombstones.values())) < now
