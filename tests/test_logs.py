@@ -72,6 +72,8 @@ def test_server_logs_json_with_request_and_stream_ids(tmp_path: Path) -> None:
     banner, entries = lines[0], [orjson.loads(line) for line in lines[1:]]
     assert banner.startswith("tokenrelay ")  # the one plain line, printed before logging starts
     mine = [e for e in entries if e.get("request_id") == request_id]
-    assert any(e["logger"] == "tokenrelay.http" and "200" in e["message"] for e in mine)
-    assert any(e.get("stream_id") == stream_id for e in mine)
+    [line] = mine  # one line per request: the request line, naming its stream and model
+    assert line["logger"] == "tokenrelay.http"
+    assert line["message"].endswith(f"POST /api/chat/stream -> 200, stream {stream_id} (sim/fast)")
+    assert line["stream_id"] == stream_id
     assert any(e["logger"].startswith("uvicorn") for e in entries)

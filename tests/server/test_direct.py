@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import orjson
 import pytest
 
@@ -62,3 +63,16 @@ async def test_a_failure_after_the_start_sends_nothing_more(
         await post_stream_recording_callers(create_app(quick_settings()), into=sent)
     starts = [m for _, m in sent if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] == [200]  # no second start: the server will close
+
+
+async def test_the_request_line_names_the_stream_in_every_dialect(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokenrelay")
+    body = {"model": "sim/fast", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    response = await client.post("/v1/chat/completions", json=body)
+    stream_id, request_id = response.headers["x-stream-id"], response.headers["x-request-id"]
+    lines = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+    assert lines == [
+        f"{request_id} POST /v1/chat/completions -> 200, stream {stream_id} (sim/fast)"
+    ]

@@ -37,6 +37,7 @@ from tokenrelay.server.compat_request import (
     OpenAIChatRequest,
     validate_compat,
 )
+from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.shaping.shaper import Shaping
@@ -130,6 +131,7 @@ async def _start(request: Request, chat: OpenAIChatRequest | AnthropicMessagesRe
         continue_on_error=streams.on_upstream_error == "continue",
         shaping=shaping,
     )
+    note_stream(request.scope, stream_id, canonical)
     return _Started(state, generation, stream_id, request_id)
 
 

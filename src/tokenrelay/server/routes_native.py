@@ -17,6 +17,7 @@ from tokenrelay.server.chat_request import (
     validate_chat,
 )
 from tokenrelay.server.collect import collect_answer
+from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.responses import EventStreamResponse, error_response
 from tokenrelay.server.resume import last_event_id, resume_point
 from tokenrelay.server.state import AppState, request_id_of
@@ -42,6 +43,7 @@ async def _start(request: Request, chat: ChatRequest) -> tuple[str, str]:
         continue_on_error=mode == "continue",
         shaping=chat.shaping(streams.chunking, streams.max_hold_ms),
     )
+    note_stream(request.scope, stream_id, canonical)
     return stream_id, canonical
 
 

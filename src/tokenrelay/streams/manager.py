@@ -103,7 +103,7 @@ class StreamManager:
         self._running[stream_id] = _Running(stream, task, on_disconnect)
         METRICS.active_streams += 1
         task.add_done_callback(lambda _task: self._finished(stream_id))
-        logger.info(
+        logger.debug(  # the request line names the stream (server/middleware.py)
             "stream %s started: %s (request %s)",
             stream_id,
             model,
