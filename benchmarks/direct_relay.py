@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from tokenrelay import events as ev
 from tokenrelay.providers.base import GenerationRequest, Provider
-from tokenrelay.server.app import create_app
+from tokenrelay.server.app import create_app, tune_gc
 from tokenrelay.server.chat_request import read_json_body, validate_chat
 from tokenrelay.server.responses import SSE_HEADERS, body_send, until_disconnect
 from tokenrelay.server.state import AppState, request_id_of
@@ -63,3 +63,4 @@ async def direct_stream(request: Request) -> Response:
 
 app = create_app()
 app.stream_endpoint = direct_stream  # served the way tokenrelay serves its own (direct.py)
+tune_gc()  # the same process settings as `tokenrelay serve` (server/app.py serve_app)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -97,3 +100,18 @@ def test_sigterm_gives_every_open_stream_a_terminal_event(tmp_path: Path) -> Non
         assert {e["type"] for e in endings} <= {"done", "error"}
         assert any(e.get("error_type") == "server_shutdown" and e["retryable"] for e in endings)
         assert "draining" in srv.log()
+
+
+def test_the_served_app_freezes_start_up_objects_and_collects_young_ones_less_often() -> None:
+    """`tokenrelay serve`'s factory tunes the collector (server/app.py tune_gc); checked in a
+    fresh interpreter, since it changes process-wide settings."""
+    script = (
+        "import gc; from tokenrelay.server.app import GC_YOUNG_THRESHOLD, serve_app; "
+        "serve_app(); "
+        "print(gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > 700, gc.get_freeze_count() > 1000)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TOKENRELAY_CONFIG"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.stdout.split() == ["True", "True"], done.stderr
