@@ -1,4 +1,5 @@
-"""A real server that measures itself, in a child process: what bench_memory and bench_calls share.
+"""A real server that measures itself, in a child process: what bench_memory, bench_calls and
+bench_gc share.
 
 The child is `python -m <module> --serve PORT REPORT ARGS...`. It installs its SIGUSR1 hook (a
 snapshot, a profiler switch) and calls `serve_forever`, uvicorn with uvloop and httptools as
@@ -24,11 +25,11 @@ import httpx
 from tests.realserver import free_port, mock_upstream
 
 
-def serve_forever(port: int) -> None:
+def serve_forever(port: int, app: str = "tokenrelay.server.app:serve_app") -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        "tokenrelay.server.app:serve_app",
+        app,
         factory=True,
         port=port,
         loop="uvloop",
