@@ -47,6 +47,7 @@ JSON = {"content-type": "application/json"}
             ["response_format.json_schema"],
         ),
         ({"message": "x", "stream": True, "foo": 1}, ["stream", "foo"]),
+        ({"message": "x", "model": "openai/gpt\nINFO forged log line"}, ["model"]),
         (
             {"message": "", "max_tokens": -1, "temperature": 9},
             ["message", "max_tokens", "temperature"],
@@ -205,3 +206,16 @@ async def test_cors_allows_only_configured_origins() -> None:
         bad = {**ok, "origin": "https://evil.example"}
         r = await c.options("/api/chat/stream", headers=bad)
         assert r.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"), [("/v1/chat/completions", {}), ("/v1/messages", {"max_tokens": 5})]
+)
+async def test_a_model_name_with_a_line_break_is_refused_in_every_dialect(
+    client: httpx.AsyncClient, path: str, extra: dict[str, Any]
+) -> None:
+    """Model names are logged (the request line); a line break would forge a log line."""
+    body = {"model": "gpt\r\nINFO forged", "messages": [{"role": "user", "content": "x"}]}
+    r = await client.post(path, json={**body, **extra})
+    assert r.status_code == 400
+    assert "model: must not contain control characters" in r.json()["error"]["message"]

@@ -214,8 +214,8 @@ def tune_gc() -> None:
     An open stream is about 150 tracked objects (its connection, tasks, coroutines, parsers),
     so 2,000 streams are 300,000. With CPython's default of a young collection every 700
     allocations, objects that live as long as a request (a few seconds) survive into the
-    older generations, and full collections walk them all: 60-110 ms pauses, and about 230
-    µs of collection per 20-token request, with 2,000 streams open. With 10,000, most of them
+    older generations, and full collections walk them all: 60-110 ms pauses, and 190-230 µs
+    of collection per 20-token request, with 2,000 streams open. With 10,000, most of them
     die by reference count before any collection sees them: 3.5x less time collecting and
     pauses up to ~40 ms (benchmarks/RESULTS.md). Nearly all of our garbage is freed by
     reference counting; the collector is for the rare cycles.

@@ -26,6 +26,9 @@ from tokenrelay.shaping.jsonstream import schema_problem
 from tokenrelay.shaping.shaper import Shaping
 
 _FORBID = ConfigDict(extra="forbid")
+# Any characters but control ones: a model name is logged, and a line break in it would forge
+# a log line. Upstream model names are open-ended ("org/model:variant"), so nothing stricter.
+MODEL_NAME = r"^[^\x00-\x1f\x7f]+$"
 
 
 def _not_blank(value: str | None) -> str | None:
@@ -61,7 +64,7 @@ class ChatRequest(BaseModel):
     message: str | None = None
     messages: list[MessageIn] | None = Field(default=None, min_length=1)
     system_prompt: str | None = None
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=200, pattern=MODEL_NAME)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     chunking: Chunking | None = None  # None: the server's default ([streams] chunking)
@@ -108,6 +111,7 @@ class ChatRequest(BaseModel):
 _PROBLEM_TEXT = {
     "extra_forbidden": "unknown field",
     "missing": "is required",
+    "string_pattern_mismatch": "must not contain control characters",  # MODEL_NAME, the only one
 }
 
 

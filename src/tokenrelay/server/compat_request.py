@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tokenrelay._types import JSONObject, Role
 from tokenrelay.errors import FieldProblem, InvalidRequest
 from tokenrelay.providers.base import GenerationRequest, Message
-from tokenrelay.server.chat_request import problems_of
+from tokenrelay.server.chat_request import MODEL_NAME, problems_of
 
 _ALLOW = ConfigDict(extra="allow")
 M = TypeVar("M", bound=BaseModel)
@@ -46,7 +46,7 @@ class StreamOptions(BaseModel):
 
 class OpenAIChatRequest(BaseModel):
     model_config = _ALLOW
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=200, pattern=MODEL_NAME)
     messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -88,7 +88,7 @@ class AnthropicMessage(BaseModel):
 
 class AnthropicMessagesRequest(BaseModel):
     model_config = _ALLOW
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=200, pattern=MODEL_NAME)
     messages: list[AnthropicMessage] = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     system: str | list[TextPart] | None = None

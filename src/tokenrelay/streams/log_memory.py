@@ -7,10 +7,10 @@ entry keeps each event's payload in a list of untracked bytes, and the types of 
 that are not tokens by index (`kinds`), and builds `Event`s again for the readers that catch
 up (a live reader gets the producer's own). When a stream ends, its entry is retired to a
 record of plain tuples, which CPython's collector stops tracking, where a live entry is six
-tracked objects (itself, its meta, a dict, three lists). A replica
-serving 400 streams a second holds 240,000 ended ones for a 10-minute TTL; no collection walks
-them. Records are kept in the order the streams ended, which is the order they expire in, so
-the sweep stops at the first one still alive.
+tracked objects (itself, its meta, a dict, three lists). A replica serving 400 streams a second
+holds 240,000 ended ones for a 10-minute TTL; no collection walks them. Records are kept in the
+order the streams ended, which is the order they expire in, so the sweep stops at the first one
+still alive.
 
 Readers wait on a future of their own, resolved by the next append: no polling, and a cancelled
 reader cannot cancel anyone else's wake-up (as awaiting one shared future would). A caught-up
