@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -34,7 +35,10 @@ async def test_resume_replays_exactly_the_later_events(client: httpx.AsyncClient
     assert sse_events(r.content) == events[6:]
 
 
-async def test_eventsource_reconnect_on_the_chat_url_resumes(client: httpx.AsyncClient) -> None:
+async def test_eventsource_reconnect_on_the_chat_url_resumes(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokenrelay.http")
     events = await _finished_stream(client)
     stream_id = events[0]["stream_id"]
     r = await client.get(
@@ -44,6 +48,8 @@ async def test_eventsource_reconnect_on_the_chat_url_resumes(client: httpx.Async
     )
     assert r.headers["x-stream-id"] == stream_id  # the same stream, not a new one
     assert sse_events(r.content) == events[3:]
+    request_line = f"{r.headers['x-request-id']} GET /api/chat/stream -> 200, stream {stream_id}"
+    assert request_line in caplog.text  # its request line says which stream it follows
 
 
 async def test_resume_after_the_ending_is_204(client: httpx.AsyncClient) -> None:

@@ -1,7 +1,8 @@
 """ASGI middleware: a request id on every request, its response, and its log lines.
 
 Each request logs one line, when its response starts: the request id, method, path and
-status, and, for a request that started a stream, the stream's id and model (`note_stream`).
+status, and, for a request that started a stream, the stream's id and model (`note_stream`;
+a resume names the stream it follows).
 One line rather than a second one for the stream's start: a log line costs about 15 µs,
 a few percent of a short stream's whole CPU (benchmarks/RESULTS.md).
 """
@@ -26,9 +27,9 @@ def new_request_id() -> str:
 _STREAM_NOTE = "tokenrelay.stream"  # in the scope's state: "<stream id> (<model>)"
 
 
-def note_stream(scope: Scope, stream_id: str, model: str) -> None:
-    """Name the stream this request started, for its request line."""
-    scope.setdefault("state", {})[_STREAM_NOTE] = f"{stream_id} ({model})"
+def note_stream(scope: Scope, stream_id: str, model: str = "") -> None:
+    """Name the stream this request started or follows, for its request line."""
+    scope.setdefault("state", {})[_STREAM_NOTE] = f"{stream_id} ({model})" if model else stream_id
 
 
 def begin_request(scope: Scope) -> str:

@@ -73,6 +73,7 @@ async def chat_stream_get(request: Request) -> Response:
 async def _resume(request: Request, stream_id: str, after: int) -> Response:
     state = _state(request)
     cursor = await resume_point(state.manager.log, stream_id, after)
+    note_stream(request.scope, stream_id)
     if cursor is None:
         return Response(status_code=204, headers={"x-stream-id": stream_id})
     METRICS.resumes += 1
