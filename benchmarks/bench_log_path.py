@@ -32,6 +32,7 @@ from starlette.types import Receive, Send
 from benchmarks.direct_relay import DirectRelay
 from tokenrelay.providers.base import GenerationRequest, Message
 from tokenrelay.providers.sim import SimProvider
+from tokenrelay.server.app import tune_gc
 from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.manager import StreamManager, StreamSettings
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    tune_gc()  # the collector as `tokenrelay serve` sets it
     figures = uvloop.run(measure(args.streams, args.tokens, args.rounds))
     base = statistics.median(figures["no log (direct relay)"])
     print(f"{args.streams} streams x {args.tokens} tokens, in-process, {args.rounds} rounds")
