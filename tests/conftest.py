@@ -125,12 +125,14 @@ async def post_stream_recording_callers(
     root_path: str = "",
     headers: tuple[tuple[bytes, bytes], ...] = (),
     into: SentBy | None = None,
+    route: str = "/api/chat/stream",
+    body: dict[str, Any] | None = None,
 ) -> SentBy:
     """POST a 5-token sim stream as a server would; each message with the module that sent it
     (who called the server's `send`: the middleware, or the response itself). `into` keeps
     what was sent when the app raises."""
     sent: SentBy = [] if into is None else into
-    bodies = [orjson.dumps({"message": "hi", "model": "sim/fast", "max_tokens": 5})]
+    bodies = [orjson.dumps(body or {"message": "hi", "model": "sim/fast", "max_tokens": 5})]
 
     async def receive() -> dict[str, Any]:
         if bodies:
@@ -141,7 +143,7 @@ async def post_stream_recording_callers(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append((sys._getframe(1).f_globals["__name__"], message))
 
-    path = f"{root_path}/api/chat/stream"
+    path = f"{root_path}{route}"
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

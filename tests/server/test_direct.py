@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 import orjson
@@ -23,6 +24,25 @@ async def test_the_stream_route_skips_starlettes_stack(caplog: pytest.LogCapture
     assert f"{request_id} POST /api/chat/stream -> 200" in caplog.text
     events = sse_events(b"".join(m.get("body", b"") for _, m in body))
     assert [e["type"] for e in events] == ["start", *["token"] * 5, "done"]
+
+
+_MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("route", "extra"), [("/v1/chat/completions", {}), ("/v1/messages", {"max_tokens": 5})]
+)
+async def test_the_compatible_streaming_routes_skip_starlettes_stack_too(
+    route: str, extra: dict[str, Any]
+) -> None:
+    body = {"model": "sim/fast", "messages": _MESSAGES, "stream": True, **extra}
+    sent = await post_stream_recording_callers(create_app(quick_settings()), route=route, body=body)
+    (caller, start), *rest = sent
+    assert caller == "tokenrelay.server.middleware"  # the request id's send, and nothing else
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"x-request-id"].startswith(b"req_")
+    text = b"".join(m.get("body", b"") for _, m in rest)
+    assert text.count(b"data: ") >= 5  # the dialect's own chunks, every token
 
 
 async def test_a_mounted_app_is_routed_by_starlette() -> None:

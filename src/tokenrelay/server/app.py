@@ -129,21 +129,26 @@ class TokenRelayApp(Starlette):
 
     The server's own `send` is kept in the scope for response bodies (`responses.body_send`:
     an event stream writes each token past the middleware, which only ever looks at the
-    start). And `POST /api/chat/stream` skips the middleware and routing altogether
-    (`direct.py`) unless CORS is configured.
+    start). And the streaming POSTs (`/api/chat/stream`, `/v1/chat/completions`,
+    `/v1/messages`) skip the middleware and routing altogether (`direct.py`) unless CORS is
+    configured. `direct_endpoints` maps their paths to endpoints (a benchmark swaps one).
     """
 
     direct_stream = True
-    stream_endpoint: direct.Endpoint = staticmethod(routes_native.chat_stream_post)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct_endpoints = dict(direct.ENDPOINTS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[SERVER_SEND] = send
-            if self.direct_stream and direct.is_direct(scope):
-                scope["app"] = self
-                endpoint = self.stream_endpoint
-                await direct.chat_stream(scope, receive, send, handle_exception, endpoint)
-                return
+            if self.direct_stream:
+                endpoint = direct.endpoint_for(scope, self.direct_endpoints)
+                if endpoint is not None:
+                    scope["app"] = self
+                    await direct.serve(scope, receive, send, handle_exception, endpoint)
+                    return
         await super().__call__(scope, receive, send)
 
 

@@ -1,9 +1,11 @@
-"""`POST /api/chat/stream` straight from the server, past Starlette's middleware and routing.
+"""The streaming POSTs straight from the server, past Starlette's middleware and routing.
 
-It is the one route that lives as long as a stream: every frame and closure on its way in
-stays in memory until the answer ends. Through Starlette's stack that was 5.9 KB per open
-stream, a sixth of the whole, and a share of each request's CPU (benchmarks/RESULTS.md,
-`bench_memory`). Here the same handler runs with what the stack gave it, done inline:
+`POST /api/chat/stream`, `/v1/chat/completions` and `/v1/messages` are the routes that live
+as long as a stream: every frame and closure on their way in stays in memory until the
+answer ends. Through Starlette's stack that was 5.9 KB per open stream, a sixth of the whole,
+and a share of each request's CPU (benchmarks/RESULTS.md, `bench_memory`; a /v1 request cost
+about 10% more CPU than a native one before it came this way too). Here the same handlers
+run with what the stack gave them, done inline:
 
     request id      the same `x-request-id` header, log line and log context
     errors          the app's own exception handlers, so the same JSON bodies and statuses;
@@ -21,33 +23,32 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tokenrelay.server import routes_compat
 from tokenrelay.server.middleware import IdentifiedSend, begin_request
 from tokenrelay.server.routes_native import chat_stream_post
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-PATH = "/api/chat/stream"
+# The same endpoints as the routes for these paths (routes_native, routes_compat) use.
+ENDPOINTS: dict[str, Endpoint] = {
+    "/api/chat/stream": chat_stream_post,
+    "/v1/chat/completions": routes_compat.chat_completions,
+    "/v1/messages": routes_compat.messages,
+}
 
 
-def is_direct(scope: Scope) -> bool:
-    """Whether a request is the streaming POST this module serves."""
-    return (
-        scope["type"] == "http"
-        and scope["path"] == PATH
-        and scope["method"] == "POST"
-        and not scope.get("root_path")  # mounted under a prefix: let the router match it
-    )
+def endpoint_for(scope: Scope, endpoints: dict[str, Endpoint]) -> Endpoint | None:
+    """The endpoint to serve a request directly with, if it is one of the streaming POSTs."""
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return None  # (mounted under a prefix: let the router match it)
+    return endpoints.get(scope["path"])
 
 
-async def chat_stream(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    handle_error: ErrorHandler,
-    endpoint: Endpoint = chat_stream_post,
+async def serve(
+    scope: Scope, receive: Receive, send: Send, handle_error: ErrorHandler, endpoint: Endpoint
 ) -> None:
-    """Serve the request with `endpoint` (the native route's; a benchmark swaps in its own)."""
+    """Serve the request with `endpoint`, as the routes and middleware would."""
     identified = IdentifiedSend(scope, send, begin_request(scope))
     request = Request(scope, receive)
     try:
