@@ -6,7 +6,7 @@ runs it). After a warm-up it takes a snapshot, opens `--streams` streams with
 `tokenrelay bench`, takes another while they are all open, and prints the difference per
 stream: by owner (the innermost frame in tokenrelay, uvicorn or Starlette) and by line.
 
-    .venv/bin/python -m benchmarks.bench_memory --streams 500
+    .venv/bin/python -m benchmarks.bench_memory --streams 500 [--api openai]
 
 tracemalloc counts Python's allocations only (not the kernel's socket buffers, nor allocator
 slack), and slows the server several times over; use `bench_vs_nginx --only memory` for RSS.
@@ -70,8 +70,17 @@ def serve(port: int, out: Path, streams: int) -> None:
     serve_forever(port)
 
 
-def bench(url: str, streams: int, max_tokens: int) -> subprocess.Popen[bytes]:
-    args = ["bench", url, "--model", "openai/default", "--max-tokens", str(max_tokens)]
+def bench(url: str, streams: int, max_tokens: int, api: str = "native") -> subprocess.Popen[bytes]:
+    args = [
+        "bench",
+        url,
+        "--api",
+        api,
+        "--model",
+        "openai/default",
+        "--max-tokens",
+        str(max_tokens),
+    ]
     args += ["--concurrency", str(streams), "--requests", str(streams), "--ramp-up", "2"]
     return subprocess.Popen(
         [sys.executable, "-m", "tokenrelay", *args],
@@ -83,19 +92,20 @@ def bench(url: str, streams: int, max_tokens: int) -> subprocess.Popen[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--api", choices=("native", "openai"), default="native")
     args = parser.parse_args()
     child = ["--streams", str(args.streams)]
     # 2 tokens/s: 100 tokens keep every stream open for about 50 s
     with instrumented_server("benchmarks.bench_memory", child, tokens_per_second=2.0) as server:
-        run(server, args.streams)
+        run(server, args.streams, args.api)
 
 
-def run(server: InstrumentedServer, streams: int) -> None:
-    bench(server.url, 20, 4).wait()  # warm-up: imports, pools and caches made before the baseline
+def run(server: InstrumentedServer, streams: int, api: str) -> None:
+    bench(server.url, 20, 4, api).wait()  # warm-up: imports, pools and caches made first
     time.sleep(2)
     server.signal()
     time.sleep(3)
-    load = bench(server.url, streams, 100)
+    load = bench(server.url, streams, 100, api)
     try:
         deadline = time.monotonic() + 120
         while server.active_streams() < streams:
@@ -103,7 +113,7 @@ def run(server: InstrumentedServer, streams: int) -> None:
                 raise SystemExit(f"only {server.active_streams()} of {streams} streams opened")
             time.sleep(1)
         server.signal()
-        print(f"{streams} open streams (the mock's tokens at 2/s)")
+        print(f"{streams} open streams on the {api} API (the mock's tokens at 2/s)")
         print(server.report())
     finally:
         load.kill()
