@@ -62,5 +62,5 @@ async def direct_stream(request: Request) -> Response:
 
 
 app = create_app()
-app.direct_endpoints["/api/chat/stream"] = direct_stream  # served as tokenrelay's (direct.py)
+app.direct_endpoints["POST", "/api/chat/stream"] = direct_stream  # as tokenrelay's (direct.py)
 tune_gc()  # the same process settings as `tokenrelay serve` (server/app.py serve_app)

@@ -127,6 +127,8 @@ async def post_stream_recording_callers(
     into: SentBy | None = None,
     route: str = "/api/chat/stream",
     body: dict[str, Any] | None = None,
+    method: str = "POST",
+    query: bytes = b"",
 ) -> SentBy:
     """POST a 5-token sim stream as a server would; each message with the module that sent it
     (who called the server's `send`: the middleware, or the response itself). `into` keeps
@@ -148,11 +150,11 @@ async def post_stream_recording_callers(
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query,
         "root_path": root_path,
         "headers": [(b"content-type", b"application/json"), *headers],
         "client": ("127.0.0.1", 5000),

@@ -45,6 +45,16 @@ async def test_the_compatible_streaming_routes_skip_starlettes_stack_too(
     assert text.count(b"data: ") >= 5  # the dialect's own chunks, every token
 
 
+async def test_the_eventsource_get_skips_starlettes_stack_too() -> None:
+    app = create_app(quick_settings())
+    query = b"message=hi&model=sim%2Ffast&max_tokens=5"
+    (caller, start), *body = await post_stream_recording_callers(app, method="GET", query=query)
+    assert caller == "tokenrelay.server.middleware"
+    assert start["status"] == 200
+    events = sse_events(b"".join(m.get("body", b"") for _, m in body))
+    assert [e["type"] for e in events] == ["start", *["token"] * 5, "done"]
+
+
 async def test_a_mounted_app_is_routed_by_starlette() -> None:
     app = create_app(quick_settings())
     (caller, start), *_ = await post_stream_recording_callers(app, root_path="/relay")

@@ -1,11 +1,12 @@
-"""The streaming POSTs straight from the server, past Starlette's middleware and routing.
+"""The streaming routes straight from the server, past Starlette's middleware and routing.
 
-`POST /api/chat/stream`, `/v1/chat/completions` and `/v1/messages` are the routes that live
-as long as a stream: every frame and closure on their way in stays in memory until the
-answer ends. Through Starlette's stack that was 5.9 KB per open stream, a sixth of the whole,
-and a share of each request's CPU (benchmarks/RESULTS.md, `bench_memory`; a /v1 request cost
-about 10% more CPU than a native one before it came this way too). Here the same handlers
-run with what the stack gave them, done inline:
+`POST /api/chat/stream` (and its `GET`, for EventSource), `POST /v1/chat/completions` and
+`POST /v1/messages` are the routes that live as long as a stream: every frame and closure on
+their way in stays in memory until the answer ends. Through Starlette's stack that was 5.9 KB
+per open stream, a sixth of the whole, and a share of each request's CPU
+(benchmarks/RESULTS.md, `bench_memory`; a /v1 request cost about 10% more CPU than a native
+one before it came this way too). Here the same handlers run with what the stack gave them,
+done inline:
 
     request id      the same `x-request-id` header, log line and log context
     errors          the app's own exception handlers, so the same JSON bodies and statuses;
@@ -25,24 +26,26 @@ from starlette.types import Receive, Scope, Send
 
 from tokenrelay.server import routes_compat
 from tokenrelay.server.middleware import IdentifiedSend, begin_request
-from tokenrelay.server.routes_native import chat_stream_post
+from tokenrelay.server.routes_native import chat_stream_get, chat_stream_post
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-# The same endpoints as the routes for these paths (routes_native, routes_compat) use.
-ENDPOINTS: dict[str, Endpoint] = {
-    "/api/chat/stream": chat_stream_post,
-    "/v1/chat/completions": routes_compat.chat_completions,
-    "/v1/messages": routes_compat.messages,
+# (method, path): the same endpoints as the routes for them (routes_native, routes_compat) use.
+Endpoints = dict[tuple[str, str], Endpoint]
+ENDPOINTS: Endpoints = {
+    ("POST", "/api/chat/stream"): chat_stream_post,
+    ("GET", "/api/chat/stream"): chat_stream_get,
+    ("POST", "/v1/chat/completions"): routes_compat.chat_completions,
+    ("POST", "/v1/messages"): routes_compat.messages,
 }
 
 
-def endpoint_for(scope: Scope, endpoints: dict[str, Endpoint]) -> Endpoint | None:
-    """The endpoint to serve a request directly with, if it is one of the streaming POSTs."""
-    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+def endpoint_for(scope: Scope, endpoints: Endpoints) -> Endpoint | None:
+    """The endpoint to serve a request directly with, if it is one of the streaming routes."""
+    if scope["type"] != "http" or scope.get("root_path"):
         return None  # (mounted under a prefix: let the router match it)
-    return endpoints.get(scope["path"])
+    return endpoints.get((scope["method"], scope["path"]))
 
 
 async def serve(
