@@ -55,6 +55,22 @@ async def test_the_eventsource_get_skips_starlettes_stack_too() -> None:
     assert [e["type"] for e in events] == ["start", *["token"] * 5, "done"]
 
 
+async def test_attaching_to_a_stream_skips_starlettes_stack_too() -> None:
+    app = create_app(quick_settings())
+    (_, start), *body = await post_stream_recording_callers(app)
+    stream_id = dict(start["headers"])[b"x-stream-id"].decode()
+    events = sse_events(b"".join(m.get("body", b"") for _, m in body))
+    route, last = f"/api/streams/{stream_id}", f"{stream_id}:3".encode()
+    (caller, start), *body = await post_stream_recording_callers(
+        app, method="GET", route=route, headers=((b"last-event-id", last),)
+    )
+    assert caller == "tokenrelay.server.middleware"
+    assert sse_events(b"".join(m.get("body", b"") for _, m in body)) == events[3:]
+    for route in ("/api/streams/", f"/api/streams/{stream_id}/x"):  # the router's 404s
+        (caller, start), *_ = await post_stream_recording_callers(app, method="GET", route=route)
+        assert start["status"] == 404
+
+
 async def test_a_mounted_app_is_routed_by_starlette() -> None:
     app = create_app(quick_settings())
     (caller, start), *_ = await post_stream_recording_callers(app, root_path="/relay")

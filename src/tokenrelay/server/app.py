@@ -130,8 +130,9 @@ class TokenRelayApp(Starlette):
     The server's own `send` is kept in the scope for response bodies (`responses.body_send`:
     an event stream writes each token past the middleware, which only ever looks at the
     start). And the streaming routes (`/api/chat/stream`, `/v1/chat/completions`,
-    `/v1/messages`) skip the middleware and routing altogether (`direct.py`) unless CORS is
-    configured. `direct_endpoints` maps them to endpoints (a benchmark swaps one).
+    `/v1/messages`, `/api/streams/{id}`) skip the middleware and routing altogether
+    (`direct.py`) unless CORS is configured. `direct_endpoints` maps them to endpoints (a
+    benchmark swaps one).
     """
 
     direct_stream = True

@@ -1,7 +1,8 @@
 """The streaming routes straight from the server, past Starlette's middleware and routing.
 
-`POST /api/chat/stream` (and its `GET`, for EventSource), `POST /v1/chat/completions` and
-`POST /v1/messages` are the routes that live as long as a stream: every frame and closure on
+`POST /api/chat/stream` (and its `GET`, for EventSource), `POST /v1/chat/completions`,
+`POST /v1/messages` and `GET /api/streams/{id}` (attach, resume) are the routes that live as
+long as a stream: every frame and closure on
 their way in stays in memory until the answer ends. Through Starlette's stack that was 5.9 KB
 per open stream, a sixth of the whole, and a share of each request's CPU
 (benchmarks/RESULTS.md, `bench_memory`; a /v1 request cost about 10% more CPU than a native
@@ -26,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from tokenrelay.server import routes_compat
 from tokenrelay.server.middleware import IdentifiedSend, begin_request
-from tokenrelay.server.routes_native import chat_stream_get, chat_stream_post
+from tokenrelay.server.routes_native import attach_stream, chat_stream_get, chat_stream_post
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -41,11 +42,21 @@ ENDPOINTS: Endpoints = {
 }
 
 
+_ATTACH = "/api/streams/"  # GET /api/streams/{stream_id}
+
+
 def endpoint_for(scope: Scope, endpoints: Endpoints) -> Endpoint | None:
     """The endpoint to serve a request directly with, if it is one of the streaming routes."""
     if scope["type"] != "http" or scope.get("root_path"):
         return None  # (mounted under a prefix: let the router match it)
-    return endpoints.get((scope["method"], scope["path"]))
+    method, path = scope["method"], scope["path"]
+    endpoint = endpoints.get((method, path))
+    if endpoint is None and method == "GET" and path.startswith(_ATTACH):
+        stream_id = path[len(_ATTACH) :]
+        if stream_id and "/" not in stream_id:  # what the route's {stream_id} matches
+            scope["path_params"] = {"stream_id": stream_id}
+            return attach_stream
+    return endpoint
 
 
 async def serve(
