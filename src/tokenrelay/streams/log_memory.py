@@ -50,11 +50,6 @@ class _Entry:
     size: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     followers: list[Follower] = field(default_factory=list)
-    expires_at: float | None = None  # set by the terminal event
-
-    @property
-    def ended(self) -> bool:
-        return self.expires_at is not None
 
     @property
     def last_seq(self) -> int:
@@ -63,10 +58,9 @@ class _Entry:
     def events_after(self, after: int) -> list[Event]:
         return _events(self.kinds, self.payloads, after)
 
-    def retired(self) -> _Record:
-        assert self.expires_at is not None
+    def retired(self, expires_at: float) -> _Record:
         at, kinds = tuple(self.kinds), tuple(self.kinds.values())
-        return _Ended(self.meta, at, kinds, tuple(self.payloads), self.expires_at).record()
+        return _Ended(self.meta, at, kinds, tuple(self.payloads), expires_at).record()
 
     def wake(self) -> None:
         for waiter in self.waiters:
@@ -106,10 +100,6 @@ class _Ended(NamedTuple):
     def of(cls, record: _Record) -> _Ended:
         meta, kinds_at, kinds, payloads, expires_at = record
         return cls(StreamMeta._make(meta), kinds_at, kinds, payloads, expires_at)
-
-    @property
-    def ended(self) -> bool:
-        return True
 
     @property
     def last_seq(self) -> int:
@@ -177,8 +167,6 @@ class MemoryStreamLog(StreamLog):
             entry.kinds[index] = event.type
         entry.payloads.append(event.data)
         entry.size += size
-        if terminal:
-            entry.expires_at = time.monotonic() + self.ttl
         followers = entry.followers
         if len(followers) == 1:  # one caught-up reader, the usual case: no copy, no loop
             try:
@@ -191,9 +179,9 @@ class MemoryStreamLog(StreamLog):
             entry.push(event)
         if entry.waiters:
             entry.wake()
-        if terminal:  # readers still holding the live entry read it as ended
+        if terminal:  # readers woken above still read their events from the live entry
             del self._entries[stream_id]
-            self._ended[stream_id] = entry.retired()
+            self._ended[stream_id] = entry.retired(time.monotonic() + self.ttl)
 
     def _refuse(self, stream_id: str, event: Event) -> None:
         """Why an append cannot go in: an unknown, expired or ended stream (always raises)."""
@@ -229,7 +217,7 @@ class MemoryStreamLog(StreamLog):
 
     async def status(self, stream_id: str) -> StreamStatus:
         entry = self._live_entry(stream_id)
-        return StreamStatus(entry.last_seq, entry.ended)
+        return StreamStatus(entry.last_seq, isinstance(entry, _Ended))
 
     async def add_subscriber(self, stream_id: str) -> int:
         self._subscribers[stream_id] = self._subscribers.get(stream_id, 0) + 1
@@ -278,7 +266,7 @@ class MemoryStreamLog(StreamLog):
 
     @staticmethod
     def _expired(entry: _Entry | _Ended) -> bool:
-        return entry.expires_at is not None and entry.expires_at <= time.monotonic()
+        return isinstance(entry, _Ended) and entry.expires_at <= time.monotonic()
 
     def _sweep(self) -> None:
         now = time.monotonic()
