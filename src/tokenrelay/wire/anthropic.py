@@ -31,6 +31,7 @@ from tokenrelay.errors import (
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
 from tokenrelay.sse import ServerSentEvent
+from tokenrelay.wire import common
 from tokenrelay.wire.common import as_int, named_event, safe_label
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the caller gave none
@@ -184,7 +185,7 @@ class EventDecoder:
             raise NetworkError("anthropic: stream ended without message_stop")
 
 
-class EventEncoder:
+class EventEncoder(common.EventEncoder):
     """Renders one stream's events as Anthropic's event sequence. One instance per response."""
 
     def __init__(
@@ -194,9 +195,6 @@ class EventEncoder:
         self._model = model
         self._input_tokens = input_tokens
         self._json_tool = json_tool  # the text is our JSON tool's input (as Anthropic sends it)
-
-    def encode(self, events: list[Event]) -> bytes:
-        return b"".join(map(self.encode_one, events))
 
     def encode_one(self, event: Event) -> bytes:
         if event.type == "token":

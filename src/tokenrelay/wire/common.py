@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from typing import Any
 
 import orjson
 
@@ -33,14 +34,16 @@ def as_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-class EventEncoder(Protocol):
+class EventEncoder(ABC):
     """Renders a stream's events in one dialect's wire form: one instance per response, which
     knows what it needs of the stream (its id, the model, the completion's id)."""
 
+    __slots__ = ()
+
     def encode(self, events: list[Event]) -> bytes:
         """A batch, as one write (a reader catching up)."""
-        ...
+        return b"".join(map(self.encode_one, events))
 
+    @abstractmethod
     def encode_one(self, event: Event) -> bytes:
         """One event: the live path, once per token, so it takes no list."""
-        ...

@@ -7,18 +7,16 @@ so it is one `data:` line by construction and goes out as stored, with no re-enc
 from __future__ import annotations
 
 from tokenrelay.events import Event
+from tokenrelay.wire.common import EventEncoder
 
 
-class NativeEncoder:
-    """Renders one stream's events (one instance per response; see `wire.common.EventEncoder`)."""
+class NativeEncoder(EventEncoder):
+    """Renders one stream's events (one instance per response)."""
 
     __slots__ = ("_id_head",)
 
     def __init__(self, stream_id: str) -> None:
         self._id_head = b"id: " + stream_id.encode("ascii") + b":"
-
-    def encode(self, events: list[Event]) -> bytes:
-        return b"".join(map(self.encode_one, events))
 
     def encode_one(self, event: Event) -> bytes:
         # Once per token: one C-level format with the stream's part of the id built once

@@ -29,7 +29,7 @@ from tokenrelay.errors import (
 from tokenrelay.events import Event, token_content_json
 from tokenrelay.providers.base import Delta, GenerationRequest, Usage
 from tokenrelay.sse import ServerSentEvent
-from tokenrelay.wire.common import as_int, data_line, safe_label
+from tokenrelay.wire.common import EventEncoder, as_int, data_line, safe_label
 
 DONE_LINE = b"data: [DONE]\n\n"
 
@@ -142,7 +142,7 @@ class ChunkDecoder:
             raise NetworkError("openai: stream ended without [DONE]")
 
 
-class ChunkEncoder:
+class ChunkEncoder(EventEncoder):
     """Renders one stream's events as OpenAI chunks. One instance per response."""
 
     def __init__(self, completion_id: str, model: str, created: int, include_usage: bool) -> None:
@@ -162,9 +162,6 @@ class ChunkEncoder:
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return data_line({**self._base, "choices": [choice]})
-
-    def encode(self, events: list[Event]) -> bytes:
-        return b"".join(map(self.encode_one, events))
 
     def encode_one(self, event: Event) -> bytes:
         if event.type == "token":
