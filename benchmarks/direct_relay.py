@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tokenrelay import events as ev
@@ -62,5 +63,6 @@ async def direct_stream(request: Request) -> Response:
 
 
 app = create_app()
-app.direct_endpoints["POST", "/api/chat/stream"] = direct_stream  # as tokenrelay's (direct.py)
+# Served the way tokenrelay serves its own (direct.py), ahead of tokenrelay's own route.
+app.direct_routes.insert(0, Route("/api/chat/stream", direct_stream, methods=["POST"]))
 tune_gc()  # the same process settings as `tokenrelay serve` (server/app.py serve_app)

@@ -131,21 +131,21 @@ class TokenRelayApp(Starlette):
     an event stream writes each token past the middleware, which only ever looks at the
     start). And the streaming routes (`/api/chat/stream`, `/v1/chat/completions`,
     `/v1/messages`, `/api/streams/{id}`) skip the middleware and routing altogether
-    (`direct.py`) unless CORS is configured. `direct_endpoints` maps them to endpoints (a
-    benchmark swaps one).
+    (`direct.py`) unless CORS is configured. `direct_routes` are the routes served so (a
+    benchmark puts its own first).
     """
 
     direct_stream = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.direct_endpoints = dict(direct.ENDPOINTS)
+        self.direct_routes = direct.streaming_routes(self.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[SERVER_SEND] = send
             if self.direct_stream:
-                endpoint = direct.endpoint_for(scope, self.direct_endpoints)
+                endpoint = direct.endpoint_for(scope, self.direct_routes)
                 if endpoint is not None:
                     scope["app"] = self
                     await direct.serve(scope, receive, send, handle_exception, endpoint)
