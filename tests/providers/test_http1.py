@@ -12,6 +12,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import orjson
@@ -19,7 +20,7 @@ import pytest
 import trustme
 
 from tokenrelay.errors import GenerationError
-from tokenrelay.providers.base import GenerationRequest, Message
+from tokenrelay.providers.base import Delta, GenerationRequest, Message
 from tokenrelay.providers.http1 import Http1Connection, Http1Events
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.upstream import (
@@ -432,8 +433,11 @@ def _openai_chunks(words: list[str]) -> list[bytes]:
     return [b"data: " + c + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
 
 
+@pytest.mark.parametrize("consuming", ["pull", "push"])
 @pytest.mark.parametrize("ending", ["late", "never"])
-async def test_the_body_after_done_is_read_so_the_connection_is_reused(ending: str) -> None:
+async def test_the_body_after_done_is_read_so_the_connection_is_reused(
+    ending: str, consuming: str
+) -> None:
     """OpenAI's [DONE] may come a packet before the chunked terminator. Reading that tail
     (briefly) keeps the connection: no new TCP and TLS handshake for the next stream."""
 
@@ -455,12 +459,111 @@ async def test_the_body_after_done_is_read_so_the_connection_is_reused(ending: s
         request = GenerationRequest("m", (Message("user", "hi"),))
         for _ in range(2):
             started = time.monotonic()
-            async with aclosing(provider.stream(request)) as deltas:
-                texts = [delta.text async for delta in deltas]
-            assert "".join(texts) == "Hello there"
+            got: list[Delta] = []
+            if consuming == "push":
+                await provider.stream_into(request, got.append)
+            else:
+                async with aclosing(provider.stream(request)) as deltas:
+                    got += [delta async for delta in deltas]
+            assert "".join(delta.text for delta in got) == "Hello there"
             assert time.monotonic() - started < 1.0  # the grace is 0.1 s, never the 5 s
         transport = provider._client.transport
         assert isinstance(transport, Http1Events)
         assert transport.pool.opened == (1 if ending == "late" else 2)
         assert len(seen) == 2
         await provider.aclose()
+
+
+async def test_events_read_before_pushing_starts_are_pushed_and_reading_resumes() -> None:
+    """A burst can arrive between the response's head and the consumer starting to push:
+    enough events to pause reading. Pushing must hand them over and resume the reads."""
+    sent = [f"{i:06d} " + "x" * 100 for i in range(5_000)]
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(sse_response(sent))
+        await peer.writer.drain()
+        await asyncio.sleep(2)
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        pool = pool_of(up)
+        connection = await pool._open("/chat/completions", b"{}", lambda status: None)
+        await asyncio.sleep(0.3)  # the reads pile up past the pause threshold, then stop
+        assert connection._paused
+        seen: list[str] = []
+
+        def sink(batch: list[ServerSentEvent]) -> bool:
+            seen.extend(event.data for event in batch)
+            return False
+
+        stopped = await asyncio.wait_for(connection.push(sink), 5)
+        assert not stopped  # the body ended; the sink never asked to stop
+        assert seen == sent
+        pool.pool.release(connection)
+        assert pool.pool._idle == [connection]  # read to its end: kept for reuse
+        await up.aclose()
+
+
+async def test_what_the_sink_raises_is_raised_and_the_connection_is_dropped() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(CHUNKED_OK)
+        for n in range(5):
+            peer.write(chunk(b"data: %d\n\n" % n))
+            await peer.writer.drain()
+            await asyncio.sleep(0.01)
+        await peer.reader.read()  # EOF: the client left
+
+    class Refused(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def sink(batch: list[ServerSentEvent]) -> bool:
+        for event in batch:
+            if event.data == "2":
+                raise Refused
+            seen.append(event.data)
+        return False
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        with pytest.raises(Refused):
+            await asyncio.wait_for(up.push("/chat/completions", {"model": "m"}, sink), 5)
+        assert seen == ["0", "1"]
+        assert not pool_of(up).pool._idle  # aborted mid-body, never reused
+        await up.aclose()
+
+
+async def test_the_sink_runs_in_the_pushing_task_context_on_a_reused_connection() -> None:
+    """Log lines carry the stream's ids from context variables. A read's callback runs in the
+    context of whichever task opened the connection, so the sink is run in the pusher's."""
+    owner: ContextVar[str] = ContextVar("owner", default="nobody")
+
+    async def handler(peer: Peer) -> None:
+        while True:
+            await peer.request()
+            peer.write(CHUNKED_OK)
+            await peer.writer.drain()
+            await asyncio.sleep(0.05)  # the events come in reads of their own, while pushing
+            peer.write(chunk(b"data: a\n\n") + chunk(b"data: b\n\n") + b"0\r\n\r\n")
+            await peer.writer.drain()
+
+    async with scripted_server(handler) as (url, _):
+        up = client(url)
+        seen: list[str] = []
+
+        def sink(batch: list[ServerSentEvent]) -> bool:
+            seen.extend(owner.get() for _ in batch)
+            return False
+
+        async def push_as(name: str) -> None:
+            owner.set(name)
+            await up.push("/chat/completions", {"model": "m"}, sink)
+
+        for name in ("first", "second"):
+            await asyncio.create_task(push_as(name))
+        assert pool_of(up).pool.opened == 1  # the second push reused the first's connection
+        assert seen == ["first", "first", "second", "second"]
+        await up.aclose()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
+from contextvars import ContextVar
 
 import orjson
 import pytest
@@ -50,9 +51,39 @@ def _request(model: str, text: str = "Explain TCP handshakes", **kw: object) -> 
     return GenerationRequest(model, messages, **kw)  # type: ignore[arg-type]
 
 
-async def _collect(provider: Provider, request: GenerationRequest) -> list[Delta]:
+async def _consume(
+    provider: Provider, request: GenerationRequest, seen: list[Delta], on_each: Callable[[], None]
+) -> None:
+    """Generate into `seen`, pulled (`stream`) or pushed (`stream_into`) as `CONSUMING` says."""
+
+    def take(delta: Delta) -> None:
+        seen.append(delta)
+        on_each()
+
+    if CONSUMING.get() == "push":
+        await provider.stream_into(request, take)
+        return
     async with aclosing(provider.stream(request)) as deltas:
-        return [d async for d in deltas]
+        async for delta in deltas:
+            take(delta)
+
+
+async def _collect(provider: Provider, request: GenerationRequest) -> list[Delta]:
+    seen: list[Delta] = []
+    await _consume(provider, request, seen, lambda: None)
+    return seen
+
+
+# How the suite's consumer takes deltas: both must meet the contract. `Stream` pushes; an
+# upstream over http1 then decodes inside its network reads (providers/http1.py).
+CONSUMING: ContextVar[str] = ContextVar("consuming", default="pull")
+
+
+@pytest.fixture(autouse=True, params=["pull", "push"])
+def consuming(request: pytest.FixtureRequest) -> Iterator[str]:
+    token = CONSUMING.set(str(request.param))
+    yield str(request.param)
+    CONSUMING.reset(token)
 
 
 async def test_streams_the_answer_with_finish_and_usage(provider: Provider) -> None:
@@ -101,14 +132,8 @@ async def test_faults_map_to_error_types(
     provider: Provider, model: str, error_type: str, tokens: int
 ) -> None:
     seen: list[Delta] = []
-
-    async def consume() -> None:
-        async with aclosing(provider.stream(_request(model))) as deltas:
-            async for delta in deltas:
-                seen.append(delta)
-
     with pytest.raises(GenerationError) as caught:
-        await consume()
+        await _consume(provider, _request(model), seen, lambda: None)
     assert caught.value.error_type == error_type
     assert sum(1 for d in seen if d.text) == tokens
 
@@ -154,12 +179,7 @@ async def test_cancel_closes_the_upstream_connection(
     model = "slow-start" if phase == "waiting_for_first_token" else "default+endless"
     started = asyncio.Event()
 
-    async def consume() -> None:
-        async with aclosing(provider.stream(_request(model))) as deltas:
-            async for _ in deltas:
-                started.set()
-
-    task = asyncio.create_task(consume())
+    task = asyncio.create_task(_consume(provider, _request(model), [], started.set))
     if phase == "mid_stream":
         await asyncio.wait_for(started.wait(), 5)
     else:

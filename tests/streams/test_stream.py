@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
+from tests.realserver import MockUpstream
 from tokenrelay.errors import RateLimited
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
@@ -94,14 +96,32 @@ async def test_no_first_token_in_time_is_a_timeout() -> None:
     assert provider.closed.is_set()
 
 
-async def test_stall_after_tokens_is_stalled() -> None:
-    events, _ = await _run(SimProvider(), "fast+stall-after-3", idle=0.05)
+@pytest.fixture(params=["sim", "openai"])
+async def generator(request: pytest.FixtureRequest, mock: MockUpstream) -> AsyncIterator[Provider]:
+    """The sim (its deltas pulled), or an OpenAI upstream over http1, whose deltas are pushed
+    from inside the network reads: deadlines and the log's cap must hold either way."""
+    made: Provider = SimProvider()
+    if request.param == "openai":
+        made = OpenAIProvider("openai", f"{mock.url}/v1", None, [], transport="http1")
+    yield made
+    await made.aclose()
+
+
+async def test_done_carries_the_upstream_usage(generator: Provider) -> None:
+    events, _ = await _run(generator, "fast")
+    done = events[-1].payload()
+    assert done["finish_reason"] == "stop"
+    assert done["usage"]["completion_tokens"] == done["token_count"] == len(events) - 2
+
+
+async def test_stall_after_tokens_is_stalled(generator: Provider) -> None:
+    events, _ = await _run(generator, "fast+stall-after-3", idle=0.05)
     assert _types(events) == ["start", "token", "token", "token", "error"]
     assert events[-1].payload()["error_type"] == "stalled"
 
 
-async def test_answer_past_the_log_cap_ends_with_too_large() -> None:
-    events, _ = await _run(SimProvider(), "fast+endless", max_bytes=2000)
+async def test_answer_past_the_log_cap_ends_with_too_large(generator: Provider) -> None:
+    events, _ = await _run(generator, "fast+endless", max_bytes=2000)
     assert events[-1].payload()["error_type"] == "too_large"
     assert sum(len(e.data) for e in events[:-1]) <= 2000
 

@@ -13,6 +13,11 @@ Contract of `Provider.stream(request)`:
 - Timeouts between deltas are the caller's job (the Stream holds one deadline per stream), so a
   provider needs no timer of its own for "first token" or "stalled".
 
+`stream_into(request, on_delta)` is the same contract, pushed: each delta is handed to
+`on_delta`, and what `on_delta` raises ends the generation (closing the upstream) and is raised
+from it. The default pulls from `stream`; `UpstreamProvider` over http1 overrides it to call
+`on_delta` inside its network reads, which is how `Stream` consumes every provider.
+
 `continuation(request, partial, produced)` builds the request that carries on an answer cut
 short after `partial` (opt-in recovery, `on_upstream_error: "continue"`). The default suits any
 OpenAI-compatible server: the partial answer as an assistant turn, then a user turn asking to
@@ -24,7 +29,8 @@ continue. Providers with a native assistant prefill (Anthropic, sim) override it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -124,6 +130,16 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Generate; see the module docstring for the contract."""
+
+    async def stream_into(
+        self, request: GenerationRequest, on_delta: Callable[[Delta], None]
+    ) -> None:
+        """Generate, handing each delta to `on_delta`: `stream`'s contract, pushed instead of
+        pulled. What `on_delta` raises ends the generation and is raised here. Providers
+        that can call it straight from their network reads override this (`UpstreamProvider`)."""
+        async with aclosing(self.stream(request)) as deltas:
+            async for delta in deltas:
+                on_delta(delta)
 
     def continuation(self, request: GenerationRequest, partial: str, produced: int) -> Continuation:
         """The request that continues an answer cut short after `partial` (see module doc)."""

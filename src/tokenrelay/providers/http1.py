@@ -7,7 +7,9 @@ stream and 72 µs per further token under uvloop, against 0.75 ms and 27 µs for
 client sat in between. So this is an `asyncio.Protocol` with httptools (the parser uvicorn
 uses) doing the HTTP work, de-chunking included, and the SSE decoder fed inside
 `data_received`: a read becomes events with no task switch, no per-chunk future and no copy
-beyond the parser's.
+beyond the parser's. A consumer can go further and `push`: the events are then handed to its
+sink inside that same callback (decoded, logged, written to the client), so a token wakes no
+task at all.
 
 What it does, and no more, since upstream addresses come only from configuration:
 - POST with a JSON body; `http://` and `https://` (the default SSL context, with
@@ -26,10 +28,11 @@ Proxies are not spoken here; `UpstreamClient` hands a proxied upstream to httpx.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import ssl
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -46,6 +49,10 @@ _PAUSE_AT = 256
 # The response headers anything reads: framing here, Retry-After in upstream_errors. The rest
 # (a provider sends a dozen) would be held for as long as the stream is open.
 _KEPT_HEADERS = frozenset({"content-length", "transfer-encoding", "retry-after", "retry-after-ms"})
+
+
+# Takes a read's events; returns True to stop (the answer is complete).
+Sink = Callable[[list[ServerSentEvent]], bool]
 
 
 class UpstreamConnectionError(ConnectionError):
@@ -115,6 +122,9 @@ class Http1Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._ends_at_close = False
+        self._sink: Sink | None = None
+        self._sink_context = contextvars.Context()
+        self._sink_error: Exception | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,7 +142,12 @@ class Http1Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail("malformed HTTP response")
         else:
-            self._wake()
+            if self._sink is None:
+                self._wake()
+            elif self._events:
+                self._push()
+            elif self._complete:
+                self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -171,6 +186,23 @@ class Http1Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         assert self._parser is not None
         self._finish(keep_alive=self._parser.should_keep_alive())
+
+    def _push(self) -> None:
+        """Hand the sink this read's events, in the read's own callback."""
+        assert self._sink is not None
+        # Taking them resumes reading if a burst paused it before the pushing began.
+        batch = self._take_events()
+        try:
+            stop = self._sink_context.run(self._sink, batch)
+        except Exception as exc:  # the consumer's own failure: raised in its task by push
+            self._sink_error, self._sink = exc, None
+            self.abort()
+            self._wake()
+            return
+        if stop:
+            self._sink = None
+        if stop or self._complete:
+            self._wake()
 
     def _finish(self, *, keep_alive: bool) -> None:
         self._complete = True
@@ -227,11 +259,44 @@ class Http1Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        return self._take_events()
+
+    def _take_events(self) -> list[ServerSentEvent]:
         batch, self._events = self._events, []
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
         return batch
+
+    async def push(self, sink: Sink) -> bool:
+        """Hand each read's events to `sink`, inside the read's callback, until the sink
+        returns True or the response is complete; returns whether the sink stopped it.
+
+        No task wakes per read, which `next_events` costs (RESULTS.md, "the upstream read
+        callback"). What the sink raises is raised here, after the connection is aborted;
+        a connection failure is raised after the events that came before it.
+        """
+        self._sink = sink
+        # The sink runs as part of the pushing task: with its context (the log's request and
+        # stream ids), not the connection's, which is that of whichever task opened it.
+        self._sink_context = contextvars.copy_context()
+        try:
+            if self._events:
+                self._push()
+            while self._sink is not None and not self._complete:
+                if self._error is not None:
+                    raise self._error
+                await self._wait()
+            if self._sink_error is not None:
+                raise self._sink_error
+            return self._sink is None
+        finally:
+            self._sink = None
+
+    async def rest(self) -> AsyncGenerator[list[ServerSentEvent], None]:
+        """The events still to come, in batches (after `push` has stopped)."""
+        while batch := await self.next_events():
+            yield batch
 
     async def read_error_body(self) -> bytes:
         """The body of an error response, cut at the limit `send` was given."""
@@ -380,10 +445,43 @@ class Http1Events:
     async def batches(
         self, path: str, payload: bytes, on_status: Callable[[int], None]
     ) -> AsyncGenerator[list[ServerSentEvent], None]:
-        request = self.pool.request_head(path, self.headers, len(payload)) + payload
+        connection = await self._open(path, payload, on_status)
         # The generator lives as long as the stream (minutes): nothing in its frame may keep
-        # the request's bytes past the send. orjson's `payload` holds a 4 KiB buffer, which was
-        # a tenth of the memory of an open stream (benchmarks/RESULTS.md, memory profile).
+        # the request's bytes. orjson's `payload` holds a 4 KiB buffer, which was a tenth of
+        # the memory of an open stream (benchmarks/RESULTS.md, memory profile).
+        del payload
+        try:
+            # A loop rather than a generator on the connection: one generator layer less
+            # per token.
+            while batch := await connection.next_events():
+                yield batch
+        finally:
+            self.pool.release(connection)  # aborts it unless the response was read to its end
+
+    async def push(
+        self,
+        path: str,
+        payload: bytes,
+        on_status: Callable[[int], None],
+        sink: Sink,
+        tail: Callable[[AsyncIterator[list[ServerSentEvent]]], Awaitable[None]],
+    ) -> None:
+        """POST, then hand each read's events to `sink` inside the read's callback (see
+        `Http1Connection.push`). Once the sink has stopped, `tail` is given the rest of the
+        body's events to read, so that the connection can be reused."""
+        connection = await self._open(path, payload, on_status)
+        del payload  # as in `batches`
+        try:
+            if await connection.push(sink):
+                await tail(connection.rest())
+        finally:
+            self.pool.release(connection)
+
+    async def _open(
+        self, path: str, payload: bytes, on_status: Callable[[int], None]
+    ) -> Http1Connection:
+        """A connection with a 2xx or 3xx response's head read; the caller releases it."""
+        request = self.pool.request_head(path, self.headers, len(payload)) + payload
         del payload
         connection = await self.pool.acquire()
         try:
@@ -401,12 +499,10 @@ class Http1Events:
             if connection.status >= 400:
                 body = await connection.read_error_body()
                 raise status_error(self.name, connection.status, connection.headers, body)
-            # A loop rather than a generator on the connection: one generator layer less
-            # per token.
-            while batch := await connection.next_events():
-                yield batch
-        finally:
-            self.pool.release(connection)  # aborts it unless the response was read to its end
+        except BaseException:
+            self.pool.release(connection)
+            raise
+        return connection
 
     async def aclose(self) -> None:
         self.pool.close()

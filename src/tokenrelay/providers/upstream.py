@@ -2,7 +2,9 @@
 
 `UpstreamClient.request(path, body)` POSTs JSON; the response's SSE events come out as they
 arrive (incremental WHATWG decoding, so events split anywhere, even inside a UTF-8 character,
-come out whole). Two transports carry it:
+come out whole). `UpstreamClient.push(path, body, sink)` hands them to a sink inside the
+network reads instead (http1 only; `UpstreamProvider.stream_into` uses it when it can).
+Two transports carry it:
 
     http1   (providers/http1.py) an asyncio.Protocol with httptools: the default, and the
             reason a relayed token costs what it does (benchmarks/RESULTS.md)
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import urllib.request
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
@@ -122,6 +124,21 @@ class UpstreamClient:
         call = UpstreamCall(self.name)
         return self.transport.batches(path, orjson.dumps(body), call.on_status), call
 
+    @property
+    def pushes(self) -> bool:
+        """Whether `push` can be used: the http1 transport's reads call the sink themselves."""
+        return isinstance(self.transport, http1.Http1Events)
+
+    async def push(self, path: str, body: dict[str, Any], sink: http1.Sink) -> None:
+        """POST, then hand each read's events to `sink` (True from it: the answer is
+        complete) inside the read's callback; transport failures mapped as `request`'s."""
+        assert isinstance(self.transport, http1.Http1Events)
+        call = UpstreamCall(self.name)
+        try:
+            await self.transport.push(path, orjson.dumps(body), call.on_status, sink, _read_tail)
+        except TRANSPORT_FAILURES as exc:
+            raise call.failure(exc) from None
+
     async def aclose(self) -> None:
         await self.transport.aclose()
 
@@ -133,7 +150,7 @@ _TAIL_GRACE = 0.1
 _tail_timers = timers.Deadlines()  # one loop timer for every stream's tail read
 
 
-async def _read_tail(batches: AsyncGenerator[list[ServerSentEvent], None]) -> None:
+async def _read_tail(batches: AsyncIterator[list[ServerSentEvent]]) -> None:
     """Read what follows the last event, ignoring it, until the body ends or the grace ends."""
     try:
         async with timers.Timeout(_tail_timers, _TAIL_GRACE):
@@ -215,6 +232,27 @@ class UpstreamProvider(Provider):
                         break
         except TRANSPORT_FAILURES as exc:
             raise call.failure(exc) from None
+        decoder.finish()
+
+    async def stream_into(
+        self, request: GenerationRequest, on_delta: Callable[[Delta], None]
+    ) -> None:
+        """`stream`, with the deltas handed to `on_delta` inside the upstream's network reads:
+        no task wakes per token (benchmarks/RESULTS.md, "the upstream read callback")."""
+        if not self._client.pushes:
+            await super().stream_into(request, on_delta)
+            return
+        decoder = self.new_decoder()
+
+        def sink(batch: list[ServerSentEvent]) -> bool:
+            for event in batch:
+                for delta in decoder.feed_sse(event):
+                    on_delta(delta)
+                if decoder.finished:
+                    return True
+            return False
+
+        await self._client.push(self.path, self.request_body(request), sink)
         decoder.finish()
 
     async def aclose(self) -> None:

@@ -8,8 +8,10 @@
     cancelled  someone cancelled the task (client gone, DELETE, resume window over)
 
 Cancelling the task is the only way to stop a generation. It lands wherever the provider is
-waiting, including before the first token, and `aclosing` then runs the provider's cleanup,
-which closes the upstream response. A cancel for shutdown ends with a retryable `error`
+waiting, including before the first token, and the provider's cleanup then closes the
+upstream response. Deltas come in through `Provider.stream_into`: an upstream over http1 calls
+`_on_delta` from inside its network reads, so a token is decoded, logged and written to a
+caught-up client with no task wake-up at all; the task itself wakes only to begin and to end. A cancel for shutdown ends with a retryable `error`
 (`server_shutdown`) rather than `cancelled`, so clients know to come back.
 
 Before the first token, a retryable failure (rate limit, overload, 5xx, network, timeout) is
@@ -34,7 +36,6 @@ import contextlib
 import logging
 import random
 import time
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ from tokenrelay.errors import (
     client_message,
 )
 from tokenrelay.metrics import METRICS
-from tokenrelay.providers.base import GenerationRequest, Provider, Usage
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider, Usage
 from tokenrelay.shaping.jsonstream import NOTHING
 from tokenrelay.shaping.shaper import Shaper, Shaping
 from tokenrelay.streams.log import StreamLog
@@ -115,6 +116,11 @@ class Stream:
         self._started_at = time.monotonic()
         self._first_token_at: float | None = None
         self._last_token_at: float | None = None
+        # The attempt in flight, as `_on_delta` needs it (`_generate` sets them).
+        self._deadline: timers.Timeout | None = None
+        self._moved_at = 0.0
+        self._finish = "stop"
+        self._usage: Usage | None = None
 
     def _next_seq(self) -> int:
         return self._seq + 1
@@ -226,28 +232,30 @@ class Stream:
         return continuation.request
 
     async def _generate(self, request: GenerationRequest) -> tuple[str, Usage | None]:
-        finish, usage = "stop", None
-        idle = self._deadlines.idle + _DEADLINE_SLACK
-        moved_at = -_DEADLINE_SLACK
+        self._finish, self._usage = "stop", None
         try:
-            async with (
-                timers.Timeout(_timers, self._deadlines.first_token) as deadline,
-                aclosing(self._provider.stream(request)) as deltas,
-            ):
-                async for delta in deltas:
-                    now = time.monotonic()  # one clock read per delta, for both uses
-                    if now - moved_at >= _DEADLINE_SLACK:
-                        # Re-arming a timer per token cost ~7% of the server's CPU under load;
-                        # once a second, with a second of slack, keeps the same guarantee.
-                        deadline.reschedule(idle)
-                        moved_at = now
-                    if delta.text:
-                        self._token(delta.text, now)
-                    usage = delta.usage or usage
-                    finish = delta.finish_reason or finish
+            async with timers.Timeout(_timers, self._deadlines.first_token) as deadline:
+                self._deadline, self._moved_at = deadline, -_DEADLINE_SLACK
+                await self._provider.stream_into(request, self._on_delta)
         except TimeoutError:
             raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
-        return finish, usage
+        return self._finish, self._usage
+
+    def _on_delta(self, delta: Delta) -> None:
+        """One delta, called from the provider: for upstreams, inside their network read."""
+        now = time.monotonic()  # one clock read per delta, for both uses
+        if now - self._moved_at >= _DEADLINE_SLACK:
+            # Re-arming a timer per token cost ~7% of the server's CPU under load; once a
+            # second, with a second of slack, keeps the same guarantee.
+            assert self._deadline is not None
+            self._deadline.reschedule(self._deadlines.idle + _DEADLINE_SLACK)
+            self._moved_at = now
+        if delta.text:
+            self._token(delta.text, now)
+        if delta.usage is not None:
+            self._usage = delta.usage
+        if delta.finish_reason:
+            self._finish = delta.finish_reason
 
     def _token(self, text: str, now: float) -> None:
         if self._overlap:
