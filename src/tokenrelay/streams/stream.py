@@ -11,8 +11,9 @@ Cancelling the task is the only way to stop a generation. It lands wherever the 
 waiting, including before the first token, and the provider's cleanup then closes the
 upstream response. Deltas come in through `Provider.stream_into`: an upstream over http1 calls
 `_on_delta` from inside its network reads, so a token is decoded, logged and written to a
-caught-up client with no task wake-up at all; the task itself wakes only to begin and to end. A cancel for shutdown ends with a retryable `error`
-(`server_shutdown`) rather than `cancelled`, so clients know to come back.
+caught-up client with no task wake-up at all; the task itself wakes only to begin and to end.
+A cancel for shutdown ends with a retryable `error` (`server_shutdown`) rather than
+`cancelled`, so clients know to come back.
 
 Before the first token, a retryable failure (rate limit, overload, 5xx, network, timeout) is
 retried up to `max_retries` times with exponential backoff and full jitter, never sooner than
