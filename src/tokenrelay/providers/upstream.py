@@ -238,7 +238,8 @@ class UpstreamProvider(Provider):
         self, request: GenerationRequest, on_delta: Callable[[Delta], None]
     ) -> None:
         """`stream`, with the deltas handed to `on_delta` inside the upstream's network reads:
-        no task wakes per token (benchmarks/RESULTS.md, "the upstream read callback")."""
+        no task wakes per token (benchmarks/RESULTS.md, "tokens pushed from the upstream's
+        read")."""
         if not self._client.pushes:
             await super().stream_into(request, on_delta)
             return
