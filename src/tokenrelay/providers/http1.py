@@ -272,8 +272,8 @@ class Http1Connection(asyncio.Protocol):
         """Hand each read's events to `sink`, inside the read's callback, until the sink
         returns True or the response is complete; returns whether the sink stopped it.
 
-        No task wakes per read, which `next_events` costs (RESULTS.md, "the upstream read
-        callback"). What the sink raises is raised here, after the connection is aborted;
+        No task wakes per read, which `next_events` costs (RESULTS.md, "tokens pushed from
+        the upstream's read"). What the sink raises is raised here, after the connection is aborted;
         a connection failure is raised after the events that came before it.
         """
         self._sink = sink
