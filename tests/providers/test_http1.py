@@ -567,3 +567,48 @@ async def test_the_sink_runs_in_the_pushing_task_context_on_a_reused_connection(
         assert pool_of(up).pool.opened == 1  # the second push reused the first's connection
         assert seen == ["first", "first", "second", "second"]
         await up.aclose()
+
+
+class _Wire:
+    """A transport that keeps what is written and does nothing else."""
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_a_read_queues_the_push_rather_than_running_the_sink_itself() -> None:
+    """The sink's work (decode, log, write) runs as a queued loop callback, not inside the
+    read: run there, every stream's tokens went into the loop's I/O phase, ahead of the steps
+    a cancel takes, and the cancel lag's tail doubled (benchmarks/RESULTS.md)."""
+    connection = Http1Connection()
+    connection.connection_made(_Wire())  # type: ignore[arg-type]
+    sending = asyncio.create_task(connection.send(b"POST / HTTP/1.1\r\n\r\n", 0))
+    await asyncio.sleep(0)
+    connection.data_received(CHUNKED_OK)
+    await sending
+    seen: list[str] = []
+
+    def sink(batch: list[ServerSentEvent]) -> bool:
+        seen.extend(event.data for event in batch)
+        return False
+
+    pushing = asyncio.create_task(connection.push(sink))
+    await asyncio.sleep(0)
+    connection.data_received(chunk(b"data: a\n\n") + chunk(b"data: b\n\n"))
+    assert seen == []  # queued, not run by the read
+    await asyncio.sleep(0)
+    assert seen == ["a", "b"]
+    connection.data_received(b"0\r\n\r\n")
+    assert await asyncio.wait_for(pushing, 5) is False

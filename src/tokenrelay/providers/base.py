@@ -16,7 +16,8 @@ Contract of `Provider.stream(request)`:
 `stream_into(request, on_delta)` is the same contract, pushed: each delta is handed to
 `on_delta`, and what `on_delta` raises ends the generation (closing the upstream) and is raised
 from it. The default pulls from `stream`; `UpstreamProvider` over http1 overrides it to call
-`on_delta` inside its network reads, which is how `Stream` consumes every provider.
+`on_delta` from a loop callback each network read queues, with no task in between. `Stream`
+consumes every provider this way.
 
 `continuation(request, partial, produced)` builds the request that carries on an answer cut
 short after `partial` (opt-in recovery, `on_upstream_error: "continue"`). The default suits any

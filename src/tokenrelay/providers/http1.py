@@ -7,9 +7,9 @@ stream and 72 µs per further token under uvloop, against 0.75 ms and 27 µs for
 client sat in between. So this is an `asyncio.Protocol` with httptools (the parser uvicorn
 uses) doing the HTTP work, de-chunking included, and the SSE decoder fed inside
 `data_received`: a read becomes events with no task switch, no per-chunk future and no copy
-beyond the parser's. A consumer can go further and `push`: the events are then handed to its
-sink inside that same callback (decoded, logged, written to the client), so a token wakes no
-task at all.
+beyond the parser's. A consumer can go further and `push`: each read then queues one loop
+callback that hands its events to the consumer's sink (decoded, logged, written to the
+client), so a token wakes no task at all.
 
 What it does, and no more, since upstream addresses come only from configuration:
 - POST with a JSON body; `http://` and `https://` (the default SSL context, with
@@ -125,6 +125,7 @@ class Http1Connection(asyncio.Protocol):
         self._sink: Sink | None = None
         self._sink_context = contextvars.Context()
         self._sink_error: Exception | None = None
+        self._push_due = False  # a `_push` is queued on the loop
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -145,7 +146,14 @@ class Http1Connection(asyncio.Protocol):
             if self._sink is None:
                 self._wake()
             elif self._events:
-                self._push()
+                if not self._push_due:
+                    # Queued, not run here: inside the read, every stream's token work ran in
+                    # the loop's I/O phase, and the steps a cancel takes (ready-queue steps,
+                    # each waiting a loop turn) waited behind it all. The cancel lag's p99
+                    # under load went from 10 to 17 ms; queued, it is back, at the same CPU.
+                    # The callback runs in the pushing task's context, as the sink must.
+                    self._push_due = True
+                    self._loop.call_soon(self._push, context=self._sink_context)
             elif self._complete:
                 self._wake()
 
@@ -188,12 +196,14 @@ class Http1Connection(asyncio.Protocol):
         self._finish(keep_alive=self._parser.should_keep_alive())
 
     def _push(self) -> None:
-        """Hand the sink this read's events, in the read's own callback."""
-        assert self._sink is not None
+        """Hand the sink the events read so far (a loop callback queued by the read)."""
+        self._push_due = False
+        if self._sink is None or not self._events:
+            return  # the push ended, or another call took them
         # Taking them resumes reading if a burst paused it before the pushing began.
         batch = self._take_events()
         try:
-            stop = self._sink_context.run(self._sink, batch)
+            stop = self._sink(batch)
         except Exception as exc:  # the consumer's own failure: raised in its task by push
             self._sink_error, self._sink = exc, None
             self.abort()
@@ -269,12 +279,12 @@ class Http1Connection(asyncio.Protocol):
         return batch
 
     async def push(self, sink: Sink) -> bool:
-        """Hand each read's events to `sink`, inside the read's callback, until the sink
-        returns True or the response is complete; returns whether the sink stopped it.
+        """Hand each read's events to `sink`, in a loop callback the read queues, until the
+        sink returns True or the response is complete; returns whether the sink stopped it.
 
         No task wakes per read, which `next_events` costs (RESULTS.md, "tokens pushed from
-        the upstream's read"). What the sink raises is raised here, after the connection is aborted;
-        a connection failure is raised after the events that came before it.
+        the upstream's read"). What the sink raises is raised here, after the connection is
+        aborted; a connection failure is raised after the events that came before it.
         """
         self._sink = sink
         # The sink runs as part of the pushing task: with its context (the log's request and
@@ -466,7 +476,7 @@ class Http1Events:
         sink: Sink,
         tail: Callable[[AsyncIterator[list[ServerSentEvent]]], Awaitable[None]],
     ) -> None:
-        """POST, then hand each read's events to `sink` inside the read's callback (see
+        """POST, then hand each read's events to `sink` in a loop callback (see
         `Http1Connection.push`). Once the sink has stopped, `tail` is given the rest of the
         body's events to read, so that the connection can be reused."""
         connection = await self._open(path, payload, on_status)

@@ -2,8 +2,9 @@
 
 `UpstreamClient.request(path, body)` POSTs JSON; the response's SSE events come out as they
 arrive (incremental WHATWG decoding, so events split anywhere, even inside a UTF-8 character,
-come out whole). `UpstreamClient.push(path, body, sink)` hands them to a sink inside the
-network reads instead (http1 only; `UpstreamProvider.stream_into` uses it when it can).
+come out whole). `UpstreamClient.push(path, body, sink)` hands them to a sink instead, in a
+loop callback each network read queues (http1 only; `UpstreamProvider.stream_into` uses it
+when it can).
 Two transports carry it:
 
     http1   (providers/http1.py) an asyncio.Protocol with httptools: the default, and the
@@ -131,7 +132,7 @@ class UpstreamClient:
 
     async def push(self, path: str, body: dict[str, Any], sink: http1.Sink) -> None:
         """POST, then hand each read's events to `sink` (True from it: the answer is
-        complete) inside the read's callback; transport failures mapped as `request`'s."""
+        complete) in a loop callback; transport failures mapped as `request`'s."""
         assert isinstance(self.transport, http1.Http1Events)
         call = UpstreamCall(self.name)
         try:
@@ -237,7 +238,7 @@ class UpstreamProvider(Provider):
     async def stream_into(
         self, request: GenerationRequest, on_delta: Callable[[Delta], None]
     ) -> None:
-        """`stream`, with the deltas handed to `on_delta` inside the upstream's network reads:
+        """`stream`, with the deltas handed to `on_delta` from the upstream's network reads:
         no task wakes per token (benchmarks/RESULTS.md, "tokens pushed from the upstream's
         read")."""
         if not self._client.pushes:

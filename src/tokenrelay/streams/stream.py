@@ -10,8 +10,9 @@
 Cancelling the task is the only way to stop a generation. It lands wherever the provider is
 waiting, including before the first token, and the provider's cleanup then closes the
 upstream response. Deltas come in through `Provider.stream_into`: an upstream over http1 calls
-`_on_delta` from inside its network reads, so a token is decoded, logged and written to a
-caught-up client with no task wake-up at all; the task itself wakes only to begin and to end.
+`_on_delta` from a loop callback each network read queues, so a token is decoded, logged and
+written to a caught-up client with no task wake-up at all; the task itself wakes only to
+begin and to end.
 A cancel for shutdown ends with a retryable `error` (`server_shutdown`) rather than
 `cancelled`, so clients know to come back.
 
@@ -243,7 +244,7 @@ class Stream:
         return self._finish, self._usage
 
     def _on_delta(self, delta: Delta) -> None:
-        """One delta, called from the provider: for upstreams, inside their network read."""
+        """One delta, called by the provider: for upstreams, from a network read's callback."""
         now = time.monotonic()  # one clock read per delta, for both uses
         if now - self._moved_at >= _DEADLINE_SLACK:
             # Re-arming a timer per token cost ~7% of the server's CPU under load; once a
