@@ -299,19 +299,24 @@ def connections_made(monkeypatch: pytest.MonkeyPatch) -> list[Http1Connection]:
     return made
 
 
+def answering_at_once(events: list[str]) -> Handler:
+    """A server that writes the whole answer at once, then holds the connection open."""
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(sse_response(events))
+        await peer.writer.drain()
+        await asyncio.sleep(2)
+
+    return handler
+
+
 async def test_a_consumer_that_falls_behind_pauses_reading_and_loses_nothing(
     connections_made: list[Http1Connection],
 ) -> None:
     # 2 MB: more than one read holds, so reads continue while the consumer sleeps.
     sent = [f"{i:06d} " + "x" * 100 for i in range(20_000)]
-
-    async def handler(peer: Peer) -> None:
-        await peer.request()
-        peer.write(sse_response(sent))
-        await peer.writer.drain()
-        await asyncio.sleep(2)
-
-    async with scripted_server(handler) as (url, _):
+    async with scripted_server(answering_at_once(sent)) as (url, _):
         up = client(url)
         seen: list[str] = []
         paused = False
@@ -478,14 +483,7 @@ async def test_events_read_before_pushing_starts_are_pushed_and_reading_resumes(
     """A burst can arrive between the response's head and the consumer starting to push:
     enough events to pause reading. Pushing must hand them over and resume the reads."""
     sent = [f"{i:06d} " + "x" * 100 for i in range(5_000)]
-
-    async def handler(peer: Peer) -> None:
-        await peer.request()
-        peer.write(sse_response(sent))
-        await peer.writer.drain()
-        await asyncio.sleep(2)
-
-    async with scripted_server(handler) as (url, _):
+    async with scripted_server(answering_at_once(sent)) as (url, _):
         up = client(url)
         pool = pool_of(up)
         connection = await pool._open("/chat/completions", b"{}", lambda status: None)
