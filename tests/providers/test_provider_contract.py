@@ -75,7 +75,7 @@ async def _collect(provider: Provider, request: GenerationRequest) -> list[Delta
 
 
 # How the suite's consumer takes deltas: both must meet the contract. `Stream` pushes; an
-# upstream over http1 then decodes inside its network reads (providers/http1.py).
+# upstream over http1 then decodes in a callback each network read queues (providers/http1.py).
 CONSUMING: ContextVar[str] = ContextVar("consuming", default="pull")
 
 

@@ -99,7 +99,7 @@ async def test_no_first_token_in_time_is_a_timeout() -> None:
 @pytest.fixture(params=["sim", "openai"])
 async def generator(request: pytest.FixtureRequest, mock: MockUpstream) -> AsyncIterator[Provider]:
     """The sim (its deltas pulled), or an OpenAI upstream over http1, whose deltas are pushed
-    from inside the network reads: deadlines and the log's cap must hold either way."""
+    from its network reads' callbacks: deadlines and the log's cap must hold either way."""
     made: Provider = SimProvider()
     if request.param == "openai":
         made = OpenAIProvider("openai", f"{mock.url}/v1", None, [], transport="http1")
