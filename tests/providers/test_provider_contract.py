@@ -74,8 +74,8 @@ async def _collect(provider: Provider, request: GenerationRequest) -> list[Delta
     return seen
 
 
-# How the suite's consumer takes deltas: both must meet the contract. `Stream` pushes; an
-# upstream over http1 then decodes in a callback each network read queues (providers/http1.py).
+# How the suite's consumer takes deltas: both must meet the contract. `Stream` pushes where a
+# provider can: an upstream over http1 decodes in a callback each network read queues.
 CONSUMING: ContextVar[str] = ContextVar("consuming", default="pull")
 
 
@@ -223,3 +223,15 @@ def test_regression_mock_tags_do_not_change_the_scenario() -> None:
     assert read_scenario("slow-start+tag-1a2b", timing).sim_model == "slow-start"
     assert read_scenario("default+endless+tag-x", timing).sim_model == "default+endless"
     assert read_scenario("gpt-4o", timing).sim_model == "default"
+
+
+async def test_only_upstreams_over_http1_push(mock: MockUpstream) -> None:
+    """`Stream` hands its deltas' work to a pushing provider's reads and pulls the others: the
+    sim's generator, and httpx's stream for proxied upstreams, which has no read callback."""
+    assert not SimProvider().pushes
+    for kind in UPSTREAMS:
+        http1, httpx = _upstream(mock, kind, "http1"), _upstream(mock, kind, "httpx")
+        assert http1.pushes
+        assert not httpx.pushes
+        await http1.aclose()
+        await httpx.aclose()

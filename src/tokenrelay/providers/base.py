@@ -16,8 +16,8 @@ Contract of `Provider.stream(request)`:
 `stream_into(request, on_delta)` is the same contract, pushed: each delta is handed to
 `on_delta`, and what `on_delta` raises ends the generation (closing the upstream) and is raised
 from it. The default pulls from `stream`; `UpstreamProvider` over http1 overrides it to call
-`on_delta` from a loop callback each network read queues, with no task in between. `Stream`
-consumes every provider this way.
+`on_delta` from a loop callback each network read queues, with no task in between, and says
+so with `pushes`. `Stream` takes a pushing provider's deltas this way, and pulls the others.
 
 `continuation(request, partial, produced)` builds the request that carries on an answer cut
 short after `partial` (opt-in recovery, `on_upstream_error: "continue"`). The default suits any
@@ -131,6 +131,12 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Generate; see the module docstring for the contract."""
+
+    @property
+    def pushes(self) -> bool:
+        """Whether `stream_into` is this provider's own, calling `on_delta` from its network
+        callbacks, rather than the default pull over `stream`."""
+        return False
 
     async def stream_into(
         self, request: GenerationRequest, on_delta: Callable[[Delta], None]

@@ -235,6 +235,10 @@ class UpstreamProvider(Provider):
             raise call.failure(exc) from None
         decoder.finish()
 
+    @property
+    def pushes(self) -> bool:
+        return self._client.pushes
+
     async def stream_into(
         self, request: GenerationRequest, on_delta: Callable[[Delta], None]
     ) -> None:

@@ -9,10 +9,10 @@
 
 Cancelling the task is the only way to stop a generation. It lands wherever the provider is
 waiting, including before the first token, and the provider's cleanup then closes the
-upstream response. Deltas come in through `Provider.stream_into`: an upstream over http1 calls
-`_on_delta` from a loop callback each network read queues, so a token is decoded, logged and
-written to a caught-up client with no task wake-up at all; the task itself wakes only to
-begin and to end.
+upstream response. A provider that pushes (`Provider.pushes`: an upstream over http1) calls
+`_on_delta` from a loop callback each network read queues, through `stream_into`, so a token
+is decoded, logged and written to a caught-up client with no task wake-up at all; the task
+itself wakes only to begin and to end. Other providers are pulled, one task step per delta.
 A cancel for shutdown ends with a retryable `error` (`server_shutdown`) rather than
 `cancelled`, so clients know to come back.
 
@@ -38,6 +38,7 @@ import contextlib
 import logging
 import random
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,7 +239,14 @@ class Stream:
         try:
             async with timers.Timeout(_timers, self._deadlines.first_token) as deadline:
                 self._deadline, self._moved_at = deadline, -_DEADLINE_SLACK
-                await self._provider.stream_into(request, self._on_delta)
+                if self._provider.pushes:
+                    await self._provider.stream_into(request, self._on_delta)
+                else:
+                    # Pulled here, not through `stream_into`'s default pull: one coroutine
+                    # less to resume per token, for the sim and other generators.
+                    async with aclosing(self._provider.stream(request)) as deltas:
+                        async for delta in deltas:
+                            self._on_delta(delta)
         except TimeoutError:
             raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
         return self._finish, self._usage
