@@ -20,7 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.instrumented import instrumented_server, serve_forever, write_report
+from benchmarks.instrumented import (
+    instrumented_server,
+    load_command,
+    serve_forever,
+    write_report,
+)
 
 
 def report(profile: cProfile.Profile, tokens: int, top: int) -> str:
@@ -60,11 +65,8 @@ def serve(port: int, out: Path, top: int) -> None:
 
 
 def bench(url: str, api: str, streams: int, tokens: int) -> None:
-    args = ["bench", url, "--api", api, "--model", "openai/default", "--max-tokens", str(tokens)]
-    args += ["--concurrency", str(streams), "--requests", str(streams)]
-    subprocess.run(
-        [sys.executable, "-m", "tokenrelay", *args], check=True, stdout=subprocess.DEVNULL
-    )
+    command = load_command(url, streams=streams, tokens=tokens, api=api)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 def main() -> None:

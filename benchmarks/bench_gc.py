@@ -26,7 +26,12 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from benchmarks.instrumented import instrumented_server, serve_forever, write_report
+from benchmarks.instrumented import (
+    instrumented_server,
+    load_command,
+    serve_forever,
+    write_report,
+)
 from tokenrelay.server.app import serve_app
 
 YOUNG_ENV = "TOKENRELAY_BENCH_GC_YOUNG"  # the child's --young, for its app factory
@@ -77,15 +82,9 @@ def main() -> None:
     args = parser.parse_args()
     child = ["--young", str(args.young)]
     with instrumented_server("benchmarks.bench_gc", child, tokens_per_second=50.0) as server:
+        load = load_command(server.url, streams=args.streams, tokens=20)
         for _ in range(args.rounds):
-            load = ["bench", server.url, "--model", "openai/default", "--max-tokens", "20"]
-            load += ["--concurrency", str(args.streams), "--requests", str(args.streams)]
-            subprocess.run(
-                [sys.executable, "-m", "tokenrelay", *load],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=True,
-            )
+            subprocess.run(load, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
         server.signal()
         text = server.report()
     requests = args.streams * args.rounds

@@ -26,6 +26,7 @@ from pathlib import Path
 from benchmarks.instrumented import (
     InstrumentedServer,
     instrumented_server,
+    load_command,
     serve_forever,
     write_report,
 )
@@ -71,22 +72,8 @@ def serve(port: int, out: Path, streams: int) -> None:
 
 
 def bench(url: str, streams: int, max_tokens: int, api: str = "native") -> subprocess.Popen[bytes]:
-    args = [
-        "bench",
-        url,
-        "--api",
-        api,
-        "--model",
-        "openai/default",
-        "--max-tokens",
-        str(max_tokens),
-    ]
-    args += ["--concurrency", str(streams), "--requests", str(streams), "--ramp-up", "2"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "tokenrelay", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = load_command(url, streams=streams, tokens=max_tokens, api=api, ramp_up=2)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> None:

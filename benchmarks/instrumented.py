@@ -46,6 +46,17 @@ def write_report(out: Path, text: str) -> None:
     part.replace(out)  # whole, or not there at all
 
 
+def load_command(
+    url: str, *, streams: int, tokens: int, api: str = "native", ramp_up: float = 0.0
+) -> list[str]:
+    """`tokenrelay bench` opening `streams` streams of `tokens` tokens at once, through the
+    mock's `openai/default` (what every instrumented benchmark drives its server with)."""
+    args = [sys.executable, "-m", "tokenrelay", "bench", url, "--api", api]
+    args += ["--model", "openai/default", "--max-tokens", str(tokens)]
+    args += ["--concurrency", str(streams), "--requests", str(streams)]
+    return args + (["--ramp-up", str(ramp_up)] if ramp_up else [])
+
+
 @dataclass(frozen=True)
 class InstrumentedServer:
     process: subprocess.Popen[bytes]
