@@ -257,18 +257,14 @@ class Http1Connection(asyncio.Protocol):
         if there are none; empty once the response is complete. Raises if the connection
         failed (after the events that came before the failure).
 
-        Once per network read: written out flat, as few calls as it can (RESULTS.md).
+        For consumers that pull (`Http1Events.batches`, a pushed response's tail). A server's
+        stream pushes (`push`), so this is no longer once per token there.
         """
         while not self._events:
             if self._complete:
                 return []
-            if self._error is not None:
-                raise self._error
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            self._raise_if_failed()
+            await self._wait()
         return self._take_events()
 
     def _take_events(self) -> list[ServerSentEvent]:
