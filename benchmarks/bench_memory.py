@@ -42,7 +42,9 @@ def owner(frames: tracemalloc.Traceback) -> str:
     return "other (interpreter, asyncio, uvloop)"
 
 
-def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, streams: int) -> str:
+def report(
+    before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, streams: int, top: int
+) -> str:
     diff = after.compare_to(before, "traceback")
     total = sum(stat.size_diff for stat in diff)
     groups: collections.Counter[str] = collections.Counter()
@@ -50,14 +52,15 @@ def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, streams: i
         groups[owner(stat.traceback)] += stat.size_diff
     lines = [f"{total / streams / 1024:.1f} KiB of Python allocations per open stream"]
     lines += [f"  {size / streams:7.0f} B  {name}" for name, size in groups.most_common(15)]
-    lines.append("largest lines:")
-    for stat in after.compare_to(before, "lineno")[:15]:
+    lines.append("largest lines (bytes and blocks per stream):")
+    for stat in after.compare_to(before, "lineno")[:top]:
         where = stat.traceback[0]
-        lines.append(f"  {stat.size_diff / streams:7.0f} B  {where.filename}:{where.lineno}")
+        per_stream = f"{stat.size_diff / streams:7.0f} B {stat.count_diff / streams:5.1f}"
+        lines.append(f"  {per_stream}  {where.filename.split('/')[-1]}:{where.lineno}")
     return "\n".join(lines)
 
 
-def serve(port: int, out: Path, streams: int) -> None:
+def serve(port: int, out: Path, streams: int, top: int) -> None:
     """The server under test: SIGUSR1 takes a snapshot; the second writes the report."""
     tracemalloc.start(8)
     snapshots: list[tracemalloc.Snapshot] = []
@@ -65,7 +68,7 @@ def serve(port: int, out: Path, streams: int) -> None:
     def snapshot(*_: object) -> None:
         snapshots.append(tracemalloc.take_snapshot())
         if len(snapshots) == 2:
-            write_report(out, report(snapshots[0], snapshots[1], streams))
+            write_report(out, report(snapshots[0], snapshots[1], streams, top))
 
     signal.signal(signal.SIGUSR1, snapshot)
     serve_forever(port)
@@ -80,8 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--api", choices=("native", "openai"), default="native")
+    parser.add_argument("--lines", type=int, default=15, help="how many of the largest lines")
     args = parser.parse_args()
-    child = ["--streams", str(args.streams)]
+    child = ["--streams", str(args.streams), "--lines", str(args.lines)]
     # 2 tokens/s: 100 tokens keep every stream open for about 50 s
     with instrumented_server("benchmarks.bench_memory", child, tokens_per_second=2.0) as server:
         run(server, args.streams, args.api)
@@ -109,6 +113,6 @@ def run(server: InstrumentedServer, streams: int, api: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve(int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[5]))
+        serve(int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[5]), int(sys.argv[7]))
     else:
         main()
