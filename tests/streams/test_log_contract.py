@@ -211,6 +211,17 @@ async def test_an_ended_stream_replays_exactly_from_every_cursor() -> None:
     assert await log.status(SID) == StreamStatus(5, True)
 
 
+async def test_an_ended_stream_with_a_payload_of_several_lines_replays_exactly() -> None:
+    """Payloads are one line of JSON by construction; one that is not must not be split."""
+    log = MemoryStreamLog(max_bytes=1 << 20, ttl=600.0)
+    await log.create(SID, StreamMeta(SID, "m"))
+    events = [start_event(1, SID, "m"), Event(2, "token", b'{"type":"token",\n"content":"a"}')]
+    events.append(cancelled_event(3, "test"))
+    for event in events:
+        await log.append(SID, event)
+    assert await log.read(SID, 0, wait=0) == events
+
+
 class _NeverFollower:
     def push(self, event: Event) -> bool:
         raise AssertionError("an ended stream has nothing to follow")
