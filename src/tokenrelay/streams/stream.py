@@ -235,7 +235,7 @@ class Stream:
         return continuation.request
 
     async def _generate(self, request: GenerationRequest) -> tuple[str, Usage | None]:
-        self._finish, self._usage = "stop", None
+        self._begin_attempt()
         try:
             async with timers.Timeout(_timers, self._deadlines.first_token) as deadline:
                 self._deadline, self._moved_at = deadline, -_DEADLINE_SLACK
@@ -250,6 +250,11 @@ class Stream:
         except TimeoutError:
             raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
         return self._finish, self._usage
+
+    def _begin_attempt(self) -> None:
+        # Reset in a method of its own: assigned in `_generate`, mypyc would take `_usage` to
+        # be None at its end as well (narrowed), and fail there once `_on_delta` has set it.
+        self._finish, self._usage = "stop", None
 
     def _on_delta(self, delta: Delta) -> None:
         """One delta, called by the provider: for upstreams, from a network read's callback."""

@@ -1,0 +1,38 @@
+"""tokenrelay's build. Plain Python by default; `TOKENRELAY_COMPILE=1` compiles the modules a
+relayed token runs through with mypyc, for less CPU per token (benchmarks/RESULTS.md,
+2026-11-30). The compiled build needs a C compiler and mypy in the build environment:
+
+    TOKENRELAY_COMPILE=1 pip install --no-build-isolation -e .
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+
+# The per-token path (mypyc compiles whole modules). Left out: providers/http1.py and
+# server/eager_send.py, which mypyc cannot compile (subclasses of built-in exceptions,
+# generator-based coroutines).
+COMPILED = [
+    "src/tokenrelay/events.py",
+    "src/tokenrelay/metrics.py",
+    "src/tokenrelay/sse.py",
+    "src/tokenrelay/timers.py",
+    "src/tokenrelay/wire/native.py",
+    "src/tokenrelay/wire/openai.py",
+    "src/tokenrelay/streams/log_memory.py",
+    "src/tokenrelay/streams/stream.py",
+    "src/tokenrelay/server/live.py",
+]
+
+
+def ext_modules() -> list[object]:
+    if os.environ.get("TOKENRELAY_COMPILE") != "1":
+        return []
+    from mypyc.build import mypycify
+
+    return list(mypycify(COMPILED, opt_level="3"))
+
+
+setup(ext_modules=ext_modules())
