@@ -1,8 +1,14 @@
 """tokenrelay's build. Plain Python by default; `TOKENRELAY_COMPILE=1` compiles the modules a
 relayed token runs through with mypyc, for less CPU per token (benchmarks/RESULTS.md,
-2026-11-30). The compiled build needs a C compiler and mypy in the build environment:
+2026-11-30). mypyc type-checks the code against its dependencies, so the compiled build needs
+them installed first, with mypy, a C compiler and Python's headers (README, "The compiled
+build"):
 
-    TOKENRELAY_COMPILE=1 pip install --no-build-isolation -e .
+    pip install 'setuptools>=68' wheel -e '.[test]'
+    TOKENRELAY_COMPILE=1 pip install --no-build-isolation --no-deps --force-reinstall .
+
+Not editable (`-e`): an editable compiled build puts the extensions next to the sources, where
+every environment using that tree would import them.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from starlette.types import Send
 
 from tokenrelay.events import TERMINAL_TYPES, Event
 from tokenrelay.server.eager_send import EagerSender, Suspended
+from tokenrelay.server.uvicorn_write import direct_cycle
 from tokenrelay.timers import Deadlines
 from tokenrelay.wire.common import EventEncoder
 
@@ -34,6 +35,9 @@ _idle_deadlines = Deadlines()  # one loop timer for every sleeping subscriber's 
 class LiveWriter:
     def __init__(self, send: Send, encoder: EventEncoder) -> None:
         self._send_now = EagerSender(send).send_now
+        # uvicorn's connection, when a token may be written to its transport directly
+        # (uvicorn_write.py); None for any other server or a wrapped `send`.
+        self._cycle = direct_cycle(send)
         self._encode = encoder.encode_one
         self.cursor = 0  # the last seq written to the client
         self.pending: Suspended | None = None  # a write the subscriber's task must finish
@@ -67,7 +71,12 @@ class LiveWriter:
             self.interrupt()
             return False
         body = self._encode(event)
-        if body:  # a dialect may have no form for an event (a status, in OpenAI's)
+        cycle = self._cycle
+        if body and cycle is not None and not cycle.flow.write_paused and not cycle.disconnected:
+            # What uvicorn's `send` would do here, without its coroutine (uvicorn_write.py).
+            cycle.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            self._wrote = True
+        elif body:  # a dialect may have no form for an event (a status, in OpenAI's)
             try:
                 self.pending = self._send_now(
                     {"type": "http.response.body", "body": body, "more_body": True}
