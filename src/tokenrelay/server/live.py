@@ -3,9 +3,10 @@
 A subscriber that has sent everything attaches a `LiveWriter` to the log (`StreamLog.attach`)
 and its task sleeps. Each token the producer appends is then encoded and written to that
 client there and then (`EagerSender`): no future, no task wake-up, no read per token, which was
-most of what the log cost over a plain relay (benchmarks/RESULTS.md). The writer hands back
-to the subscriber's task, by returning False from `push` and waking it, whenever there is
-something only that task may do:
+most of what the log cost over a plain relay (benchmarks/RESULTS.md). Under uvicorn, the token
+goes straight to its transport, past the ASGI `send` coroutine (`uvicorn_write.py`). The
+writer hands back to the subscriber's task, by returning False from `push` and waking it,
+whenever there is something only that task may do:
 
     the terminal event     the task sends it and closes the response
     a write that waits     the client's socket is full: the task awaits the rest under
