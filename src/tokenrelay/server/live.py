@@ -72,20 +72,20 @@ class LiveWriter:
             self.interrupt()
             return False
         body = self._encode(event)
-        cycle = self._cycle
-        if body and cycle is not None and not cycle.flow.write_paused and not cycle.disconnected:
-            # What uvicorn's `send` would do here, without its coroutine (uvicorn_write.py).
-            cycle.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
-            self._wrote = True
-        elif body:  # a dialect may have no form for an event (a status, in OpenAI's)
-            try:
-                self.pending = self._send_now(
-                    {"type": "http.response.body", "body": body, "more_body": True}
-                )
-            except Exception as exc:
-                self.error = exc
-                self.interrupt()
-                return False
+        if body:  # a dialect may have no form for an event (a status, in OpenAI's)
+            cycle = self._cycle
+            if cycle is not None and not cycle.flow.write_paused and not cycle.disconnected:
+                # What uvicorn's `send` would do here, without its coroutine (uvicorn_write.py).
+                cycle.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            else:
+                try:
+                    self.pending = self._send_now(
+                        {"type": "http.response.body", "body": body, "more_body": True}
+                    )
+                except Exception as exc:
+                    self.error = exc
+                    self.interrupt()
+                    return False
             self._wrote = True
         self.cursor = event.seq
         if self.pending is not None:
