@@ -17,7 +17,7 @@ from tokenrelay import events as ev
 from tokenrelay.providers.base import GenerationRequest, Provider
 from tokenrelay.server.app import create_app, tune_gc
 from tokenrelay.server.chat_request import read_json_body, validate_chat
-from tokenrelay.server.responses import SSE_HEADERS, body_send, until_disconnect
+from tokenrelay.server.responses import body_send, sse_head, until_disconnect
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.streams.manager import new_stream_id
 from tokenrelay.wire.native import NativeEncoder
@@ -25,10 +25,10 @@ from tokenrelay.wire.native import NativeEncoder
 
 class DirectRelay(Response):
     def __init__(self, provider: Provider, request: GenerationRequest, model: str) -> None:
-        super().__init__(content=None, media_type="text/event-stream", headers=SSE_HEADERS)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        super().__init__(content=None, media_type="text/event-stream")
         self.provider, self.request, self.model = provider, request, model
         self.stream_id = new_stream_id()
+        self.raw_headers = sse_head(self.stream_id)  # the same head as tokenrelay's
         self.encoder = NativeEncoder(self.stream_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -46,6 +46,20 @@ _SSE_HEAD = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in SSE_HEA
 _SSE_CONTENT_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
+def sse_head(stream_id: str, headers: dict[str, str] | None = None) -> list[tuple[bytes, bytes]]:
+    """An event stream's response headers: the shared ones, its id, `headers`, the type.
+
+    Set in place of Starlette's, which would also write `content-length: 0` for the empty body
+    (a stream has no length). The shared headers are encoded once: each response's own copies
+    were about 600 B of every open stream's memory.
+    """
+    head = [*_SSE_HEAD, (b"x-stream-id", stream_id.encode("ascii"))]
+    if headers:
+        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    head.append(_SSE_CONTENT_TYPE)
+    return head
+
+
 def error_response(
     error_type: str,
     request_id: str,
@@ -161,15 +175,7 @@ class EventStreamResponse(Response):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(content=None, media_type=self.media_type)
-        # The head is set here, not by Starlette (which would also write `content-length: 0`
-        # for the empty body): the headers every stream shares are encoded once, where each
-        # response's own copies were about 600 B of every open stream's memory.
-        self.raw_headers = [*_SSE_HEAD, (b"x-stream-id", stream_id.encode("ascii"))]
-        if headers:
-            self.raw_headers += [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
-            ]
-        self.raw_headers.append(_SSE_CONTENT_TYPE)
+        self.raw_headers = sse_head(stream_id, headers)
         self.manager = manager
         self.stream_id = stream_id
         self.after = after
