@@ -22,13 +22,15 @@ from typing import Any
 
 import uvloop
 
+from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
 from tokenrelay.providers.sim_text import compose_json, tokenize
+from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
-from tokenrelay.streams.stream import Deadlines, Stream
-from tokenrelay.streams.subscriber import batches
+from tokenrelay.streams.stream import Stream
+from tokenrelay.streams.subscription import Subscription
 from tokenrelay.wire.native import NativeEncoder
 
 SCHEMA: dict[str, Any] = {
@@ -61,18 +63,35 @@ async def relay(tokens: list[str], shaping: Shaping | None) -> tuple[float, dict
     log = MemoryStreamLog(max_bytes=256 * 1024 * 1024, ttl=60)
     await log.create("s", StreamMeta("s", "replay"))
     request = GenerationRequest("replay", (Message("user", "plan"),))
-    stream = Stream("s", "replay", Replay(tokens), request, log, Deadlines(), shaping=shaping)
-    counts: dict[str, int] = {}
-
-    async def subscriber() -> None:
-        async for events in batches(log, "s", 0, keepalive=15):
-            NativeEncoder("s").encode(events)
-            for event in events:
-                counts[event.type] = counts.get(event.type, 0) + 1
-
+    limits = StreamsSection(max_retries=0)
+    stream = Stream("s", "replay", Replay(tokens), request, log, limits, shaping=shaping)
+    encoder = CountingEncoder()
+    reader = Subscription(log, "s", 0, encoder, Discard(), keepalive=15, send_timeout=30)
     started = time.process_time()
-    await asyncio.gather(stream.run(), subscriber())
-    return time.process_time() - started, counts
+    await asyncio.gather(stream.run(), reader.run())
+    return time.process_time() - started, encoder.counts
+
+
+class CountingEncoder(NativeEncoder):
+    """The native wire form, counting the events it renders by type."""
+
+    def __init__(self) -> None:
+        super().__init__("s")
+        self.counts: dict[str, int] = {}
+
+    def encode_one(self, event: Event) -> bytes:
+        self.counts[event.type] = self.counts.get(event.type, 0) + 1
+        return super().encode_one(event)
+
+
+class Discard:
+    """A writer to nowhere: the socket is all this benchmark leaves out."""
+
+    def write_now(self, data: bytes) -> bool:
+        return True
+
+    async def drain(self) -> None:
+        return
 
 
 def answer(items: int) -> tuple[str, list[str], dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterator, MutableMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from tests.mock_fixture import mock as mock  # a session fixture for every test directory
 from tests.services import redis_server
 from tokenrelay.server.app import create_app
-from tokenrelay.server.settings import Settings
+from tokenrelay.settings import Settings
 from tokenrelay.sse import SSEDecoder
 
 # Wall-clock deadlines per example only measure how busy a shared 2-core machine is.
@@ -32,10 +32,10 @@ def anyio_backend() -> str:
 
 def quick_settings(**streams: Any) -> Settings:
     """Defaults, with the sim's default timing made quick so tests do not wait for it."""
-    base = Settings()
-    sim = replace(base.sim, ttft=0.01, tokens_per_second=500.0)
-    streams = {"commit_deadline": 0.05, "retry_base_delay": 0.01, **streams}
-    return replace(base, sim=sim, streams=replace(base.streams, **streams))
+    return Settings().with_changes(
+        sim={"ttft": 0.01, "tokens_per_second": 500.0},
+        streams={"commit_deadline": 0.05, "retry_base_delay": 0.01, **streams},
+    )
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from tokenrelay.metrics import Histogram
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider, SimTiming
 from tokenrelay.server.app import create_app
+from tokenrelay.settings import UpstreamSection
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +116,7 @@ async def upstream_client(mock: MockUpstream) -> AsyncIterator[httpx.AsyncClient
     settings = quick_settings(max_retries=1)
     providers = [
         SimProvider(SimTiming(ttft=0.01, tokens_per_second=500.0)),
-        OpenAIProvider("openai", f"{mock.url}/v1", "sk-test-metrics", []),
+        OpenAIProvider("openai", UpstreamSection(base_url=f"{mock.url}/v1"), "sk-test-metrics"),
     ]
     app: Starlette = create_app(settings, providers=providers)
     transport = httpx.ASGITransport(app=app)

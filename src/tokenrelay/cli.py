@@ -24,11 +24,9 @@ from tokenrelay.client import (
     StreamFailed,
     Token,
 )
-from tokenrelay.logs import LOG_FORMATS, log_config
+from tokenrelay.logs import log_config
 from tokenrelay.providers.configured import upstream_sections
-from tokenrelay.server.settings import CONFIG_ENV, SettingsError, load_settings
-
-LOG_FORMAT_ENV = "TOKENRELAY_LOG_FORMAT"
+from tokenrelay.settings import CONFIG_ENV, SettingsError, load_settings
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tokenrelay: stream LLM answers."
@@ -41,7 +39,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     log_format: Annotated[
-        str | None, typer.Option(help="text or json (default: settings, $TOKENRELAY_LOG_FORMAT).")
+        str | None, typer.Option(help="text or json (default: $TOKENRELAY_LOG_FORMAT, settings).")
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)
@@ -52,17 +50,13 @@ def serve(
 
     if config is not None:
         os.environ[CONFIG_ENV] = str(config.resolve())  # workers read it too
+    given = {"host": host, "port": port, "log_format": log_format}
     try:
-        settings = load_settings()
+        settings = load_settings(overrides={"server": {k: v for k, v in given.items() if v}})
     except SettingsError as exc:
         typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
-    log_format = log_format or os.environ.get(LOG_FORMAT_ENV) or settings.server.log_format
-    if log_format not in LOG_FORMATS:
-        typer.echo(f"tokenrelay: --log-format must be one of {', '.join(LOG_FORMATS)}", err=True)
-        raise typer.Exit(2)
-    host = host or settings.server.host
-    port = port or settings.server.port
+    host, port, log_format = settings.server.host, settings.server.port, settings.server.log_format
     shown = f"[{host}]" if ":" in host else host
     upstreams = sorted(upstream_sections(settings))
     offer = (

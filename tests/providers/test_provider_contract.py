@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from contextvars import ContextVar
 
 import orjson
 import pytest
@@ -15,33 +14,32 @@ from tests.realserver import MockUpstream
 from tokenrelay.errors import GenerationError
 from tokenrelay.providers.anthropic import AnthropicProvider
 from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
-from tokenrelay.providers.http1 import Http1Events
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider, SimTiming
 from tokenrelay.providers.sim_text import compose_answer
-from tokenrelay.providers.upstream import Transport
+from tokenrelay.settings import UpstreamSection
 
 pytestmark = pytest.mark.anyio
 
-# Upstream kinds over both transports: the lean http1 (the default) and httpx (proxies).
-KINDS = ["sim", "openai", "anthropic", "openai/httpx", "anthropic/httpx"]
+KINDS = ["sim", "openai", "anthropic"]
 UPSTREAMS = ["openai", "anthropic"]
 
 
-def _upstream(mock: MockUpstream, kind: str, transport: Transport = "http1") -> Provider:
+def _upstream(mock: MockUpstream, kind: str) -> Provider:
     if kind == "openai":
-        return OpenAIProvider("openai", f"{mock.url}/v1", "sk-test-openai", [], transport=transport)
-    return AnthropicProvider("anthropic", mock.url, "sk-test-anthropic", [], transport=transport)
+        section = UpstreamSection(kind="openai", base_url=f"{mock.url}/v1")
+        return OpenAIProvider("openai", section, "sk-test-openai")
+    section = UpstreamSection(kind="anthropic", base_url=mock.url)
+    return AnthropicProvider("anthropic", section, "sk-test-anthropic")
 
 
 @pytest.fixture(params=KINDS)
 async def provider(request: pytest.FixtureRequest, mock: MockUpstream) -> AsyncIterator[Provider]:
-    kind, _, transport = str(request.param).partition("/")
     made: Provider
-    if kind == "sim":
+    if request.param == "sim":
         made = SimProvider(SimTiming(ttft=0.02, tokens_per_second=400.0))
     else:
-        made = _upstream(mock, kind, "httpx" if transport else "http1")
+        made = _upstream(mock, request.param)
     yield made
     await made.aclose()
 
@@ -54,36 +52,16 @@ def _request(model: str, text: str = "Explain TCP handshakes", **kw: object) -> 
 async def _consume(
     provider: Provider, request: GenerationRequest, seen: list[Delta], on_each: Callable[[], None]
 ) -> None:
-    """Generate into `seen`, pulled (`stream`) or pushed (`stream_into`) as `CONSUMING` says."""
-
-    def take(delta: Delta) -> None:
-        seen.append(delta)
-        on_each()
-
-    if CONSUMING.get() == "push":
-        await provider.stream_into(request, take)
-        return
     async with aclosing(provider.stream(request)) as deltas:
         async for delta in deltas:
-            take(delta)
+            seen.append(delta)
+            on_each()
 
 
 async def _collect(provider: Provider, request: GenerationRequest) -> list[Delta]:
     seen: list[Delta] = []
     await _consume(provider, request, seen, lambda: None)
     return seen
-
-
-# How the suite's consumer takes deltas: both must meet the contract. `Stream` pushes where a
-# provider can: an upstream over http1 decodes in a callback each network read queues.
-CONSUMING: ContextVar[str] = ContextVar("consuming", default="pull")
-
-
-@pytest.fixture(autouse=True, params=["pull", "push"])
-def consuming(request: pytest.FixtureRequest) -> Iterator[str]:
-    token = CONSUMING.set(str(request.param))
-    yield str(request.param)
-    CONSUMING.reset(token)
 
 
 async def test_streams_the_answer_with_finish_and_usage(provider: Provider) -> None:
@@ -138,7 +116,6 @@ async def test_faults_map_to_error_types(
     assert sum(1 for d in seen if d.text) == tokens
 
 
-@pytest.mark.parametrize("transport", ["http1", "httpx"])
 @pytest.mark.parametrize("kind", UPSTREAMS)
 @pytest.mark.parametrize(
     ("status", "error_type", "retryable"),
@@ -152,12 +129,11 @@ async def test_faults_map_to_error_types(
 async def test_http_statuses_map_to_error_types(
     mock: MockUpstream,
     kind: str,
-    transport: Transport,
     status: int,
     error_type: str,
     retryable: bool,
 ) -> None:
-    provider = _upstream(mock, kind, transport)
+    provider = _upstream(mock, kind)
     with pytest.raises(GenerationError) as caught:
         await _collect(provider, _request(f"fast+status-{status}+leak-secret"))
     await provider.aclose()
@@ -168,14 +144,13 @@ async def test_http_statuses_map_to_error_types(
         assert caught.value.retry_after == 1.0
 
 
-@pytest.mark.parametrize("transport", ["http1", "httpx"])
 @pytest.mark.parametrize("kind", UPSTREAMS)
 @pytest.mark.parametrize("phase", ["waiting_for_first_token", "mid_stream"])
 async def test_cancel_closes_the_upstream_connection(
-    mock: MockUpstream, kind: str, transport: Transport, phase: str
+    mock: MockUpstream, kind: str, phase: str
 ) -> None:
     """The mock records when its client went away: that is the upstream bill stopping."""
-    provider = _upstream(mock, kind, transport)
+    provider = _upstream(mock, kind)
     model = "slow-start" if phase == "waiting_for_first_token" else "default+endless"
     started = asyncio.Event()
 
@@ -202,13 +177,14 @@ async def test_cancel_closes_the_upstream_connection(
 
 async def test_api_keys_are_sent_as_each_provider_expects(mock: MockUpstream) -> None:
     """The key goes in the header each API reads; it is never part of a request body."""
-    openai = OpenAIProvider("openai", f"{mock.url}/v1", "sk-o", [])
-    anthropic = AnthropicProvider("anthropic", mock.url, "sk-a", [])
-    assert isinstance(openai._client.transport, Http1Events)
-    assert isinstance(anthropic._client.transport, Http1Events)
-    assert openai._client.transport.headers["authorization"] == "Bearer sk-o"
-    assert anthropic._client.transport.headers["x-api-key"] == "sk-a"
-    assert anthropic._client.transport.headers["anthropic-version"] == "2023-06-01"
+    openai = _upstream(mock, "openai")
+    anthropic = _upstream(mock, "anthropic")
+    assert isinstance(openai, OpenAIProvider)
+    assert isinstance(anthropic, AnthropicProvider)
+    assert openai._client._headers["authorization"] == "Bearer sk-test-openai"
+    assert anthropic._client._headers["x-api-key"] == "sk-test-anthropic"
+    assert anthropic._client._headers["anthropic-version"] == "2023-06-01"
+    assert "sk-test" not in orjson.dumps(openai.request_body(_request("fast"))).decode()
     await openai.aclose()
     await anthropic.aclose()
 
@@ -223,15 +199,3 @@ def test_regression_mock_tags_do_not_change_the_scenario() -> None:
     assert read_scenario("slow-start+tag-1a2b", timing).sim_model == "slow-start"
     assert read_scenario("default+endless+tag-x", timing).sim_model == "default+endless"
     assert read_scenario("gpt-4o", timing).sim_model == "default"
-
-
-async def test_only_upstreams_over_http1_push(mock: MockUpstream) -> None:
-    """`Stream` hands its deltas' work to a pushing provider's reads and pulls the others: the
-    sim's generator, and httpx's stream for proxied upstreams, which has no read callback."""
-    assert not SimProvider().pushes
-    for kind in UPSTREAMS:
-        http1, httpx = _upstream(mock, kind, "http1"), _upstream(mock, kind, "httpx")
-        assert http1.pushes
-        assert not httpx.pushes
-        await http1.aclose()
-        await httpx.aclose()

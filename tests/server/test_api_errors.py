@@ -11,7 +11,6 @@ import pytest
 from tests.conftest import quick_settings
 from tokenrelay.providers.base import Delta, GenerationRequest, Provider
 from tokenrelay.server.app import create_app
-from tokenrelay.server.settings import with_server
 
 pytestmark = pytest.mark.anyio
 
@@ -116,7 +115,7 @@ async def test_json_with_charset_is_accepted(client: httpx.AsyncClient) -> None:
 
 
 async def test_oversized_body_is_413_without_reading_past_the_limit() -> None:
-    app = create_app(with_server(quick_settings(), max_body_bytes=1000))
+    app = create_app(quick_settings().with_changes(server={"max_body_bytes": 1000}))
     reads = 0
 
     async def body() -> Any:
@@ -197,7 +196,7 @@ async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
 
 
 async def test_cors_allows_only_configured_origins() -> None:
-    settings = with_server(quick_settings(), cors_origins=("https://app.example",))
+    settings = quick_settings().with_changes(server={"cors_origins": ["https://app.example"]})
     transport = httpx.ASGITransport(app=create_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         ok = {"origin": "https://app.example", "access-control-request-method": "POST"}

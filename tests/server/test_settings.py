@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenrelay.server.settings import Settings, SettingsError, load_settings, parse_settings
+from tokenrelay.settings import Settings, SettingsError, load_settings, parse_settings
 
 
 def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,8 +42,10 @@ def test_file_overrides(tmp_path: Path) -> None:
         ({"server": {"cors_origins": "*"}}, "cors_origins"),
         ({"streams": {"ttl": True}}, "ttl"),
         ({"aliases": {"a": 1}}, "aliases"),
-        ({"streams": {"chunking": "sentence"}}, "chunking must be"),
-        ({"streams": {"compat_chunking": "words"}}, "compat_chunking must be"),
+        ({"streams": {"chunking": "sentence"}}, r"\[streams\] chunking: Input should be 'token'"),
+        ({"streams": {"compat_chunking": "words"}}, r"\[streams\] compat_chunking"),
+        ({"upstreams": {"x": {"base_url": "ftp://x"}}}, r"\[upstreams.x\] base_url: must be"),
+        ({"upstreams": {"sim": {"base_url": "http://x"}}}, "reserved"),
         ({"streams": {"max_hold_ms": 20_000}}, "max_hold_ms"),
     ],
 )
@@ -59,3 +61,25 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[server\n")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_settings(bad)
+
+
+def test_the_environment_overrides_the_file_and_the_command_line_overrides_both(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokenrelay.toml"
+    path.write_text('[server]\nlog_format = "text"\nport = 9100\n[redis]\nurl = "redis://file"\n')
+    env = {"TOKENRELAY_REDIS_URL": "redis://env", "TOKENRELAY_LOG_FORMAT": "json"}
+    settings = load_settings(path, env=env, overrides={"server": {"port": 9200}})
+    assert settings.redis.url == "redis://env"
+    assert settings.server.log_format == "json"
+    assert settings.server.port == 9200
+    with pytest.raises(SettingsError, match=r"\[server\] log_format"):
+        load_settings(path, env={"TOKENRELAY_LOG_FORMAT": "xml"})
+    with pytest.raises(SettingsError, match=r"\[server\] port"):
+        load_settings(path, env={}, overrides={"server": {"port": 70_000}})
+
+
+def test_the_config_file_is_named_by_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "tokenrelay.toml"
+    path.write_text("[streams]\nkeepalive = 3\n")
+    assert load_settings(env={"TOKENRELAY_CONFIG": str(path)}).streams.keepalive == 3.0

@@ -13,13 +13,17 @@ from tests.shaping.test_jsonstream import grows_into
 from tests.streams.test_stream import ScriptedProvider
 from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.log_redis import RedisStreamLog
-from tokenrelay.streams.stream import Deadlines, Stream
+from tokenrelay.streams.stream import Stream
 
 pytestmark = pytest.mark.anyio
+
+
+NO_RETRIES = StreamsSection(max_retries=0)
 
 
 class AppendTimes:
@@ -45,7 +49,9 @@ async def _run(
     appended = AppendTimes()
     assert log.attach("str_s", 0, appended)
     request = GenerationRequest("m", (Message("user", "hello"),))
-    stream = Stream("str_s", "x/m", provider, request, log, Deadlines(), shaping=shaping)
+    stream = Stream(
+        "str_s", "x/m", provider, request, log, StreamsSection(max_retries=0), shaping=shaping
+    )
     await stream.run()
     events = await log.read("str_s", 0, wait=0)
     return [{**orjson.loads(e.data), "_seq": e.seq} for e in events], appended, stream
@@ -87,7 +93,7 @@ async def test_held_words_go_out_before_a_cancel() -> None:
         provider,
         request,
         log,
-        Deadlines(),
+        NO_RETRIES,
         shaping=Shaping(chunking="word", max_hold=5),
     )
     task = asyncio.create_task(stream.run())
@@ -162,7 +168,9 @@ async def test_held_words_released_by_the_timer_reach_the_redis_log(redis_url: s
         request = GenerationRequest("m", (Message("user", "hello"),))
         shaping = Shaping(chunking="word", max_hold=0.05)
         provider = ScriptedProvider(script)
-        stream = Stream("str_r", "x/m", provider, request, log, Deadlines(), shaping=shaping)
+        stream = Stream(
+            "str_r", "x/m", provider, request, log, StreamsSection(max_retries=0), shaping=shaping
+        )
         await stream.run()
         events = [orjson.loads(e.data) for e in await log.read("str_r", 0, wait=1)]
     finally:

@@ -17,9 +17,10 @@ from tokenrelay.providers.base import (
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider
 from tokenrelay.providers.sim_text import compose_answer, tokenize
+from tokenrelay.settings import StreamsSection, UpstreamSection
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
-from tokenrelay.streams.stream import Deadlines, RetryPolicy, Stream
+from tokenrelay.streams.stream import Stream
 
 pytestmark = pytest.mark.anyio
 QUESTION = "Explain TCP handshakes"
@@ -29,15 +30,13 @@ async def _run(provider: Provider, model: str, *, continue_on_error: bool) -> li
     log = MemoryStreamLog(max_bytes=1 << 20, ttl=60.0)
     await log.create("str_c", StreamMeta("str_c", model))
     request = GenerationRequest(model, (Message("user", QUESTION),))
-    policy = RetryPolicy(max_retries=2, base_delay=0.001)
     stream = Stream(
         "str_c",
         model,
         provider,
         request,
         log,
-        Deadlines(),
-        policy,
+        StreamsSection(max_retries=2, retry_base_delay=0.001),
         continue_on_error=continue_on_error,
     )
     await stream.run()
@@ -56,9 +55,9 @@ async def test_a_reset_mid_answer_is_continued_into_one_answer(
     if kind == "sim":
         provider = SimProvider()
     elif kind == "openai":
-        provider = OpenAIProvider("openai", f"{mock.url}/v1", None, [])
+        provider = OpenAIProvider("openai", UpstreamSection(base_url=f"{mock.url}/v1"), None)
     else:
-        provider = AnthropicProvider("anthropic", mock.url, None, [])
+        provider = AnthropicProvider("anthropic", UpstreamSection(base_url=mock.url), None)
     events = await _run(provider, "fast+reset-after-12", continue_on_error=True)
     await provider.aclose()
     types = [e.type for e in events]
@@ -93,9 +92,9 @@ def test_prefill_continuation_trims_and_reports_the_overlap() -> None:
 
 def test_default_continuation_asks_to_continue() -> None:
     request = GenerationRequest("m", (Message("user", "q"),))
-    continuation = OpenAIProvider("x", "http://127.0.0.1:1", None, []).continuation(
-        request, "Hello", produced=1
-    )
+    continuation = OpenAIProvider(
+        "x", UpstreamSection(base_url="http://127.0.0.1:1"), None
+    ).continuation(request, "Hello", produced=1)
     assert continuation.request.messages[-2:] == (
         Message("assistant", "Hello"),
         Message("user", CONTINUE_PROMPT),

@@ -11,14 +11,15 @@ from tokenrelay.errors import ServiceUnavailable, UnknownStream
 from tokenrelay.events import Event
 from tokenrelay.providers.base import GenerationRequest, Message
 from tokenrelay.providers.sim import SimProvider
+from tokenrelay.settings import StreamsSection
 from tokenrelay.streams.log_memory import MemoryStreamLog
-from tokenrelay.streams.manager import StreamManager, StreamSettings
+from tokenrelay.streams.manager import StreamManager
 
 pytestmark = pytest.mark.anyio
 
 
 def _manager(**settings: Any) -> StreamManager:
-    return StreamManager(MemoryStreamLog(max_bytes=1 << 20, ttl=60.0), StreamSettings(**settings))
+    return StreamManager(MemoryStreamLog(max_bytes=1 << 20, ttl=60.0), StreamsSection(**settings))
 
 
 async def _start(manager: StreamManager, model: str, **kw: str) -> str:

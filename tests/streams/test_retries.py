@@ -7,9 +7,10 @@ import pytest
 from tests.streams.test_stream import ScriptedProvider, _types
 from tokenrelay.errors import NetworkError, Overloaded, RateLimited, UpstreamRejected
 from tokenrelay.providers.base import Delta, GenerationRequest, Message
+from tokenrelay.settings import StreamsSection
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
-from tokenrelay.streams.stream import Deadlines, RetryPolicy, Stream
+from tokenrelay.streams.stream import Stream, retry_delay
 
 pytestmark = pytest.mark.anyio
 
@@ -33,9 +34,11 @@ class FlakyProvider(ScriptedProvider):
 async def _run(provider: ScriptedProvider, retries: int = 2, **deadlines: float):  # type: ignore[no-untyped-def]
     log = MemoryStreamLog(max_bytes=1 << 20, ttl=60.0)
     await log.create("str_r", StreamMeta("str_r", "m"))
-    policy = RetryPolicy(max_retries=retries, base_delay=0.001, max_retry_after=0.05)
+    timeouts = {f"{name}_timeout": value for name, value in deadlines.items()}
+    retrying = {"max_retries": retries, "retry_base_delay": 0.001, "max_retry_after": 0.05}
+    limits = StreamsSection.model_validate({**retrying, **timeouts})
     request = GenerationRequest("m", (Message("user", "hi"),))
-    stream = Stream("str_r", "x/m", provider, request, log, Deadlines(**deadlines), policy)
+    stream = Stream("str_r", "x/m", provider, request, log, limits)
     await stream.run()
     return await log.read("str_r", 0, wait=0)
 
@@ -91,13 +94,13 @@ async def test_total_deadline_ends_a_slow_stream() -> None:
 
 @pytest.mark.parametrize("attempt", [0, 1, 2, 5])
 def test_backoff_is_full_jitter_under_an_exponential_ceiling(attempt: int) -> None:
-    policy = RetryPolicy(base_delay=0.5)
-    delays = [policy.delay(attempt, None) for _ in range(200)]
+    limits = StreamsSection(retry_base_delay=0.5)
+    delays = [retry_delay(limits, attempt, None) for _ in range(200)]
     assert all(0 <= d <= 0.5 * 2**attempt for d in delays)
     assert len(set(delays)) > 100  # jittered, not a fixed schedule
 
 
 def test_backoff_never_undercuts_retry_after_but_caps_it() -> None:
-    policy = RetryPolicy(base_delay=0.01, max_retry_after=3.0)
-    assert policy.delay(0, 2.0) >= 2.0
-    assert policy.delay(0, 3600.0) == 3.0
+    limits = StreamsSection(retry_base_delay=0.01, max_retry_after=3.0)
+    assert retry_delay(limits, 0, 2.0) >= 2.0
+    assert retry_delay(limits, 0, 3600.0) == 3.0

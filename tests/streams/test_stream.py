@@ -13,9 +13,10 @@ from tokenrelay.events import Event
 from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider
+from tokenrelay.settings import StreamsSection, UpstreamSection
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
-from tokenrelay.streams.stream import SHUTDOWN, Deadlines, Stream
+from tokenrelay.streams.stream import SHUTDOWN, Stream
 
 pytestmark = pytest.mark.anyio
 
@@ -49,9 +50,14 @@ async def _run(provider: Provider, model: str = "m", **kw: float) -> tuple[list[
     log = MemoryStreamLog(max_bytes=int(kw.pop("max_bytes", 1 << 20)), ttl=60.0)
     await log.create("str_t", StreamMeta("str_t", model))
     request = GenerationRequest(model, (Message("user", "hello"),))
-    stream = Stream("str_t", f"x/{model}", provider, request, log, Deadlines(**kw))
+    timeouts = {f"{name}_timeout": value for name, value in kw.items()}
+    limits = StreamsSection.model_validate({"max_retries": 0, **timeouts})
+    stream = Stream("str_t", f"x/{model}", provider, request, log, limits)
     await stream.run()
     return await log.read("str_t", 0, wait=0), stream
+
+
+NO_RETRIES = StreamsSection(max_retries=0)
 
 
 def _types(events: list[Event]) -> list[str]:
@@ -98,11 +104,10 @@ async def test_no_first_token_in_time_is_a_timeout() -> None:
 
 @pytest.fixture(params=["sim", "openai"])
 async def generator(request: pytest.FixtureRequest, mock: MockUpstream) -> AsyncIterator[Provider]:
-    """The sim (its deltas pulled), or an OpenAI upstream over http1, whose deltas are pushed
-    from its network reads' callbacks: deadlines and the log's cap must hold either way."""
+    """The sim, or an OpenAI upstream over HTTP: deadlines and the log's cap hold either way."""
     made: Provider = SimProvider()
     if request.param == "openai":
-        made = OpenAIProvider("openai", f"{mock.url}/v1", None, [], transport="http1")
+        made = OpenAIProvider("openai", UpstreamSection(base_url=f"{mock.url}/v1"), None)
     yield made
     await made.aclose()
 
@@ -134,7 +139,7 @@ async def test_cancel_closes_the_upstream_and_ends_cancelled(phase: str) -> None
     provider = ScriptedProvider(script)
     log = MemoryStreamLog(max_bytes=1 << 20, ttl=60.0)
     await log.create("str_t", StreamMeta("str_t", "m"))
-    stream = Stream("str_t", "x/m", provider, GenerationRequest("m", ()), log, Deadlines())
+    stream = Stream("str_t", "x/m", provider, GenerationRequest("m", ()), log, NO_RETRIES)
     task = asyncio.create_task(stream.run())
     await asyncio.sleep(0.02)
     stream.cancel_reason = "client_disconnected"
@@ -160,7 +165,7 @@ async def test_cancel_for_shutdown_is_a_retryable_error() -> None:
     log = MemoryStreamLog(max_bytes=1 << 20, ttl=60.0)
     await log.create("str_t", StreamMeta("str_t", "m"))
     provider = ScriptedProvider([30.0])
-    stream = Stream("str_t", "x/m", provider, GenerationRequest("m", ()), log, Deadlines())
+    stream = Stream("str_t", "x/m", provider, GenerationRequest("m", ()), log, NO_RETRIES)
     task = asyncio.create_task(stream.run())
     await asyncio.sleep(0.01)
     stream.cancel_reason = SHUTDOWN

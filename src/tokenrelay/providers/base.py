@@ -2,8 +2,9 @@
 
 Contract of `Provider.stream(request)`:
 
-- It is an async generator of `Delta`. The caller iterates it inside `contextlib.aclosing`, so
-  the generator's `finally` runs on every exit path; that is where the upstream response is closed.
+- It is an async generator of `Delta`, pulled by the stream's producer task, one step per
+  delta. The caller iterates it inside `contextlib.aclosing`, so the generator's `finally`
+  runs on every exit path; that is where the upstream response is closed.
 - Cancelling the task that iterates it (at any await, including before the first delta) or
   calling `aclose()` must close the upstream promptly: that is how a Stop reaches the bill.
 - It raises only `GenerationError` subclasses (rate limit, timeout, ...). Anything else is a bug
@@ -12,12 +13,6 @@ Contract of `Provider.stream(request)`:
   may arrive on any delta; the last one seen wins.
 - Timeouts between deltas are the caller's job (the Stream holds one deadline per stream), so a
   provider needs no timer of its own for "first token" or "stalled".
-
-`stream_into(request, on_delta)` is the same contract, pushed: each delta is handed to
-`on_delta`, and what `on_delta` raises ends the generation (closing the upstream) and is raised
-from it. The default pulls from `stream`; `UpstreamProvider` over http1 overrides it to call
-`on_delta` from a loop callback each network read queues, with no task in between, and says
-so with `pushes`. `Stream` takes a pushing provider's deltas this way, and pulls the others.
 
 `continuation(request, partial, produced)` builds the request that carries on an answer cut
 short after `partial` (opt-in recovery, `on_upstream_error: "continue"`). The default suits any
@@ -30,8 +25,7 @@ continue. Providers with a native assistant prefill (Anthropic, sim) override it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -131,22 +125,6 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Generate; see the module docstring for the contract."""
-
-    @property
-    def pushes(self) -> bool:
-        """Whether `stream_into` is this provider's own, calling `on_delta` from its network
-        callbacks, rather than the default pull over `stream`."""
-        return False
-
-    async def stream_into(
-        self, request: GenerationRequest, on_delta: Callable[[Delta], None]
-    ) -> None:
-        """Generate, handing each delta to `on_delta`: `stream`'s contract, pushed instead of
-        pulled. What `on_delta` raises ends the generation and is raised here. Providers
-        that can call it straight from their network reads override this (`UpstreamProvider`)."""
-        async with aclosing(self.stream(request)) as deltas:
-            async for delta in deltas:
-                on_delta(delta)
 
     def continuation(self, request: GenerationRequest, partial: str, produced: int) -> Continuation:
         """The request that continues an answer cut short after `partial` (see module doc)."""

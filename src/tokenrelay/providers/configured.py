@@ -4,32 +4,40 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import cast
+from typing import Literal
 
 from tokenrelay.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_URL
 from tokenrelay.providers.anthropic import AnthropicProvider
 from tokenrelay.providers.base import Provider
 from tokenrelay.providers.openai import DEFAULT_BASE_URL as OPENAI_URL
 from tokenrelay.providers.openai import OpenAIProvider
-from tokenrelay.providers.sim import SimProvider, SimTiming
-from tokenrelay.providers.upstream import Transport
-from tokenrelay.server.settings import Settings, UpstreamSection
+from tokenrelay.providers.sim import SimProvider
+from tokenrelay.settings import Settings, UpstreamSection
 
-OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
-ANTHROPIC_MODELS = ["claude-sonnet-4-20250514", "claude-3-5-haiku-latest"]
+OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini")
+ANTHROPIC_MODELS = ("claude-sonnet-4-20250514", "claude-3-5-haiku-latest")
 
 
-_CONVENTIONAL = [
-    # (name, key variable, base URL variable, default URL, models to list)
-    ("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", OPENAI_URL, OPENAI_MODELS),
-    ("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", ANTHROPIC_URL, ANTHROPIC_MODELS),
+_CONVENTIONAL: list[tuple[str, Literal["openai", "anthropic"], str, str, str, tuple[str, ...]]] = [
+    # (name, kind, key variable, base URL variable, default URL, models to list)
+    ("openai", "openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", OPENAI_URL, OPENAI_MODELS),
+    (
+        "anthropic",
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        ANTHROPIC_URL,
+        ANTHROPIC_MODELS,
+    ),
 ]
 
 
 def _from_environment(env: Mapping[str, str]) -> dict[str, UpstreamSection]:
     return {
-        name: UpstreamSection(name, env.get(url_var) or url, key_var, tuple(models))
-        for name, key_var, url_var, url, models in _CONVENTIONAL
+        name: UpstreamSection(
+            kind=kind, base_url=env.get(url_var) or url, api_key_env=key_var, models=models
+        )
+        for name, kind, key_var, url_var, url, models in _CONVENTIONAL
         if env.get(key_var) or env.get(url_var)
     }
 
@@ -43,22 +51,9 @@ def upstream_sections(
 
 def build_providers(settings: Settings, env: Mapping[str, str] | None = None) -> list[Provider]:
     env = os.environ if env is None else env
-    sim = settings.sim
-    providers: list[Provider] = [
-        SimProvider(SimTiming(sim.ttft, sim.tokens_per_second, sim.jitter))
-    ]
-    for name, up in upstream_sections(settings, env).items():
-        key = env.get(up.api_key_env) if up.api_key_env else None
-        kind = OpenAIProvider if up.kind == "openai" else AnthropicProvider
-        transport = cast(Transport, up.transport)  # checked against TRANSPORTS by settings
-        providers.append(
-            kind(
-                name,
-                up.base_url,
-                key,
-                list(up.models),
-                connect_timeout=up.connect_timeout,
-                transport=transport,
-            )
-        )
+    providers: list[Provider] = [SimProvider(settings.sim)]
+    for name, section in upstream_sections(settings, env).items():
+        key = env.get(section.api_key_env) if section.api_key_env else None
+        kind = OpenAIProvider if section.kind == "openai" else AnthropicProvider
+        providers.append(kind(name, section, key))
     return providers

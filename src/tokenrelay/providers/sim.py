@@ -45,21 +45,12 @@ from tokenrelay.providers.base import (
     Usage,
     prefill_continuation,
 )
+from tokenrelay.settings import SimSection
 
 ENDLESS_CAP = 100_000  # tokens, when an endless answer has no max_tokens
 
 
-@dataclass(frozen=True, slots=True)
-class SimTiming:
-    ttft: float = 0.3  # seconds to the first token
-    tokens_per_second: float = 40.0  # 0 means no delay between tokens
-    jitter: float = 0.35  # each delay varies by up to this fraction either way
-
-    @property
-    def instant(self) -> bool:
-        return self.ttft == 0 and self.tokens_per_second == 0
-
-
+SimTiming = SimSection  # the [sim] settings are the default timing; variants change it
 INSTANT = SimTiming(ttft=0.0, tokens_per_second=0.0, jitter=0.0)
 _FAULTS = {
     "error-after": "error",
@@ -89,7 +80,8 @@ def parse_variant(model: str, default: SimTiming) -> SimVariant | None:
     for part in parts:
         if part in ("default", "fast", "slow-start") and not timing_set:
             timing_set = True
-            timing = {"default": default, "fast": INSTANT}.get(part, replace(default, ttft=30.0))
+            slow_start = default.model_copy(update={"ttft": 30.0})
+            timing = {"default": default, "fast": INSTANT}.get(part, slow_start)
             variant = replace(variant, timing=timing)
         elif part == "endless":
             variant = replace(variant, endless=True)

@@ -1,164 +1,144 @@
-"""One pooled HTTP client per upstream, and the one place transport failures are mapped.
+"""Providers behind an HTTP streaming API, over one pooled aiohttp client per upstream.
 
-`UpstreamClient.request(path, body)` POSTs JSON; the response's SSE events come out as they
-arrive (incremental WHATWG decoding, so events split anywhere, even inside a UTF-8 character,
-come out whole). `UpstreamClient.push(path, body, sink)` hands them to a sink instead, in a
-loop callback each network read queues (http1 only; `UpstreamProvider.stream_into` uses it
-when it can).
-Two transports carry it:
+`UpstreamProvider.stream` POSTs the request body and turns the response into deltas:
 
-    http1   (providers/http1.py) an asyncio.Protocol with httptools: the default, and the
-            reason a relayed token costs what it does (benchmarks/RESULTS.md)
-    httpx   for upstreams reached through an HTTP(S) proxy from the environment, which
-            http1 does not speak; or when `transport = "httpx"` is configured
+    aiohttp read ─► SSEDecoder.feed (incremental WHATWG) ─► the dialect's decoder ─► Delta
 
-Failures become the GenerationError tree: HTTP statuses as `upstream_errors` maps them;
-connect, pool and read timeouts UpstreamTimeout; refused, reset or malformed connections
-NetworkError. Exception texts (which carry URLs) are never kept: only their class names.
+aiohttp brings the pooling, TLS (`SSL_CERT_FILE`, else certifi's bundle, as the official SDKs
+trust), proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`: `trust_env`) and the connect
+timeout. Reads have no timeout of their own: the stream's producer holds the first-token and
+idle deadlines. A session belongs to the event loop that made it, so each loop gets its own.
 
-Cancelling the consumer aborts the upstream connection (it is never drained): that is what
-stops the upstream's generation.
+Failures become the GenerationError tree, here and nowhere else: an HTTP status as
+`upstream_errors` maps it; a connect timeout UpstreamTimeout; anything else on the wire
+(refused, reset, a body cut short) NetworkError. Exception texts, which carry URLs, are never
+kept: only their class names.
+
+Closing the generator early (a cancel, a failure) closes the upstream connection rather than
+draining it: that is what stops the upstream generating, and billing. After a complete answer
+the rest of the body (the chunked terminator) is read briefly, so the connection is reused.
 """
 
 from __future__ import annotations
 
-import urllib.request
+import asyncio
+import os
+import ssl
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
-from urllib.parse import urlsplit
+from collections.abc import AsyncGenerator
+from typing import Any, ClassVar, Protocol
 
-import httpx
+import aiohttp
+import certifi
 import orjson
+from yarl import URL
 
-from tokenrelay import timers
+from tokenrelay import __version__
 from tokenrelay.errors import GenerationError, NetworkError, UpstreamTimeout
 from tokenrelay.metrics import METRICS
-from tokenrelay.providers import http1
 from tokenrelay.providers.base import Delta, GenerationRequest, Provider
-from tokenrelay.providers.upstream_httpx import HttpxEvents
-from tokenrelay.sse import ServerSentEvent
+from tokenrelay.providers.upstream_errors import ERROR_BODY_LIMIT, status_error
+from tokenrelay.settings import UpstreamSection
+from tokenrelay.sse import ServerSentEvent, SSEDecoder
 
-Transport = Literal["auto", "http1", "httpx"]
-TRANSPORTS: tuple[Transport, ...] = ("auto", "http1", "httpx")
-
-TIMEOUTS = (httpx.TimeoutException, http1.ConnectTimeout, http1.PoolTimeout)
-TRANSPORT_FAILURES = (*TIMEOUTS, httpx.TransportError, http1.UpstreamConnectionError)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamConfig:
-    name: str
-    base_url: str
-    headers: dict[str, str] = field(default_factory=dict, repr=False)  # carries the key
-    connect_timeout: float = 10.0
-    # Each open stream holds one upstream connection (HTTP/1.1), so this caps concurrent
-    # streams per upstream: past it, a stream waits for a slot (up to the 30 s pool timeout).
-    # At 1000, 2000 open streams saw a TTFT p99 of 30 s (benchmarks/RESULTS.md).
-    max_connections: int = 10_000
-    transport: Transport = "auto"
+# Each open stream holds one upstream connection (HTTP/1.1), so this caps concurrent streams
+# per upstream; past it a stream waits for a slot, bounded by its first-token deadline.
+MAX_CONNECTIONS = 10_000
+# After the last event, the body's end is normally in the same read or the next packet.
+TAIL_GRACE = 0.1
+_REQUEST_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
-def proxied(url: str) -> bool:
-    """Whether the environment sends requests for `url` through a proxy (as httpx reads it)."""
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(parts.netloc)
+def _ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
-class _Transport(Protocol):
-    def batches(
-        self, path: str, payload: bytes, on_status: Callable[[int], None]
-    ) -> AsyncGenerator[list[ServerSentEvent], None]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class UpstreamCall:
-    """One request: whether its upstream answered, and its transport failures mapped."""
-
-    __slots__ = ("answered", "name")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.answered = False  # a failure after the status line is that request's
-
-    def on_status(self, status: int) -> None:
-        self.answered = True
-        METRICS.upstream_request(self.name, status)
-
-    def failure(self, exc: Exception) -> GenerationError:
-        timed_out = isinstance(exc, TIMEOUTS)
-        if not self.answered:
-            METRICS.upstream_request(self.name, "timeout" if timed_out else "network_error")
-        error = UpstreamTimeout if timed_out else NetworkError
-        return error(f"{self.name}: {type(exc).__name__}")
+def _checked(name: str, headers: dict[str, str]) -> dict[str, str]:
+    for header, value in headers.items():
+        if any(c in header + value for c in "\r\n\0"):
+            raise ValueError(f"{name}: header {header!r} holds a line break or NUL")
+    return headers
 
 
 class UpstreamClient:
-    def __init__(self, config: UpstreamConfig) -> None:
-        self.name = config.name
-        use_httpx = config.transport == "httpx" or (
-            config.transport == "auto" and proxied(config.base_url)
-        )
-        kind = HttpxEvents if use_httpx else http1.Http1Events
-        self.transport: _Transport = kind(
-            config.name,
-            config.base_url,
-            config.headers,
-            connect_timeout=config.connect_timeout,
-            max_connections=config.max_connections,
-        )
+    """POSTs JSON to one upstream; the connection pool is per event loop."""
 
-    def request(
-        self, path: str, body: dict[str, Any]
-    ) -> tuple[AsyncGenerator[list[ServerSentEvent], None], UpstreamCall]:
-        """Start a POST: its events in batches, and the call that maps its failures.
+    def __init__(self, name: str, base_url: str, headers: dict[str, str], connect_timeout: float):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"{name}: base_url must be an http(s) URL")
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"user-agent": f"tokenrelay/{__version__}", **_checked(name, headers)}
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
-        Not a generator wrapping the transport's: the caller iterates the transport's own
-        generator and hands what it raises to `call.failure`, one layer less per token.
-        """
-        call = UpstreamCall(self.name)
-        return self.transport.batches(path, orjson.dumps(body), call.on_status), call
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=_ssl_context())
+            session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                timeout=self._timeout,
+                trust_env=True,
+                skip_auto_headers=("accept-encoding",),  # a compressed stream arrives in lumps
+            )
+            self._sessions[loop] = session
+        return session
 
-    @property
-    def pushes(self) -> bool:
-        """Whether `push` can be used: the http1 transport's reads call the sink themselves."""
-        return isinstance(self.transport, http1.Http1Events)
-
-    async def push(self, path: str, body: dict[str, Any], sink: http1.Sink) -> None:
-        """POST, then hand each read's events to `sink` (True from it: the answer is
-        complete) in a loop callback; transport failures mapped as `request`'s."""
-        assert isinstance(self.transport, http1.Http1Events)
-        call = UpstreamCall(self.name)
+    async def open(self, url: URL, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """A 2xx response whose body is still to be read (the caller closes it); raises the
+        mapped GenerationError for an error status or a failed connection."""
         try:
-            await self.transport.push(path, orjson.dumps(body), call.on_status, sink, _read_tail)
-        except TRANSPORT_FAILURES as exc:
-            raise call.failure(exc) from None
+            response = await self._session().post(
+                url, data=orjson.dumps(body), headers=_REQUEST_HEADERS, allow_redirects=False
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            METRICS.upstream_request(self.name, "timeout" if timed_out else "network_error")
+            raise self.failure(exc) from None
+        METRICS.upstream_request(self.name, response.status)
+        if response.status >= 300:
+            try:
+                body_head = await _error_body(response)
+            except (aiohttp.ClientError, OSError):
+                body_head = b""
+            finally:
+                response.close()
+            raise status_error(self.name, response.status, response.headers, body_head)
+        return response
+
+    def failure(self, exc: BaseException) -> GenerationError:
+        error = UpstreamTimeout if isinstance(exc, TimeoutError) else NetworkError
+        return error(f"{self.name}: {type(exc).__name__}")
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
+        """Close the running loop's connections (each loop closes what it opened)."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
 
-# After the last event, the end of the body (the chunked terminator) is normally in the same
-# read or the next packet. Reading it lets the connection be reused (no new TCP and TLS
-# handshake for the next stream); an upstream that holds the body open past this is cut off.
-_TAIL_GRACE = 0.1
-_tail_timers = timers.Deadlines()  # one loop timer for every stream's tail read
+async def _error_body(response: aiohttp.ClientResponse) -> bytes:
+    body = b""
+    while len(body) < ERROR_BODY_LIMIT and (chunk := await response.content.readany()):
+        body += chunk
+    return body[:ERROR_BODY_LIMIT]
 
 
-async def _read_tail(batches: AsyncIterator[list[ServerSentEvent]]) -> None:
-    """Read what follows the last event, ignoring it, until the body ends or the grace ends."""
+async def _finish_body(response: aiohttp.ClientResponse) -> None:
+    """Read what follows the last event, briefly, so the connection can be reused."""
+    content = response.content
     try:
-        async with timers.Timeout(_tail_timers, _TAIL_GRACE):
-            async for _ in batches:
-                pass
-    except (TimeoutError, *TRANSPORT_FAILURES):
-        pass  # the answer is complete: the connection is simply not reused
+        if not content.is_eof():
+            async with asyncio.timeout(TAIL_GRACE):
+                while await content.readany():
+                    pass
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        response.close()  # the answer is complete: the connection is simply not reused
+    else:
+        response.release()
 
 
 class WireDecoder(Protocol):
@@ -178,26 +158,12 @@ class UpstreamProvider(Provider):
 
     path: ClassVar[str]
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        api_key: str | None,
-        models: list[str],
-        *,
-        connect_timeout: float = 10.0,
-        transport: Transport = "auto",
-    ) -> None:
+    def __init__(self, name: str, section: UpstreamSection, api_key: str | None) -> None:
         self.name = name
-        self._models = models
-        config = UpstreamConfig(
-            name,
-            base_url,
-            self.headers(api_key),
-            connect_timeout=connect_timeout,
-            transport=transport,
-        )
-        self._client = UpstreamClient(config)
+        self._models = list(section.models)
+        headers = self.headers(api_key)
+        self._client = UpstreamClient(name, section.base_url, headers, section.connect_timeout)
+        self._url = URL(self._client.base_url + self.path)
 
     @staticmethod
     @abstractmethod
@@ -218,48 +184,26 @@ class UpstreamProvider(Provider):
         return bool(model)
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        decoder = self.new_decoder()
-        batches, call = self._client.request(self.path, self.request_body(request))
+        response = await self._client.open(self._url, self.request_body(request))
+        decoder, events = self.new_decoder(), SSEDecoder()
+        complete = False
         try:
-            async with aclosing(batches):
-                async for batch in batches:
-                    for event in batch:
-                        for delta in decoder.feed_sse(event):
-                            yield delta
-                        if decoder.finished:
-                            break
+            # `readany` rather than `iter_any`: one iterator layer less per read.
+            while chunk := await response.content.readany():
+                for event in events.feed(chunk):
+                    for delta in decoder.feed_sse(event):
+                        yield delta
                     if decoder.finished:
-                        await _read_tail(batches)
-                        break
-        except TRANSPORT_FAILURES as exc:
-            raise call.failure(exc) from None
-        decoder.finish()
-
-    @property
-    def pushes(self) -> bool:
-        return self._client.pushes
-
-    async def stream_into(
-        self, request: GenerationRequest, on_delta: Callable[[Delta], None]
-    ) -> None:
-        """`stream`, with the deltas handed to `on_delta` from the upstream's network reads:
-        no task wakes per token (benchmarks/RESULTS.md, "tokens pushed from the upstream's
-        read")."""
-        if not self._client.pushes:
-            await super().stream_into(request, on_delta)
-            return
-        decoder = self.new_decoder()
-
-        def sink(batch: list[ServerSentEvent]) -> bool:
-            for event in batch:
-                for delta in decoder.feed_sse(event):
-                    on_delta(delta)
-                if decoder.finished:
-                    return True
-            return False
-
-        await self._client.push(self.path, self.request_body(request), sink)
-        decoder.finish()
+                        complete = True
+                        return
+            decoder.finish()  # the body ended: raises unless the answer was complete
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._client.failure(exc) from None
+        finally:
+            if complete:
+                await _finish_body(response)
+            else:
+                response.close()
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -1,9 +1,11 @@
 """`create_app`: the ASGI application, assembled from settings.
 
-Errors are mapped here, at the boundary, to the JSON body `{"error": {"type", "message",
-"request_id"}}`. Messages come from our own table or our own validation text, never from
-`str(exception)` of something we did not write; unexpected exceptions become a 500 whose
-details exist only in the log, under the request id the client is given.
+Errors are mapped here, at the boundary, by the app's exception handlers: each renders its
+error in the route's dialect (`dialects.py`). Messages come from our own table or our own
+validation text, never from `str(exception)` of something we did not write; unexpected
+exceptions become a 500 whose details exist only in the log, under the request id the client
+is given. The handlers are the app's own, so a user's `add_exception_handler` replaces them
+on every route, the streaming ones included (`dispatch.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from tokenrelay import logs
 from tokenrelay.errors import (
@@ -32,48 +34,37 @@ from tokenrelay.errors import (
 from tokenrelay.providers.base import Provider
 from tokenrelay.providers.configured import build_providers
 from tokenrelay.providers.registry import ProviderRegistry
-from tokenrelay.server import direct, routes_compat, routes_metrics, routes_native, routes_ui
+from tokenrelay.server import (
+    routes_compat,
+    routes_metrics,
+    routes_native,
+    routes_ui,
+    uvicorn_writer,
+)
+from tokenrelay.server.dialects import dialect_of
+from tokenrelay.server.dispatch import Dispatcher
 from tokenrelay.server.lifecycle import chain_shutdown_signals
-from tokenrelay.server.middleware import RequestIdMiddleware
-from tokenrelay.server.responses import SERVER_SEND, error_response
-from tokenrelay.server.settings import Settings, load_settings, redis_url
 from tokenrelay.server.state import AppState, request_id_of
+from tokenrelay.settings import Settings, load_settings
 from tokenrelay.streams.log import StreamLog
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.log_redis import RedisStreamLog
-from tokenrelay.streams.manager import StreamManager, StreamSettings
-from tokenrelay.streams.stream import Deadlines, RetryPolicy
+from tokenrelay.streams.manager import StreamManager
 
 logger = logging.getLogger("tokenrelay.http")
 
 
 def build_log(settings: Settings) -> StreamLog:
     s = settings.streams
-    url = redis_url(settings)
-    if not url:
+    if not settings.redis.url:
         return MemoryStreamLog(max_bytes=s.max_log_bytes, ttl=s.ttl)
     max_age = s.total_timeout + s.resume_window + s.ttl
     return RedisStreamLog(
-        url, max_bytes=s.max_log_bytes, ttl=s.ttl, max_age=max_age, lease=settings.redis.lease
-    )
-
-
-def build_manager(settings: Settings) -> StreamManager:
-    s = settings.streams
-    log = build_log(settings)
-    return StreamManager(
-        log,
-        StreamSettings(
-            keepalive=s.keepalive,
-            send_timeout=s.send_timeout,
-            resume_window=s.resume_window,
-            drain_timeout=s.drain_timeout,
-            deadlines=Deadlines(
-                first_token=s.first_token_timeout, idle=s.idle_timeout, total=s.total_timeout
-            ),
-            retries=RetryPolicy(s.max_retries, s.retry_base_delay, s.max_retry_after),
-            commit_deadline=s.commit_deadline,
-        ),
+        settings.redis.url,
+        max_bytes=s.max_log_bytes,
+        ttl=s.ttl,
+        max_age=max_age,
+        lease=settings.redis.lease,
     )
 
 
@@ -84,30 +75,36 @@ async def _request_error(request: Request, exc: Exception) -> Response:
         extra["fields"] = [{"field": p.field, "problem": p.problem} for p in exc.problems]
     if isinstance(exc, UnknownModel):
         extra["known_models"] = exc.known
-    return error_response(exc.error_type, request_id_of(request), message=exc.detail, **extra)
+    dialect = dialect_of(request.scope)
+    return dialect.error_response(
+        exc.error_type, request_id_of(request), message=exc.detail, **extra
+    )
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    return error_response(
+    return dialect_of(request.scope).error_response(
         "service_unavailable", request_id_of(request), headers={"retry-after": "5"}
     )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    dialect = dialect_of(request.scope)
     error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     if error_type is None:
-        return error_response("internal_error", request_id_of(request), status=exc.status_code)
-    return error_response(error_type, request_id_of(request), headers=exc.headers)
+        return dialect.error_response(
+            "internal_error", request_id_of(request), status=exc.status_code
+        )
+    return dialect.error_response(error_type, request_id_of(request), headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.error("request %s failed", request_id_of(request), exc_info=exc)
-    return error_response("internal_error", request_id_of(request))
+    return dialect_of(request.scope).error_response("internal_error", request_id_of(request))
 
 
 # Exception class -> handler; an exception goes to the handler of the nearest class in its MRO.
-EXCEPTION_HANDLERS: dict[type[Exception], direct.ErrorHandler] = {
+EXCEPTION_HANDLERS: dict[Any, Any] = {
     RequestError: _request_error,
     ServiceUnavailable: _unavailable,
     HTTPException: _http_error,
@@ -115,42 +112,13 @@ EXCEPTION_HANDLERS: dict[type[Exception], direct.ErrorHandler] = {
 }
 
 
-async def handle_exception(request: Request, exc: Exception) -> Response:
-    """What Starlette's exception layers would answer for `exc` (see direct.py)."""
-    for cls in type(exc).__mro__:
-        handler = EXCEPTION_HANDLERS.get(cls)
-        if handler is not None:
-            return await handler(request, exc)
-    raise exc  # a BaseException that is not an Exception: not ours to answer
-
-
 class TokenRelayApp(Starlette):
-    """Starlette, with two shortcuts for the streaming path.
+    """Starlette, with `dispatch.Dispatcher` as its outermost layer: request ids for every
+    request, and the streaming routes served without the stack while the app has no
+    middleware of the user's."""
 
-    The server's own `send` is kept in the scope for response bodies (`responses.body_send`:
-    an event stream writes each token past the middleware, which only ever looks at the
-    start). And the streaming routes (`/api/chat/stream`, `/v1/chat/completions`,
-    `/v1/messages`, `/api/streams/{id}`) skip the middleware and routing altogether
-    (`direct.py`) unless CORS is configured. `direct_routes` are the routes served so (a
-    benchmark puts its own first).
-    """
-
-    direct_stream = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.direct_routes = direct.streaming_routes(self.routes)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[SERVER_SEND] = send
-            if self.direct_stream:
-                endpoint = direct.endpoint_for(scope, self.direct_routes)
-                if endpoint is not None:
-                    scope["app"] = self
-                    await direct.serve(scope, receive, send, handle_exception, endpoint)
-                    return
-        await super().__call__(scope, receive, send)
+    def build_middleware_stack(self) -> ASGIApp:
+        return Dispatcher(self, super().build_middleware_stack())
 
 
 def create_app(
@@ -161,11 +129,14 @@ def create_app(
 ) -> TokenRelayApp:
     settings = settings or Settings()
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
-    state = AppState(settings, registry, build_manager(settings))
+    manager = StreamManager(build_log(settings), settings.streams)
+    state = AppState(settings, registry, manager)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore = chain_shutdown_signals(state.manager.begin_drain) if handle_signals else None
+        if not uvicorn_writer.available():
+            logger.warning("uvicorn's connection state has changed: tokens go through ASGI send")
         state.manager.start_background()
         try:
             yield
@@ -176,7 +147,7 @@ def create_app(
             await state.manager.log.close()
             await registry.aclose()
 
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware = []
     if settings.server.cors_origins:
         middleware.append(
             Middleware(
@@ -195,7 +166,6 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
-    app.direct_stream = not settings.server.cors_origins  # CORS needs its middleware
     app.state.tokenrelay = state
     return app
 

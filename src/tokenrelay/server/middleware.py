@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id on every request, its response, and its log lines.
+"""A request id on every request, its response, and its log lines (`dispatch.Dispatcher`
+gives each request one).
 
 Each request logs one line, when its response starts: the request id, method, path and
 status, and, for a request that started a stream, the stream's id and model (`note_stream`;
@@ -13,7 +14,7 @@ import logging
 import secrets
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope, Send
 
 from tokenrelay import logs
 
@@ -43,13 +44,16 @@ def begin_request(scope: Scope) -> str:
 
 class IdentifiedSend:
     """A `send` that puts the request id on the response start, logs the request line, and
-    remembers whether the start went out (so a failure after it cannot send a 500)."""
+    remembers whether the start went out (so a failure after it cannot send a 500).
 
-    __slots__ = ("_scope", "_send", "request_id", "started")
+    It acts on the response start only: body messages pass through unchanged, to
+    `passes_bodies_to` (where `responses.writer_for` writes them)."""
+
+    __slots__ = ("_scope", "passes_bodies_to", "request_id", "started")
 
     def __init__(self, scope: Scope, send: Send, request_id: str) -> None:
         self._scope = scope
-        self._send = send
+        self.passes_bodies_to = send
         self.request_id = request_id
         self.started = False
 
@@ -67,18 +71,4 @@ class IdentifiedSend:
                 message["status"],
                 f", stream {stream}" if stream else "",
             )
-        await self._send(message)
-
-
-class RequestIdMiddleware:
-    """Gives each HTTP request an id, on its response and in its log lines."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = begin_request(scope)
-        await self.app(scope, receive, IdentifiedSend(scope, send, request_id))
+        await self.passes_bodies_to(message)

@@ -13,22 +13,13 @@ the dialect's in-band error, never a clean-looking end.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay.errors import (
-    InvalidRequest,
-    RequestError,
-    ServiceUnavailable,
-    client_message,
-    http_status,
-)
 from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.server.chat_request import read_json_body
 from tokenrelay.server.collect import collect_answer
@@ -37,6 +28,7 @@ from tokenrelay.server.compat_request import (
     OpenAIChatRequest,
     validate_compat,
 )
+from tokenrelay.server.dialects import ANTHROPIC, OPENAI, Dialect, retry_after_header
 from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.state import AppState, request_id_of
@@ -44,67 +36,16 @@ from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.wire import anthropic, openai
 from tokenrelay.wire.common import EventEncoder
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class ErrorObject(Protocol):
-    def __call__(
-        self, error_type: str, message: str, param: str | None = None
-    ) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """How one API family writes errors: its error object (wire/), and where its status differs."""
-
-    body: ErrorObject  # wire.openai.error_object or wire.anthropic.error_object
-    statuses: dict[str, int]
-
-    def status(self, error_type: str) -> int:
-        return self.statuses.get(error_type, http_status(error_type))
-
-    def stream_error(self, error: dict[str, Any], _request_id: str) -> bytes:
-        return orjson.dumps(self.body(error["error_type"], error["message"], None))
-
-
-_INVALID = {"invalid_json": 400, "invalid_request": 400}
-OPENAI = Dialect(openai.error_object, _INVALID)
-ANTHROPIC = Dialect(anthropic.error_object, {**_INVALID, "overloaded": 529})
-
 
 def _state(request: Request) -> AppState:
     state: AppState = request.app.state.tokenrelay
     return state
 
 
-def in_dialect(dialect: Dialect) -> Callable[[Endpoint], Endpoint]:
-    """Render request errors in the dialect's own form (the SDKs parse these)."""
-
-    def wrap(endpoint: Endpoint) -> Endpoint:
-        async def wrapped(request: Request) -> Response:
-            try:
-                return await endpoint(request)
-            except RequestError as exc:
-                param = exc.problems[0].field if isinstance(exc, InvalidRequest) else None
-                body = dialect.body(exc.error_type, exc.detail, param)
-                return JSONResponse(body, status_code=dialect.status(exc.error_type))
-            except ServiceUnavailable:
-                body = dialect.body("overloaded", client_message("service_unavailable"))
-                return JSONResponse(body, status_code=503, headers={"retry-after": "5"})
-
-        return wrapped
-
-    return wrap
-
-
-def _ended_badly(dialect: Dialect, ending: dict[str, Any], headers: dict[str, str]) -> Response:
+def _ended_badly(dialect: Dialect, ending: dict[str, Any], started: _Started) -> Response:
     error_type = ending.get("error_type", "cancelled")
-    message = ending.get("message", client_message("cancelled"))
-    if ending.get("retry_after") is not None:
-        headers = {**headers, "retry-after": str(max(1, round(ending["retry_after"])))}
-    return JSONResponse(
-        dialect.body(error_type, message), status_code=dialect.status(error_type), headers=headers
-    )
+    headers = {"x-stream-id": started.stream_id, **retry_after_header(ending.get("retry_after"))}
+    return dialect.error_response(error_type, started.request_id, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +91,7 @@ def _stream(started: _Started, dialect: Dialect, encoder: EventEncoder) -> Respo
         started.stream_id,
         request_id=started.request_id,
         encoder=encoder,
-        error_body=dialect.stream_error,
+        dialect=dialect,
     )
 
 
@@ -171,11 +112,10 @@ async def _answer(
         else ending.get("finish_reason")
     )
     if finish is None:
-        return _ended_badly(dialect, ending, {"x-stream-id": started.stream_id})
+        return _ended_badly(dialect, ending, started)
     return content, finish, ending
 
 
-@in_dialect(OPENAI)
 async def chat_completions(request: Request) -> Response:
     chat = await _parse(request, OpenAIChatRequest)
     started = await _start(request, chat)
@@ -195,7 +135,6 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse(body, headers={"x-stream-id": started.stream_id})
 
 
-@in_dialect(ANTHROPIC)
 async def messages(request: Request) -> Response:
     chat = await _parse(request, AnthropicMessagesRequest)
     started = await _start(request, chat)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrelay.errors import InvalidEventId, http_status
+from tokenrelay.errors import InvalidEventId
 from tokenrelay.metrics import METRICS
 from tokenrelay.server.chat_request import (
     ChatRequest,
@@ -17,8 +17,9 @@ from tokenrelay.server.chat_request import (
     validate_chat,
 )
 from tokenrelay.server.collect import collect_answer
+from tokenrelay.server.dialects import NATIVE
 from tokenrelay.server.middleware import note_stream
-from tokenrelay.server.responses import EventStreamResponse, error_response
+from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.resume import last_event_id, resume_point
 from tokenrelay.server.state import AppState, request_id_of
 
@@ -113,14 +114,10 @@ def _completion_response(
         return JSONResponse(body, headers=headers)
     if ending.get("type") == "error":
         error_type = ending["error_type"]
-        return error_response(
-            error_type,
-            request_id,
-            status=http_status(error_type),
-            headers=headers,
-            retryable=ending["retryable"],
+        return NATIVE.error_response(
+            error_type, request_id, headers=headers, retryable=ending["retryable"]
         )
-    return error_response("cancelled", request_id, headers=headers)
+    return NATIVE.error_response("cancelled", request_id, headers=headers)
 
 
 async def cancel_stream(request: Request) -> Response:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from tokenrelay.providers.registry import ProviderRegistry
-from tokenrelay.server.settings import Settings
+from tokenrelay.settings import Settings
 from tokenrelay.streams.manager import StreamManager
 
 

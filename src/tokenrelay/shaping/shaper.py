@@ -4,8 +4,9 @@ The producer feeds each upstream text delta to `feed`. The shaper calls `emit_te
 whatever the chunker releases and `emit_json` with a partial value when it changed, both
 synchronously (the stream log's `append_nowait`). Text is never held longer than `max_hold`
 seconds and `json` events go out at most once per `max_hold`: when something is waiting, a
-timer (one `Deadlines` entry) fires at the hold limit and releases it, even if the upstream has
-gone quiet.
+loop timer fires at the hold limit and releases it, even if the upstream has gone quiet. The
+timer is moved only when something must go out sooner than it is set for; otherwise it fires,
+releases what is due, and is set again for the rest.
 
 `json` partials are sent within a byte budget: all partials of a stream together stay under
 JSON_BUDGET_PER_CHAR bytes per character of the answer, plus JSON_BUDGET_FREE. A partial
@@ -17,6 +18,7 @@ a long one gets partials spaced by a roughly constant fraction of its length.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +26,9 @@ from typing import Any
 from tokenrelay._types import Chunking
 from tokenrelay.shaping.jsonstream import NOTHING, PartialJSON
 from tokenrelay.shaping.words import Chunker
-from tokenrelay.timers import Deadlines
 
 JSON_BUDGET_PER_CHAR = 8
 JSON_BUDGET_FREE = 64 * 1024
-
-_hold_timers = Deadlines()  # every stream's hold timer, on one loop timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +63,8 @@ class Shaper:
         self._json_sent_at = -1e9
         self._json_bytes = 0
         self._last_partial: Any = NOTHING
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf  # loop time
         self.failure: Exception | None = None  # raised in a timer callback; see feed()
 
     def feed(self, text: str) -> None:
@@ -105,7 +106,7 @@ class Shaper:
 
     def close(self) -> None:
         """Release held text (the stream is ending, however it ends); stop the timer."""
-        _hold_timers.disarm(self)
+        self._disarm()
         if self._chunker is not None and self._chunker.held:
             self._emit_text(self._chunker.flush(final=True))
 
@@ -128,11 +129,19 @@ class Shaper:
             elif now < due:
                 wake_at = due if wake_at is None else min(wake_at, due)
         if wake_at is None:
-            _hold_timers.disarm(self)
-        else:
-            _hold_timers.arm(self, max(0.0, wake_at - now), self._on_timer)
+            self._disarm()
+        elif wake_at < self._timer_at:  # a later wake-up waits for the timer already set
+            self._disarm()
+            self._timer_at = wake_at
+            self._timer = self._loop.call_at(wake_at, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
 
     def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
         try:
             self._release()
         except Exception as exc:  # e.g. the log refused: the producer raises it on its next step

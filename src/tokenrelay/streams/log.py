@@ -27,12 +27,14 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
   and return the new count; the last one out lets the disconnect policy act.
 - `close()` releases the backend's resources; safe to call twice.
 
-Following (optional; the memory backend has it): `attach(stream_id, after, follower)` registers
-a reader that is caught up at `after`, and from then on the log calls `follower.push(event)`
-for each event it stores, in order, inside the append (so the producer itself delivers it).
-`push` returns False to be detached. `attach` refuses (False) when events after `after` are
-already stored or the stream has ended, so the reader reads those first, or when the backend
-cannot follow at all; `detach` is safe to call twice. `close()` calls `follower.interrupt()`.
+Following: `attach(stream_id, after, follower)` registers a reader that has every event up to
+`after`; from then on the log calls `follower.push(event)` for each event it stores, in order:
+the memory log inside the append itself (so the producer delivers it), Redis from one shared
+reader per stream and process. `push` returns False to be detached. A follower skips an event
+it already has (seq <= its cursor) and reads from the log on a gap. `attach` refuses (False)
+when the follower should read first: the memory log when events after `after` are stored or
+the stream has ended. `detach` is safe to call twice; `close()` calls `follower.interrupt()`.
+`read` with `wait <= 0` answers at once (a subscription's replay).
 
 Cluster hooks, for backends shared by several processes (no-ops in a single process):
 `publish(message)` sends a control message (`{"kind": "cancel" | "abandoned", "stream_id",
@@ -54,11 +56,11 @@ class Follower(Protocol):
     """A caught-up reader that the log hands each new event to, as it stores it."""
 
     def push(self, event: Event) -> bool:
-        """Take `event` (called inside the append); False to be detached."""
+        """Take `event` (in order, as the log stores it); False to be detached."""
         ...
 
     def interrupt(self) -> None:
-        """Stop following: the log is closing."""
+        """Stop following (the log is closing, or cannot go on): read from the log instead."""
         ...
 
 
@@ -99,11 +101,12 @@ class StreamLog(ABC):
     @abstractmethod
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]: ...
 
+    @abstractmethod
     def attach(self, stream_id: str, after: int, follower: Follower) -> bool:
         """Hand `follower` every event after `after` as it is stored; False if not (see above)."""
-        return False
 
-    def detach(self, stream_id: str, follower: Follower) -> None:  # noqa: B027 - see attach
+    @abstractmethod
+    def detach(self, stream_id: str, follower: Follower) -> None:
         """Stop handing `follower` events."""
 
     @abstractmethod

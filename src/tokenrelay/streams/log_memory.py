@@ -30,13 +30,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, NamedTuple
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import TERMINAL_TYPES, Event, EventType
 from tokenrelay.streams.log import Follower, StreamLog, StreamMeta, StreamStatus
-from tokenrelay.timers import Deadlines
 
 logger = logging.getLogger("tokenrelay.log")
 
@@ -152,7 +150,6 @@ class MemoryStreamLog(StreamLog):
         self._subscribers: dict[str, int] = {}
         self._sweep_interval = sweep_interval
         self._last_sweep = time.monotonic()
-        self._wait_deadlines = Deadlines()  # one loop timer for every reader's wait
 
     def __len__(self) -> int:
         return len(self._entries) + len(self._ended)
@@ -215,15 +212,16 @@ class MemoryStreamLog(StreamLog):
 
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
         entry = self._live_entry(stream_id)
-        if isinstance(entry, _Ended) or entry.last_seq > after:
+        if isinstance(entry, _Ended) or entry.last_seq > after or wait <= 0:
             return entry.events_after(after)
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         entry.waiters.append(waiter)
-        self._wait_deadlines.arm(waiter, wait, partial(_time_out, waiter))
+        timer = loop.call_later(wait, _time_out, waiter)
         try:
             await waiter
         finally:
-            self._wait_deadlines.disarm(waiter)
+            timer.cancel()
             if waiter in entry.waiters:
                 entry.waiters.remove(waiter)
         return entry.events_after(after)

@@ -12,10 +12,12 @@ Keys, per stream (the `{id}` hash tag keeps one stream's keys on one Redis Clust
 Every key expires: at creation after `max_age` (the longest a stream can run, plus its TTL),
 and at the terminal event after `ttl`. A replica that dies mid-stream leaks nothing.
 
-Readers wait with `XREAD BLOCK`, woken by the producer's XADD: no polling. A reader that
-finds nothing new asks `status()`, which also notices a producer whose lease has lapsed and
-writes the ending it never wrote (`producer_lost`, retryable) in one atomic script, so
-that every reader sees the same single terminal event.
+Readers wait with `XREAD BLOCK`, woken by the producer's XADD: no polling. The followers of
+a stream on one replica (`attach`) share one such reader, a task that hands each event to all
+of them: one blocked connection per stream and replica, not per client. A read that finds
+nothing new asks `status()`, which also notices a producer whose lease has lapsed and writes
+the ending it never wrote (`producer_lost`, retryable) in one atomic script, so that every
+reader sees the same single terminal event.
 
 The producer does not wait for Redis: `append` checks and queues the event, and one flusher
 task per stream writes whatever has accumulated in a single pipeline per round trip (only the
@@ -35,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -42,7 +45,7 @@ import redis.asyncio as aioredis
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream, client_message
 from tokenrelay.events import Event, EventType, error_event
-from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
+from tokenrelay.streams.log import Follower, StreamLog, StreamMeta, StreamStatus
 
 T = TypeVar("T")
 logger = logging.getLogger("tokenrelay.redis")
@@ -76,9 +79,27 @@ def _seq_of(entry_id: bytes) -> int:
     return int(entry_id.rpartition(b"-")[2])
 
 
+def _pushed(follower: Follower, event: Event) -> bool:
+    """Hand `event` to `follower`; False to detach it (a reader's bug must not stop the rest)."""
+    try:
+        return follower.push(event)
+    except Exception:
+        logger.exception("follower failed; detached")
+        follower.interrupt()
+        return False
+
+
 def _event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     kind: EventType = fields[b"t"].decode()  # type: ignore[assignment]
     return Event(_seq_of(entry_id), kind, fields[b"d"])
+
+
+@dataclass(slots=True)
+class _Fanout:
+    """One stream's shared reader on this replica: its cursor and who it hands events to."""
+
+    cursor: int
+    followers: list[Follower] = field(default_factory=list)
 
 
 class RedisStreamLog(StreamLog):
@@ -102,6 +123,7 @@ class RedisStreamLog(StreamLog):
         self._queues: dict[str, list[Event]] = {}  # appended, not yet written
         self._flushers: dict[str, asyncio.Task[None]] = {}  # each stream's writer, if busy
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._fanouts: dict[str, _Fanout] = {}
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
 
     # ------------------------------------------------------------------ writing
@@ -237,6 +259,51 @@ class RedisStreamLog(StreamLog):
                 pipe.set(_keys(stream_id)["lease"], "1", px=int(self.lease * 1000))
             await pipe.execute()
 
+    # ------------------------------------------------------------------ following
+
+    def attach(self, stream_id: str, after: int, follower: Follower) -> bool:
+        """Follow through the stream's shared reader on this replica (started if need be).
+
+        Refused when the reader is already past `after`: the follower reads those first.
+        A follower ahead of it is handed events it has (seq <= its cursor) and skips them."""
+        fanout = self._fanouts.get(stream_id)
+        if fanout is None:
+            fanout = self._fanouts[stream_id] = _Fanout(after)
+            self._spawn(self._fan_out(stream_id, fanout))
+        elif after < fanout.cursor:
+            return False
+        fanout.followers.append(follower)
+        return True
+
+    def detach(self, stream_id: str, follower: Follower) -> None:
+        fanout = self._fanouts.get(stream_id)
+        if fanout is not None and follower in fanout.followers:
+            fanout.followers.remove(follower)
+
+    async def _fan_out(self, stream_id: str, fanout: _Fanout) -> None:
+        """Read the stream while anyone here follows it; hand each event to every follower.
+
+        Never cancelled (see the module docstring): it stops after a read slice in which
+        nobody followed, after the terminal event, or when the log closes."""
+        try:
+            while fanout.followers:
+                events = await self._read(stream_id, fanout.cursor, READ_SLICE)
+                for event in events:
+                    fanout.cursor = event.seq
+                    for follower in fanout.followers.copy():
+                        if not _pushed(follower, event) and follower in fanout.followers:
+                            fanout.followers.remove(follower)
+                if events and events[-1].terminal:
+                    break
+        except Exception as exc:
+            logger.warning("stream %s: shared read failed (%s)", stream_id, type(exc).__name__)
+        finally:
+            if self._fanouts.get(stream_id) is fanout:
+                del self._fanouts[stream_id]
+            for follower in fanout.followers:  # they read from their cursors, and re-attach
+                follower.interrupt()
+            fanout.followers.clear()
+
     # ------------------------------------------------------------------ reading
 
     async def _read(self, stream_id: str, after: int, wait: float) -> list[Event]:
@@ -329,6 +396,10 @@ class RedisStreamLog(StreamLog):
             await asyncio.wait(list(self._flushers.values()))
 
     async def close(self) -> None:
+        for fanout in self._fanouts.values():
+            for follower in fanout.followers:
+                follower.interrupt()
+            fanout.followers.clear()  # each shared reader stops after its current slice
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5.0)
         await self.redis.aclose()

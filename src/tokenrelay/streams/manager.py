@@ -18,16 +18,17 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay._types import DisconnectPolicy
 from tokenrelay.errors import ServiceUnavailable
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import GenerationRequest, Provider
+from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamLog, StreamMeta
-from tokenrelay.streams.stream import SHUTDOWN, Deadlines, RetryPolicy, Stream
+from tokenrelay.streams.stream import SHUTDOWN, Stream
 
 logger = logging.getLogger("tokenrelay.streams")
 
@@ -35,17 +36,6 @@ logger = logging.getLogger("tokenrelay.streams")
 def new_stream_id() -> str:
     """128 random bits, URL-safe, never containing the `:` that separates an event's seq."""
     return "str_" + secrets.token_urlsafe(16)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    keepalive: float = 15.0
-    send_timeout: float = 30.0
-    resume_window: float = 30.0
-    drain_timeout: float = 10.0
-    deadlines: Deadlines = field(default_factory=Deadlines)
-    retries: RetryPolicy = field(default_factory=RetryPolicy)
-    commit_deadline: float = 2.0
 
 
 @dataclass(slots=True)
@@ -57,7 +47,7 @@ class _Running:
 
 
 class StreamManager:
-    def __init__(self, log: StreamLog, settings: StreamSettings) -> None:
+    def __init__(self, log: StreamLog, settings: StreamsSection) -> None:
         self.log = log
         self.settings = settings
         self._running: dict[str, _Running] = {}
@@ -94,8 +84,7 @@ class StreamManager:
             provider,
             request,
             self.log,
-            self.settings.deadlines,
-            self.settings.retries,
+            self.settings,
             continue_on_error=continue_on_error,
             shaping=shaping,
         )

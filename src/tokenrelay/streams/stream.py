@@ -9,10 +9,9 @@
 
 Cancelling the task is the only way to stop a generation. It lands wherever the provider is
 waiting, including before the first token, and the provider's cleanup then closes the
-upstream response. A provider that pushes (`Provider.pushes`: an upstream over http1) calls
-`_on_delta` from a loop callback each network read queues, through `stream_into`, so a token
-is decoded, logged and written to a caught-up client with no task wake-up at all; the task
-itself wakes only to begin and to end. Other providers are pulled, one task step per delta.
+upstream response. The task pulls the provider's deltas, one step per upstream read; each
+delta is logged there and then, and the log hands it to every caught-up subscriber
+(`subscription.py`), which writes it to its client in the same step.
 A cancel for shutdown ends with a retryable `error` (`server_shutdown`) rather than
 `cancelled`, so clients know to come back.
 
@@ -25,9 +24,9 @@ the stream ends with `error`. With `continue_on_error` (the request's `on_upstre
 answer instead (`Provider.continuation`), within the same retry budget, so the client sees one
 answer. What the continuation repeats of the already-sent text (`overlap`) is dropped.
 
-Deadlines: `total_timeout` for the whole stream, and one `Timeout` per attempt, first
-armed for `first_token_timeout`, then moved to `idle_timeout` after each delta (with up to a
-second of slack: it is moved at most once a second). A stuck upstream becomes `timeout` or
+Deadlines (`StreamsSection`): `total_timeout` for the whole stream (`asyncio.timeout`), and
+per attempt an `IdleTimeout` of `first_token_timeout`, then `idle_timeout` between deltas,
+which a delta pushes back by storing its time. A stuck upstream becomes `timeout` or
 `stalled`.
 """
 
@@ -39,11 +38,10 @@ import logging
 import random
 import time
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay import events as ev
-from tokenrelay import logs, timers
+from tokenrelay import logs
 from tokenrelay.errors import (
     GenerationError,
     Stalled,
@@ -53,36 +51,22 @@ from tokenrelay.errors import (
 )
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import Delta, GenerationRequest, Provider, Usage
+from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.jsonstream import NOTHING
 from tokenrelay.shaping.shaper import Shaper, Shaping
 from tokenrelay.streams.log import StreamLog
+from tokenrelay.timers import IdleTimeout
 
 logger = logging.getLogger("tokenrelay.stream")
 
 SHUTDOWN = "server_shutdown"
-_DEADLINE_SLACK = 1.0  # seconds: the idle deadline fires between idle and idle + this
-# One loop timer for every stream's deadlines (total, first token, idle).
-_timers = timers.Deadlines()
 
 
-@dataclass(frozen=True, slots=True)
-class Deadlines:
-    first_token: float = 60.0
-    idle: float = 30.0
-    total: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_retries: int = 2
-    base_delay: float = 0.5
-    max_retry_after: float = 20.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Full jitter on an exponential ceiling, but never before the (capped) Retry-After."""
-        jittered = random.uniform(0, self.base_delay * 2**attempt)
-        floor = min(retry_after, self.max_retry_after) if retry_after else 0.0
-        return max(jittered, floor)
+def retry_delay(limits: StreamsSection, attempt: int, retry_after: float | None) -> float:
+    """Full jitter on an exponential ceiling, but never before the (capped) Retry-After."""
+    jittered = random.uniform(0, limits.retry_base_delay * 2**attempt)
+    floor = min(retry_after, limits.max_retry_after) if retry_after else 0.0
+    return max(jittered, floor)
 
 
 class Stream:
@@ -93,8 +77,7 @@ class Stream:
         provider: Provider,
         request: GenerationRequest,
         log: StreamLog,
-        deadlines: Deadlines,
-        retries: RetryPolicy | None = None,
+        limits: StreamsSection,
         *,
         continue_on_error: bool = False,
         shaping: Shaping | None = None,
@@ -104,8 +87,7 @@ class Stream:
         self._provider = provider
         self._request = request
         self._log = log
-        self._deadlines = deadlines
-        self._retries = retries or RetryPolicy(max_retries=0)
+        self._limits = limits
         self._parts: list[str] | None = [] if continue_on_error else None  # kept only if needed
         self._overlap = ""
         self._shaping = shaping if shaping is not None and shaping.active else None
@@ -120,8 +102,7 @@ class Stream:
         self._first_token_at: float | None = None
         self._last_token_at: float | None = None
         # The attempt in flight, as `_on_delta` needs it (`_generate` sets them).
-        self._deadline: timers.Timeout | None = None
-        self._moved_at = 0.0
+        self._idle: IdleTimeout | None = None
         self._finish = "stop"
         self._usage: Usage | None = None
 
@@ -146,7 +127,7 @@ class Stream:
             if self._shaping is not None:
                 self._shaper = Shaper(self._shaping, self._emit_token, self._emit_json)
             try:
-                async with timers.Timeout(_timers, self._deadlines.total):
+                async with asyncio.timeout(self._limits.total_timeout):
                     finish, usage = await self._generate_with_retries()
             except TimeoutError:
                 raise UpstreamTimeout("total deadline") from None
@@ -203,9 +184,10 @@ class Stream:
                 return await self._generate(request)
             except GenerationError as exc:
                 resumable = self.token_count == 0 or self._parts is not None
-                if not (exc.retryable and resumable and attempt < self._retries.max_retries):
+                max_retries = self._limits.max_retries
+                if not (exc.retryable and resumable and attempt < max_retries):
                     raise
-                delay = self._retries.delay(attempt, exc.retry_after)
+                delay = retry_delay(self._limits, attempt, exc.retry_after)
                 METRICS.retried(exc.error_type)
                 attempt += 1
                 logger.info(
@@ -221,7 +203,7 @@ class Stream:
                 what = "continuing the answer" if self.token_count else "retrying"
                 note = (
                     f"The model provider answered {exc.error_type}; {what} in {delay:.1f}s "
-                    f"(attempt {attempt + 1} of {self._retries.max_retries + 1})."
+                    f"(attempt {attempt + 1} of {max_retries + 1})."
                 )
                 await self._append(ev.status_event(self._next_seq(), note))
                 await asyncio.sleep(delay)
@@ -235,36 +217,23 @@ class Stream:
         return continuation.request
 
     async def _generate(self, request: GenerationRequest) -> tuple[str, Usage | None]:
-        self._begin_attempt()
+        self._finish, self._usage = "stop", None
+        limits = self._limits
         try:
-            async with timers.Timeout(_timers, self._deadlines.first_token) as deadline:
-                self._deadline, self._moved_at = deadline, -_DEADLINE_SLACK
-                if self._provider.pushes:
-                    await self._provider.stream_into(request, self._on_delta)
-                else:
-                    # Pulled here, not through `stream_into`'s default pull: one coroutine
-                    # less to resume per token, for the sim and other generators.
-                    async with aclosing(self._provider.stream(request)) as deltas:
-                        async for delta in deltas:
-                            self._on_delta(delta)
+            async with IdleTimeout(limits.first_token_timeout, limits.idle_timeout) as idle:
+                self._idle = idle
+                async with aclosing(self._provider.stream(request)) as deltas:
+                    async for delta in deltas:
+                        self._on_delta(delta)
         except TimeoutError:
             raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
         return self._finish, self._usage
 
-    def _begin_attempt(self) -> None:
-        # Reset in a method of its own: assigned in `_generate`, mypyc would take `_usage` to
-        # be None at its end as well (narrowed), and fail there once `_on_delta` has set it.
-        self._finish, self._usage = "stop", None
-
     def _on_delta(self, delta: Delta) -> None:
-        """One delta, called by the provider: for upstreams, from a network read's callback."""
+        """One delta from the provider."""
         now = time.monotonic()  # one clock read per delta, for both uses
-        if now - self._moved_at >= _DEADLINE_SLACK:
-            # Re-arming a timer per token cost ~7% of the server's CPU under load; once a
-            # second, with a second of slack, keeps the same guarantee.
-            assert self._deadline is not None
-            self._deadline.reschedule(self._deadlines.idle + _DEADLINE_SLACK)
-            self._moved_at = now
+        assert self._idle is not None
+        self._idle.touch(now)
         if delta.text:
             self._token(delta.text, now)
         if delta.usage is not None:

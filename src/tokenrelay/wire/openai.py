@@ -40,6 +40,8 @@ ERROR_TYPES = {
     "unsupported_media_type": "invalid_request_error",
     "unknown_model": "invalid_request_error",
     "payload_too_large": "invalid_request_error",
+    "not_found": "invalid_request_error",
+    "method_not_allowed": "invalid_request_error",
     "rate_limit": "rate_limit_exceeded",
     "overloaded": "server_error",
     "api_error": "server_error",
