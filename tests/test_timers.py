@@ -33,7 +33,7 @@ async def test_touches_push_it_back_and_then_the_second_limit_applies() -> None:
     made: list[int] = []
 
     async def guarded() -> None:
-        async with IdleTimeout(0.05, 0.15) as idle:
+        async with IdleTimeout(0.1, 0.15) as idle:
             for _ in range(6):  # 0.3 s of activity, every 50 ms: past the first limit
                 await asyncio.sleep(0.05)
                 idle.touch(time.monotonic())
@@ -43,6 +43,16 @@ async def test_touches_push_it_back_and_then_the_second_limit_applies() -> None:
     with pytest.raises(TimeoutError):
         await guarded()
     assert len(made) == 6  # never cut during the activity: the touches pushed it back
+
+
+async def test_a_shorter_limit_after_the_first_touch_applies_at_once() -> None:
+    """Waiting 60 s for the first token, then 0.05 s between tokens: a stall after the first
+    token is found within the short limit, not when the long one would have run out."""
+    task = asyncio.create_task(_idle_for(60.0, 0.05, [0.01], wait=5))
+    await asyncio.sleep(0.5)
+    assert task.done()
+    with pytest.raises(TimeoutError):
+        task.result()
 
 
 async def test_a_block_that_finishes_in_time_changes_nothing() -> None:

@@ -76,6 +76,7 @@ def serve(
         workers=workers,
         loop="uvloop",
         http="httptools",
+        ws="none",
         access_log=False,
         log_config=log_config(log_format),
         timeout_graceful_shutdown=int(settings.streams.drain_timeout) + 5,
@@ -115,6 +116,7 @@ def mock_upstream(
         port=port,
         loop="uvloop",
         http="httptools",
+        ws="none",
         access_log=False,
         log_config=None,
     )

@@ -20,7 +20,7 @@ class IdleTimeout:
     when `first` seconds pass before the first `touch()`, or `then` seconds between touches
     after it. A cancel from anyone else stays a CancelledError (asyncio.timeout's rules)."""
 
-    __slots__ = ("_handle", "_limit", "_loop", "_scope", "_then", "last")
+    __slots__ = ("_due", "_handle", "_limit", "_loop", "_scope", "_then", "last")
 
     def __init__(self, first: float, then: float) -> None:
         self._limit = first
@@ -29,6 +29,7 @@ class IdleTimeout:
         self._scope = asyncio.timeout(None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when the timer is set for (time.monotonic())
 
     async def __aenter__(self) -> IdleTimeout:
         self._loop = asyncio.get_running_loop()
@@ -50,10 +51,15 @@ class IdleTimeout:
     def touch(self, now: float) -> None:
         """A sign of life at `now` (time.monotonic()); from the first on, the limit is `then`."""
         self.last = now
-        self._limit = self._then
+        if self._limit != self._then:  # the first touch: a shorter limit needs the timer sooner
+            self._limit = self._then
+            if self._handle is not None and now + self._then < self._due:
+                self._handle.cancel()
+                self._arm(now + self._then)
 
     def _arm(self, due: float) -> None:
         assert self._loop is not None
+        self._due = due
         self._handle = self._loop.call_at(self._loop.time() + due - time.monotonic(), self._check)
 
     def _check(self) -> None:

@@ -30,10 +30,13 @@ BODY = {"message": "hi", "model": "sim/fast", "max_tokens": 20}
 @asynccontextmanager
 async def uvicorn_serving(app: Any) -> AsyncIterator[str]:
     port = free_port()
-    config = uvicorn.Config(app, port=port, http="httptools", log_level="warning")
+    config = uvicorn.Config(app, port=port, http="httptools", ws="none", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 (uvicorn.Server offers a flag, no event)
+        if task.done():
+            task.result()  # its failure, if it failed
+            raise RuntimeError("uvicorn stopped before it started")
         await asyncio.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"
