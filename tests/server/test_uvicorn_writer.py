@@ -33,7 +33,7 @@ async def uvicorn_serving(app: Any) -> AsyncIterator[str]:
     config = uvicorn.Config(app, port=port, http="httptools", ws="none", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn.Server offers a flag, no event)
+    while not server.started:  # uvicorn.Server offers a flag, no event
         if task.done():
             task.result()  # its failure, if it failed
             raise RuntimeError("uvicorn stopped before it started")
