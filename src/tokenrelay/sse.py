@@ -25,6 +25,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 
 PING = b": ping\n\n"
+_new = tuple.__new__  # a named tuple built without its Python-level constructor (events.py)
 
 
 class ServerSentEvent(NamedTuple):
@@ -87,11 +88,17 @@ class SSEDecoder:
         if self._clean and chunk.endswith(b"\n\n") and b"\r" not in chunk:
             # What upstreams send nearly always: whole `data: ...` events, one line each. The
             # chunk ends on a line break, so it holds whole UTF-8 characters: the codec, which
-            # is empty at a boundary, is not needed.
+            # is empty at a boundary, is not needed. Once per upstream read, so written flat.
             text = chunk.decode("utf-8", "replace")
-            simple = self._simple_events(text)
-            if simple is not None:
-                return simple
+            events = []
+            for block in text[:-2].split("\n\n"):
+                if not block.startswith("data: ") or "\n" in block:
+                    break  # anything else takes the slow path, from the chunk's start
+                events.append(
+                    _new(ServerSentEvent, (block[6:], "message", self._last_id, self._retry))
+                )
+            else:
+                return events
             events = self._feed_text(text)
         else:
             events = self._feed_text(self._utf8.decode(chunk))
@@ -99,15 +106,6 @@ class SSEDecoder:
         self._clean = (
             chunk.endswith(b"\n") and not self._pending and not self._data and not self._event
         )
-        return events
-
-    def _simple_events(self, text: str) -> list[ServerSentEvent] | None:
-        """Events of `text` if each is exactly one `data: ` line, else None (the slow path)."""
-        events = []
-        for block in text[:-2].split("\n\n"):
-            if not block.startswith("data: ") or "\n" in block:
-                return None
-            events.append(ServerSentEvent(block[6:], "message", self._last_id, self._retry))
         return events
 
     def close(self) -> list[ServerSentEvent]:

@@ -1,10 +1,10 @@
 """Deadlines that activity pushes back, at no cost per activity.
 
 `IdleTimeout` is `asyncio.timeout` for "nothing happened for `limit` seconds". The code it
-guards calls `touch()` on each sign of life (a delta, a write), which only stores the time.
-One loop timer (`loop.call_at`, a heap entry: O(log n) to arm) fires at the earliest moment
-the deadline could have passed; it then either re-arms itself for the later moment that the
-last touch allows, or expires the scope. So a stream re-arms its timer at most once per
+guards records each sign of life (a delta) by storing its time in `last`: no call, no timer
+work. One loop timer (`loop.call_at`, a heap entry: O(log n) to arm) fires at the earliest
+moment the deadline could have passed; it then either re-arms itself for the later moment the
+last sign of life allows, or expires the scope. So a stream re-arms its timer about once per
 `limit`, never per token, and each event loop's timers are its own.
 """
 
@@ -16,25 +16,27 @@ from types import TracebackType
 
 
 class IdleTimeout:
-    """`async with IdleTimeout(first, then) as idle:` raises TimeoutError out of the block
-    when `first` seconds pass before the first `touch()`, or `then` seconds between touches
-    after it. A cancel from anyone else stays a CancelledError (asyncio.timeout's rules)."""
+    """`async with IdleTimeout(first, then) as idle:` raises TimeoutError out of the block when
+    `first` seconds pass with no sign of life, or `then` seconds pass between two after the
+    first. A sign of life is `idle.last = time.monotonic()`. A cancel from anyone else stays a
+    CancelledError (asyncio.timeout's rules)."""
 
-    __slots__ = ("_due", "_handle", "_limit", "_loop", "_scope", "_then", "last")
+    __slots__ = ("_first", "_handle", "_loop", "_scope", "_started", "_then", "last")
 
     def __init__(self, first: float, then: float) -> None:
-        self._limit = first
+        self._first = first
         self._then = then
-        self.last = time.monotonic()  # the last touch (time.monotonic(), the clock callers hold)
+        self._started = time.monotonic()
+        self.last = self._started  # the last sign of life (time.monotonic(), the callers' clock)
         self._scope = asyncio.timeout(None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0  # when the timer is set for (time.monotonic())
 
     async def __aenter__(self) -> IdleTimeout:
         self._loop = asyncio.get_running_loop()
         await self._scope.__aenter__()
-        self._arm(self.last + self._limit)
+        # The earliest the deadline can pass: `then` after a sign of life at once, if shorter.
+        self._arm(self._started + min(self._first, self._then))
         return self
 
     async def __aexit__(
@@ -45,27 +47,18 @@ class IdleTimeout:
     ) -> None:
         if self._handle is not None:
             self._handle.cancel()
-            self._handle = None
         await self._scope.__aexit__(exc_type, exc, tb)
-
-    def touch(self, now: float) -> None:
-        """A sign of life at `now` (time.monotonic()); from the first on, the limit is `then`."""
-        self.last = now
-        if self._limit != self._then:  # the first touch: a shorter limit needs the timer sooner
-            self._limit = self._then
-            if self._handle is not None and now + self._then < self._due:
-                self._handle.cancel()
-                self._arm(now + self._then)
 
     def _arm(self, due: float) -> None:
         assert self._loop is not None
-        self._due = due
         self._handle = self._loop.call_at(self._loop.time() + due - time.monotonic(), self._check)
 
     def _check(self) -> None:
-        due = self.last + self._limit
+        assert self._loop is not None
+        self._handle = None
+        last = self.last
+        due = last + (self._then if last > self._started else self._first)
         if time.monotonic() >= due:
-            self._handle = None
-            self._scope.reschedule(self._loop.time() if self._loop is not None else None)
+            self._scope.reschedule(self._loop.time())
         else:
             self._arm(due)

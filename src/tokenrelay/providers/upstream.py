@@ -5,9 +5,12 @@
     aiohttp read ─► SSEDecoder.feed (incremental WHATWG) ─► the dialect's decoder ─► Delta
 
 aiohttp brings the pooling, TLS (`SSL_CERT_FILE`, else certifi's bundle, as the official SDKs
-trust), proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`: `trust_env`) and the connect
-timeout. Reads have no timeout of their own: the stream's producer holds the first-token and
-idle deadlines. A session belongs to the event loop that made it, so each loop gets its own.
+trust), proxies and the connect timeout. The proxy comes from the environment (`HTTPS_PROXY`,
+`NO_PROXY`, ...) as aiohttp's `trust_env` reads it, but once per upstream rather than per
+request: `trust_env` reads the environment and `~/.netrc` in worker threads on every request
+(two thread hand-offs each), and a key must never come from a netrc file anyway. Reads have no
+timeout of their own: the stream's producer holds the first-token and idle deadlines. A session
+belongs to the event loop that made it, so each loop gets its own.
 
 Failures become the GenerationError tree, here and nowhere else: an HTTP status as
 `upstream_errors` maps it; a connect timeout UpstreamTimeout; anything else on the wire
@@ -31,6 +34,7 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 import certifi
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from tokenrelay import __version__
@@ -53,6 +57,14 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
+def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for `url`, as aiohttp's `trust_env` would take it."""
+    try:
+        return get_env_proxy_for_url(url)
+    except LookupError:
+        return None, None
+
+
 def _checked(name: str, headers: dict[str, str]) -> dict[str, str]:
     for header, value in headers.items():
         if any(c in header + value for c in "\r\n\0"):
@@ -68,6 +80,7 @@ class UpstreamClient:
             raise ValueError(f"{name}: base_url must be an http(s) URL")
         self.name = name
         self.base_url = base_url.rstrip("/")
+        self._proxy, self._proxy_auth = _env_proxy(URL(self.base_url))
         self._headers = {"user-agent": f"tokenrelay/{__version__}", **_checked(name, headers)}
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
@@ -81,7 +94,6 @@ class UpstreamClient:
                 connector=connector,
                 headers=self._headers,
                 timeout=self._timeout,
-                trust_env=True,
                 skip_auto_headers=("accept-encoding",),  # a compressed stream arrives in lumps
             )
             self._sessions[loop] = session
@@ -92,7 +104,12 @@ class UpstreamClient:
         mapped GenerationError for an error status or a failed connection."""
         try:
             response = await self._session().post(
-                url, data=orjson.dumps(body), headers=_REQUEST_HEADERS, allow_redirects=False
+                url,
+                data=orjson.dumps(body),
+                headers=_REQUEST_HEADERS,
+                allow_redirects=False,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             timed_out = isinstance(exc, TimeoutError)

@@ -230,18 +230,17 @@ class Stream:
         return self._finish, self._usage
 
     def _on_delta(self, delta: Delta) -> None:
-        """One delta from the provider."""
+        """One delta from the provider: once per token, so written out flat."""
         now = time.monotonic()  # one clock read per delta, for both uses
         assert self._idle is not None
-        self._idle.touch(now)
-        if delta.text:
-            self._token(delta.text, now)
-        if delta.usage is not None:
-            self._usage = delta.usage
-        if delta.finish_reason:
-            self._finish = delta.finish_reason
-
-    def _token(self, text: str, now: float) -> None:
+        self._idle.last = now
+        text, finish, usage = delta
+        if usage is not None:
+            self._usage = usage
+        if finish:
+            self._finish = finish
+        if not text:
+            return
         if self._overlap:
             # A continuation's first words may repeat what was sent (e.g. trimmed whitespace).
             text, self._overlap = text.removeprefix(self._overlap), ""
@@ -257,7 +256,7 @@ class Stream:
         self._last_token_at = now
         self.token_count += 1
         METRICS.tokens += 1
-        if self._shaper is None:  # the hot path: _emit_token and _append_nowait, written out
+        if self._shaper is None:  # _emit_token and _append_nowait, written out
             event = ev.token_event(self._seq + 1, text)
             self._log.append_nowait(self.stream_id, event)
             self._seq = event.seq

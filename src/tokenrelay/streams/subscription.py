@@ -188,7 +188,11 @@ class Subscription:
         if seq != self.cursor + 1 or self._held > MAX_HELD:
             self.interrupt()  # a gap, or too much held: read from the log instead
             return False
-        self._write(self._encode(event))
+        data = self._encode(event)
+        if data:  # `_write`, written out: this is once per token
+            self._wrote = True
+            if not self._writer.write_now(data):
+                self._held += len(data)
         self.cursor = seq
         if event.type in TERMINAL_TYPES:
             self._ended = True

@@ -1,6 +1,6 @@
 """OpenAI Chat Completions streaming, both ways.
 
-Upstream (tokenrelay as a client): `ChunkDecoder.feed(data)` takes each SSE `data` string and
+Upstream (tokenrelay as a client): `ChunkDecoder.feed_sse(event)` takes each SSE event and
 returns Deltas. It handles the role-only first chunk, the usage chunk with empty `choices`,
 `choices: null`, an in-band `{"error": ...}` line (raised as a GenerationError), the finish
 reasons, and `[DONE]`. `finish()` raises NetworkError if the stream was cut before `[DONE]`.
@@ -32,6 +32,7 @@ from tokenrelay.sse import ServerSentEvent
 from tokenrelay.wire.common import EventEncoder, as_int, data_line, safe_label
 
 DONE_LINE = b"data: [DONE]\n\n"
+_new = tuple.__new__  # a Delta built without its Python-level constructor (events.py)
 
 # Our error types as OpenAI's error `type` values, for the errors we send in this dialect.
 ERROR_TYPES = {
@@ -90,9 +91,8 @@ class ChunkDecoder:
         self.finished = False  # [DONE] seen
         self._finish_reason: str | None = None
 
-    def feed(self, data: str) -> list[Delta]:
-        # Once per token: the checks are ordered so that a usual chunk makes as few calls as it
-        # can (each call is a fair share of a relayed token's CPU; RESULTS.md, 2026-11-28).
+    def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
+        data = event.data
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -100,6 +100,32 @@ class ChunkDecoder:
                 self.finished = True
                 return []
             raise UpstreamError("openai: undecodable chunk") from None
+        # Once per token, so the usual chunk is checked in one go: its first choice's delta
+        # holds a text and nothing else, with no finish, usage or error beside it. Anything
+        # else (a role, a finish, usage, fields added later) takes the general path below.
+        try:
+            choice = chunk["choices"][0]
+            delta = choice["delta"]
+            text = delta["content"]
+        except (KeyError, IndexError, TypeError):
+            pass
+        else:
+            if (
+                type(text) is str
+                and text
+                and len(delta) == 1
+                and choice.get("finish_reason") is None
+                and chunk.get("usage") is None
+                and chunk.get("error") is None
+            ):
+                return [_new(Delta, (text, None, None))]
+        return self._general(chunk)
+
+    def feed(self, data: str) -> list[Delta]:
+        """One SSE `data` string (as `feed_sse` takes it from an event)."""
+        return self.feed_sse(ServerSentEvent(data))
+
+    def _general(self, chunk: Any) -> list[Delta]:
         if not isinstance(chunk, dict):
             raise UpstreamError("openai: chunk is not an object")
         if chunk.get("error") is not None:
@@ -135,9 +161,6 @@ class ChunkDecoder:
         if not text and finish is None:
             return None
         return Delta(text, finish)
-
-    def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
-        return self.feed(event.data)
 
     def finish(self) -> None:
         if not self.finished:
