@@ -1,9 +1,9 @@
 """Process metrics: plain counters on the hot path, Prometheus text only when scraped.
 
 The producer counts every token, so what it touches per token must cost next to nothing: an
-integer increment and a `bisect` into a bucket list (about 0.1 µs, against about 1 µs for a
-`prometheus_client.Histogram.observe`, which takes a lock). `prometheus_client` still writes
-the exposition format, from these numbers, when `GET /metrics` asks (`MetricsCollector`).
+integer increment and a `bisect` into a bucket list, where `prometheus_client.Histogram.observe`
+takes a lock. `prometheus_client` still writes the exposition format, from these numbers, when
+`GET /metrics` asks (`MetricsCollector`).
 
 One `METRICS` per process, as Prometheus expects. With `tokenrelay serve --workers N` each
 worker counts its own streams and a scrape answers for the worker that took it.

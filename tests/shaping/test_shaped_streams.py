@@ -28,7 +28,7 @@ NO_RETRIES = StreamsSection(max_retries=0)
 
 class AppendTimes:
     """Follows the log (a follower, handed each event as it is appended): when each event was
-    appended, in loop time. (Not a subclass of the log: mypyc's compiled build forbids it.)"""
+    appended, in loop time."""
 
     def __init__(self) -> None:
         self.times: dict[int, float] = {}

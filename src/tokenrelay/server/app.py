@@ -187,14 +187,12 @@ def tune_gc() -> None:
 
     What exists now (modules, settings, routes) lives as long as the process: frozen, the
     collector stops walking it at every older-generation collection (gc docs, gc.freeze).
-    An open stream is about 150 tracked objects (its connection, tasks, coroutines, parsers),
-    so 2,000 streams are 300,000. With CPython's default of a young collection every 700
-    allocations, objects that live as long as a request (a few seconds) survive into the
-    older generations, and full collections walk them all: 60-110 ms pauses, and 190-230 µs
-    of collection per 20-token request, with 2,000 streams open. With 10,000, most of them
-    die by reference count before any collection sees them: 3.5x less time collecting and
-    pauses up to ~40 ms (benchmarks/RESULTS.md). Nearly all of our garbage is freed by
-    reference counting; the collector is for the rare cycles.
+    An open stream is a hundred or more tracked objects (its connections, tasks, coroutines,
+    parsers). With CPython's default of a young collection every 700 allocations, objects that
+    live as long as a request survive into the older generations, and full collections walk
+    them all; with 10,000, most die by reference count before any collection sees them
+    (`benchmarks/bench_gc.py` measures both). Nearly all of our garbage is freed by reference
+    counting; the collector is for the rare cycles.
     """
     gc.collect()
     gc.freeze()

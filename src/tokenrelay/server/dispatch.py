@@ -7,8 +7,8 @@ request line in the log, the log context (`middleware.py`).
 
 The streaming routes (`POST` and `GET /api/chat/stream`, `POST /v1/chat/completions` and
 `/v1/messages`, `GET /api/streams/{id}`) live as long as a stream, and every frame and closure
-on their way in stays in memory until the answer ends: through Starlette's stack that was
-5.9 KB per open stream, and a share of each request's CPU (docs/performance.md). So while
+on their way in stays in memory until the answer ends, on top of a share of each request's
+CPU (docs/performance.md has the figures). So while
 the app has no middleware but its own, they are matched here, with the app's own `Route`
 objects (paths, methods and path parameters as the router has them), and served as the stack
 would serve them: errors go to the app's exception handlers, looked up when they happen, so

@@ -4,8 +4,8 @@ gives each request one).
 Each request logs one line, when its response starts: the request id, method, path and
 status, and, for a request that started a stream, the stream's id and model (`note_stream`;
 a resume names the stream it follows).
-One line rather than a second one for the stream's start: a log line costs about 15 µs,
-a few percent of a short stream's whole CPU (benchmarks/RESULTS.md).
+One line rather than a second one for the stream's start: a log line is a visible share of a
+short stream's whole CPU.
 """
 
 from __future__ import annotations

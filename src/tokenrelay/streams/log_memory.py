@@ -1,17 +1,14 @@
 """The in-process stream log: each stream's events, kept as plain bytes, and its waiting readers.
 
 A stream keeps its events for the TTL, so a busy replica holds millions. Kept as `Event`
-objects they would all be tracked by the garbage collector: each full collection walked them
-(110 ms per million on this machine) and the collections cost about 0.5 µs per token. So an
-entry keeps each event's payload in a list of untracked bytes, and the types of the few events
-that are not tokens by index (`kinds`), and builds `Event`s again for the readers that catch
-up (a live reader gets the producer's own). When a stream ends, its entry is retired to a
-record of plain values, which CPython's collector stops tracking, where a live entry is six
-tracked objects (itself, its meta, a dict, three lists), with its payloads joined into one
-`bytes` (about half the memory of one object per event; `_Ended`). A replica serving 400
-streams a second holds 240,000 ended ones for a 10-minute TTL; no collection walks them.
-Records are kept in the order the streams ended, which is the order they expire in, so the
-sweep stops at the first one still alive.
+objects they would all be tracked by the garbage collector, and every full collection would
+walk them. So an entry keeps each event's payload in a list of untracked bytes, and the types
+of the few events that are not tokens by index (`kinds`), and builds `Event`s again for the
+readers that catch up (a live reader gets the producer's own). When a stream ends, its entry
+is retired to a record of plain values, which CPython's collector stops tracking, with its
+payloads joined into one `bytes` (`_Ended`). Records are kept in the order the streams ended,
+which is the order they expire in, so the sweep stops at the first one still alive.
+(docs/performance.md has what an ended stream costs.)
 
 Readers wait on a future of their own, resolved by the next append: no polling, and a cancelled
 reader cannot cancel anyone else's wake-up (as awaiting one shared future would). A caught-up
@@ -90,12 +87,9 @@ class _Ended(NamedTuple):
     for. The log stores it as `record()` and makes one of these when a reader asks: CPython
     stops tracking a tuple of plain values, but only a plain tuple, not a named one.
 
-    Its payloads are joined into one `bytes`, a line each: a `bytes` object per event cost its
-    header and allocator rounding on top of the payload, and an ended stream held 2.2 times its
-    payloads (a 200-token answer 16.1 KB; now 8.0 KB; `benchmarks/bench_ended.py`). Retiring
-    takes about 13 µs more at 200 events, mostly freeing the per-event objects, which the old
-    form freed at expiry instead. Readers of ended streams, which are rare (a resume, a late
-    tab), split the bytes again."""
+    Its payloads are joined into one `bytes`, a line each: a `bytes` object per event costs its
+    header and allocator rounding on top of the payload. Readers of ended streams, which are
+    rare (a resume, a late tab), split the bytes again."""
 
     meta: StreamMeta
     kinds_at: tuple[int, ...]  # flat tuples of plain values: a tuple of pairs stays tracked
