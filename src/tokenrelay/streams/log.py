@@ -44,12 +44,15 @@ Cluster hooks, for backends shared by several processes (no-ops in a single proc
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from tokenrelay.events import Event
+
+logger = logging.getLogger("tokenrelay.log")
 
 
 class Follower(Protocol):
@@ -62,6 +65,25 @@ class Follower(Protocol):
     def interrupt(self) -> None:
         """Stop following (the log is closing, or cannot go on): read from the log instead."""
         ...
+
+
+def follower_failed(follower: Follower) -> bool:
+    """A follower raised: log it and stop it (False: detach it). A reader's bug must not fail
+    the writer whose append, or shared read, handed it the event."""
+    logger.exception("follower failed; detached")
+    follower.interrupt()
+    return False
+
+
+def hand_over(followers: list[Follower], event: Event) -> None:
+    """Hand `event` to each of `followers`, removing those that decline it or fail."""
+    for follower in followers.copy():
+        try:
+            keep = follower.push(event)
+        except Exception:
+            keep = follower_failed(follower)
+        if not keep and follower in followers:
+            followers.remove(follower)
 
 
 @dataclass(frozen=True, slots=True)

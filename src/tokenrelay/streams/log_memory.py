@@ -31,7 +31,14 @@ from typing import Any, NamedTuple
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import TERMINAL_TYPES, Event, EventType
-from tokenrelay.streams.log import Follower, StreamLog, StreamMeta, StreamStatus
+from tokenrelay.streams.log import (
+    Follower,
+    StreamLog,
+    StreamMeta,
+    StreamStatus,
+    follower_failed,
+    hand_over,
+)
 
 logger = logging.getLogger("tokenrelay.log")
 
@@ -67,16 +74,6 @@ class _Entry:
             if not waiter.done():
                 waiter.set_result(None)
         self.waiters.clear()
-
-    def push(self, event: Event) -> None:
-        """Hand `event` to every follower (append_nowait does the one-follower case itself)."""
-        for follower in self.followers.copy():
-            try:
-                keep = follower.push(event)
-            except Exception:
-                keep = _failed(follower)
-            if not keep:
-                self.followers.remove(follower)
 
 
 _Record = tuple[Any, ...]  # an `_Ended` as a plain tuple (see _Ended.record)
@@ -120,13 +117,6 @@ def _events(kinds: dict[int, EventType], payloads: Sequence[bytes], after: int) 
         Event(seq, kind(seq - 1, "token"), data)
         for seq, data in enumerate(payloads[after:], after + 1)
     ]
-
-
-def _failed(follower: Follower) -> bool:
-    """A follower raised: a reader's bug must not fail the producer whose append called it."""
-    logger.exception("follower failed; detached")
-    follower.interrupt()
-    return False
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
@@ -176,11 +166,11 @@ class MemoryStreamLog(StreamLog):
             try:
                 keep = followers[0].push(event)
             except Exception:
-                keep = _failed(followers[0])
+                keep = follower_failed(followers[0])
             if not keep:
                 followers.clear()
         elif followers:
-            entry.push(event)
+            hand_over(followers, event)
         if entry.waiters:
             entry.wake()
         if terminal:  # readers woken above still read their events from the live entry

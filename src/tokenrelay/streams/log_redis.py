@@ -45,7 +45,7 @@ import redis.asyncio as aioredis
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream, client_message
 from tokenrelay.events import Event, EventType, error_event
-from tokenrelay.streams.log import Follower, StreamLog, StreamMeta, StreamStatus
+from tokenrelay.streams.log import Follower, StreamLog, StreamMeta, StreamStatus, hand_over
 
 T = TypeVar("T")
 logger = logging.getLogger("tokenrelay.redis")
@@ -77,16 +77,6 @@ def _keys(stream_id: str) -> dict[str, str]:
 
 def _seq_of(entry_id: bytes) -> int:
     return int(entry_id.rpartition(b"-")[2])
-
-
-def _pushed(follower: Follower, event: Event) -> bool:
-    """Hand `event` to `follower`; False to detach it (a reader's bug must not stop the rest)."""
-    try:
-        return follower.push(event)
-    except Exception:
-        logger.exception("follower failed; detached")
-        follower.interrupt()
-        return False
 
 
 def _event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
@@ -290,9 +280,7 @@ class RedisStreamLog(StreamLog):
                 events = await self._read(stream_id, fanout.cursor, READ_SLICE)
                 for event in events:
                     fanout.cursor = event.seq
-                    for follower in fanout.followers.copy():
-                        if not _pushed(follower, event) and follower in fanout.followers:
-                            fanout.followers.remove(follower)
+                    hand_over(fanout.followers, event)
                 if events and events[-1].terminal:
                     break
         except Exception as exc:
