@@ -55,6 +55,16 @@ async def test_a_shorter_limit_after_the_first_touch_applies_at_once() -> None:
         task.result()
 
 
+async def test_a_first_sign_of_life_after_the_first_check_still_starts_the_short_limit() -> None:
+    """Regression: the first check found nothing yet and was set again for the long limit, so
+    a stall that began after a later first token was found only when the long limit ran out."""
+    task = asyncio.create_task(_idle_for(30.0, 0.05, [0.2], wait=5))
+    await asyncio.sleep(1.0)  # the short limit after the token at 0.2 s, with a wide margin
+    assert task.done()
+    with pytest.raises(TimeoutError):
+        task.result()
+
+
 async def test_a_block_that_finishes_in_time_changes_nothing() -> None:
     assert await _idle_for(0.05, 0.05, [0.01, 0.01], wait=0.01) == 2
     await asyncio.sleep(0.1)  # its timer is gone: nothing fires later

@@ -26,7 +26,7 @@ from tokenrelay.client import (
 )
 from tokenrelay.logs import log_config
 from tokenrelay.providers.configured import upstream_sections
-from tokenrelay.settings import CONFIG_ENV, SettingsError, load_settings
+from tokenrelay.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tokenrelay: stream LLM answers."
@@ -50,13 +50,35 @@ def serve(
 
     if config is not None:
         os.environ[CONFIG_ENV] = str(config.resolve())  # workers read it too
-    given = {"host": host, "port": port, "log_format": log_format}
+    settings = _settings_or_exit({"host": host, "port": port, "log_format": log_format})
+    typer.echo(_startup_line(settings))
+    uvicorn.run(
+        "tokenrelay.server.app:serve_app",
+        factory=True,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        access_log=False,
+        log_config=log_config(settings.server.log_format),
+        timeout_graceful_shutdown=int(settings.streams.drain_timeout) + 5,
+    )
+
+
+def _settings_or_exit(server: dict[str, Any]) -> Settings:
+    """The settings, with the command line's `server` options over the file's and the
+    environment's; a clear message and exit status 2 if they are wrong."""
     try:
-        settings = load_settings(overrides={"server": {k: v for k, v in given.items() if v}})
+        return load_settings(overrides={"server": {k: v for k, v in server.items() if v}})
     except SettingsError as exc:
         typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
-    host, port, log_format = settings.server.host, settings.server.port, settings.server.log_format
+
+
+def _startup_line(settings: Settings) -> str:
+    host, port = settings.server.host, settings.server.port
     shown = f"[{host}]" if ":" in host else host
     upstreams = sorted(upstream_sections(settings))
     offer = (
@@ -64,23 +86,8 @@ def serve(
         if upstreams
         else "no provider keys found; serving the built-in simulator"
     )
-    typer.echo(
-        f"tokenrelay {__version__}: {offer} "
-        f"(default model {settings.server.default_model}) at http://{shown}:{port}"
-    )
-    uvicorn.run(
-        "tokenrelay.server.app:serve_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        access_log=False,
-        log_config=log_config(log_format),
-        timeout_graceful_shutdown=int(settings.streams.drain_timeout) + 5,
-    )
+    model = settings.server.default_model
+    return f"tokenrelay {__version__}: {offer} (default model {model}) at http://{shown}:{port}"
 
 
 class _HideSimulatedResets(logging.Filter):

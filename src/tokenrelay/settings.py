@@ -136,6 +136,10 @@ _TEXT = {
     "extra_forbidden": "unknown key",
     "string_pattern_mismatch": "must be an http(s) URL with a host",  # base_url, the only one
 }
+# Keys that earlier releases read, with what to do about them instead of "unknown key".
+_REMOVED = {
+    "transport": "no longer needed: every upstream uses one HTTP client now; delete the line",
+}
 
 
 def _messages(error: ValidationError) -> str:
@@ -144,6 +148,8 @@ def _messages(error: ValidationError) -> str:
         where, text = _where(item["loc"]), _TEXT.get(item["type"], item["msg"])
         if item["type"] == "extra_forbidden" and len(item["loc"]) == 1:
             where, text = f"[{item['loc'][0]}]", "unknown section"
+        elif item["type"] == "extra_forbidden":
+            text = _REMOVED.get(str(item["loc"][-1]), text)
         lines.append(f"{where}: {text}")
     return "; ".join(lines)
 

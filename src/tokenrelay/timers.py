@@ -5,7 +5,7 @@ guards records each sign of life (a delta) by storing its time in `last`: no cal
 work. One loop timer (`loop.call_at`, a heap entry: O(log n) to arm) fires at the earliest
 moment the deadline could have passed; it then either re-arms itself for the later moment the
 last sign of life allows, or expires the scope. So a stream re-arms its timer about once per
-`limit`, never per token, and each event loop's timers are its own.
+limit, never per token, and each event loop's timers are its own.
 """
 
 from __future__ import annotations
@@ -56,9 +56,13 @@ class IdleTimeout:
     def _check(self) -> None:
         assert self._loop is not None
         self._handle = None
-        last = self.last
-        due = last + (self._then if last > self._started else self._first)
-        if time.monotonic() >= due:
+        now, last = time.monotonic(), self.last
+        if last > self._started:
+            due = next_check = last + self._then
+        else:  # no sign of life yet: one may come any moment and start the shorter limit
+            due = self._started + self._first
+            next_check = min(due, now + self._then)
+        if now >= due:
             self._scope.reschedule(self._loop.time())
         else:
-            self._arm(due)
+            self._arm(next_check)

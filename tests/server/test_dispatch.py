@@ -3,7 +3,9 @@ honoured on them: middleware sees their bodies, exception handlers answer their 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 import httpx
@@ -15,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.conftest import SentBy, post_stream_recording_callers, quick_settings, sse_events
 from tokenrelay.errors import UnknownModel
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider
 from tokenrelay.server.app import create_app
 from tokenrelay.server.dispatch import Dispatcher
 from tokenrelay.server.responses import EventStreamResponse
@@ -215,3 +218,82 @@ async def test_the_request_line_names_the_stream_in_every_dialect(
     assert lines == [
         f"{request_id} POST /v1/chat/completions -> 200, stream {stream_id} (sim/fast)"
     ]
+
+
+class Exploding(Provider):
+    name = "boom"
+
+    def models(self) -> list[str]:
+        return ["x"]
+
+    def supports(self, model: str) -> bool:
+        raise RuntimeError("a bug")
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        yield Delta()
+
+
+class AsyncCallableHandler:
+    """A handler that is an object with an async `__call__` (Starlette accepts these)."""
+
+    async def __call__(self, request: Request, exc: Exception) -> Response:
+        return JSONResponse({"mine": "500"}, status_code=599)
+
+
+async def test_a_handler_for_500_answers_unexpected_errors_and_the_error_is_raised_on() -> None:
+    app = create_app(quick_settings(), providers=[Exploding()])
+    app.add_exception_handler(500, AsyncCallableHandler())
+    sent: SentBy = []
+    body = {"message": "hi", "model": "boom/x"}
+    with pytest.raises(RuntimeError, match="a bug"):  # on to the server, as Starlette does
+        await post_stream_recording_callers(app, body=body, into=sent)
+    assert sent[0][1]["status"] == 599
+    assert orjson.loads(body_of(sent)) == {"mine": "500"}
+
+
+async def test_an_error_its_handler_answered_is_not_raised_on() -> None:
+    app = create_app(quick_settings())
+    sent = await post_stream_recording_callers(
+        app, method="GET", route="/api/streams/str_AAAAAAAAAAAAAAAAAAAAAA"
+    )
+    assert sent[0][1]["status"] == 404
+    assert orjson.loads(body_of(sent))["error"]["type"] == "unknown_stream"
+
+
+async def test_until_disconnect_returns_none_when_the_client_goes_and_keeps_an_outside_cancel() -> (
+    None
+):
+    from tokenrelay.server.responses import until_disconnect
+
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def forever() -> int:
+        await asyncio.sleep(10)
+        return 1
+
+    async def quick() -> int:
+        return 7
+
+    assert await until_disconnect(receive, quick()) == 7
+    task = asyncio.create_task(until_disconnect(receive, forever()))
+    await asyncio.sleep(0.01)
+    gone.set()
+    assert await task is None
+    # The client leaves and someone cancels the caller in the same step: still a cancel.
+    gone.clear()
+    task = asyncio.create_task(until_disconnect(receive, forever()))
+    await asyncio.sleep(0.01)
+    gone.set()
+    await asyncio.sleep(0)  # the listener runs first: the task group cancels the caller...
+    task.cancel()  # ... and so does someone else, before the caller runs again
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async def broken_receive() -> dict[str, Any]:
+        raise OSError("the connection broke")
+
+    assert await until_disconnect(broken_receive, forever()) is None  # gone all the same

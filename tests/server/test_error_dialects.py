@@ -59,7 +59,9 @@ def test_the_dialect_is_chosen_by_the_route() -> None:
     assert dialect_of(scope("/v1/chat/completions")) is OPENAI
     assert dialect_of(scope("/v1/messages")) is ANTHROPIC
     assert dialect_of(scope("/v1/models")) is OPENAI
-    assert dialect_of(scope("/v1/models", (b"anthropic-version", b"2023-06-01"))) is ANTHROPIC
+    anthropic_sdk = (b"anthropic-version", b"2023-06-01")
+    assert dialect_of(scope("/v1/models", anthropic_sdk)) is ANTHROPIC
+    assert dialect_of(scope("/v1/chat/completions", anthropic_sdk)) is OPENAI
 
 
 async def test_unknown_routes_and_methods_under_v1(raw_client: httpx.AsyncClient) -> None:

@@ -46,6 +46,10 @@ def test_file_overrides(tmp_path: Path) -> None:
         ({"streams": {"compat_chunking": "words"}}, r"\[streams\] compat_chunking"),
         ({"upstreams": {"x": {"base_url": "ftp://x"}}}, r"\[upstreams.x\] base_url: must be"),
         ({"upstreams": {"sim": {"base_url": "http://x"}}}, "reserved"),
+        (
+            {"upstreams": {"x": {"base_url": "http://x", "transport": "httpx"}}},
+            r"\[upstreams.x\] transport: no longer needed",
+        ),
         ({"streams": {"max_hold_ms": 20_000}}, "max_hold_ms"),
     ],
 )

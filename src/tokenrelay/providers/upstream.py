@@ -154,6 +154,9 @@ async def _finish_body(response: aiohttp.ClientResponse) -> None:
                     pass
     except (TimeoutError, aiohttp.ClientError, OSError):
         response.close()  # the answer is complete: the connection is simply not reused
+    except BaseException:
+        response.close()  # cancelled meanwhile: never leave the connection to the collector
+        raise
     else:
         response.release()
 

@@ -35,7 +35,7 @@ ERROR_BODY_LIMIT = 64 * 1024
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait, from `retry-after-ms` or `retry-after` (seconds or an HTTP date).
 
-    `headers` has lower-case names (httpx.Headers is case-insensitive anyway)."""
+    `headers` is case-insensitive (aiohttp's), or has lower-case names."""
     millis = headers.get("retry-after-ms")
     if millis:
         try:

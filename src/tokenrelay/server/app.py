@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, StatelessLifespan
 
 from tokenrelay import logs
 from tokenrelay.errors import (
@@ -127,11 +127,36 @@ def create_app(
     providers: list[Provider] | None = None,
     handle_signals: bool = False,
 ) -> TokenRelayApp:
-    settings = settings or Settings()
+    """The app; with no `settings`, those of `$TOKENRELAY_CONFIG` and the environment."""
+    settings = settings or load_settings()
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
-    manager = StreamManager(build_log(settings), settings.streams)
-    state = AppState(settings, registry, manager)
+    state = AppState(settings, registry, StreamManager(build_log(settings), settings.streams))
+    app = TokenRelayApp(
+        routes=(
+            routes_native.ROUTES + routes_compat.ROUTES + routes_metrics.ROUTES + routes_ui.ROUTES
+        ),
+        middleware=_middleware(settings),
+        lifespan=_lifespan(state, handle_signals),
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
+    app.state.tokenrelay = state
+    return app
 
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    if not settings.server.cors_origins:
+        return []
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.server.cors_origins),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["content-type", "last-event-id", "authorization"],
+        expose_headers=["x-stream-id", "x-request-id"],
+    )
+    return [cors]
+
+
+def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starlette]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore = chain_shutdown_signals(state.manager.begin_drain) if handle_signals else None
@@ -145,29 +170,9 @@ def create_app(
                 restore()
             await state.manager.close()
             await state.manager.log.close()
-            await registry.aclose()
+            await state.registry.aclose()
 
-    middleware = []
-    if settings.server.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.server.cors_origins),
-                allow_methods=["GET", "POST", "DELETE"],
-                allow_headers=["content-type", "last-event-id", "authorization"],
-                expose_headers=["x-stream-id", "x-request-id"],
-            )
-        )
-    app = TokenRelayApp(
-        routes=(
-            routes_native.ROUTES + routes_compat.ROUTES + routes_metrics.ROUTES + routes_ui.ROUTES
-        ),
-        middleware=middleware,
-        lifespan=lifespan,
-        exception_handlers=dict(EXCEPTION_HANDLERS),
-    )
-    app.state.tokenrelay = state
-    return app
+    return lifespan
 
 
 def serve_app() -> Starlette:

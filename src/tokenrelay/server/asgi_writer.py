@@ -24,7 +24,11 @@ class AsgiWriter:
         return False
 
     async def drain(self) -> None:
-        while self._held:  # what is pushed while a send waits goes out in the next one
-            held, self._held = self._held, []
-            body = held[0] if len(held) == 1 else b"".join(held)
+        held = self._held
+        while held:  # what is written while a send waits goes out in the next one
+            count = len(held)
+            body = held[0] if count == 1 else b"".join(held[:count])
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
+            # Held until sent: a writer that writes at once (UvicornWriter) sees them held
+            # meanwhile, and holds what comes next behind them rather than overtaking them.
+            del held[:count]

@@ -2,11 +2,11 @@
 
 Whatever fails (a bad request, an unknown route, a stream that ended before its first token,
 an unexpected exception), the client gets its own API's error shape and status, so each SDK
-parses it. The dialect is chosen by the route (`dialect_of`): `/v1/messages`, or any `/v1/`
-request from the Anthropic SDK (it sends `anthropic-version`), is Anthropic's; any other
-`/v1/` route is OpenAI's; everything else is native. Each wire module owns its dialect's error
-object (`wire/*.py error_object`), which in-band stream errors use too; this module adds the
-statuses and the response around it. Messages come from our own table (errors.py) or our own
+parses it. The dialect is chosen by the route (`dialect_of`): `/v1/messages` is Anthropic's and
+`/v1/chat/completions` OpenAI's; another `/v1/` route is Anthropic's for the Anthropic SDK (it
+sends `anthropic-version`) and OpenAI's otherwise; everything else is native. Each wire module
+owns its dialect's error object (`wire/*.py error_object`), which in-band stream errors use
+too; this module adds the statuses and the response around it. Messages come from our own table (errors.py) or our own
 validation text, never from an exception or an upstream; the request id is in the
 `x-request-id` header of every response, and in the native body.
 """
@@ -82,6 +82,8 @@ def dialect_of(scope: Scope) -> Dialect:
         return NATIVE
     if path.startswith("/v1/messages"):
         return ANTHROPIC
+    if path.startswith("/v1/chat/completions"):
+        return OPENAI  # its stream errors are OpenAI's whatever the caller sent
     headers = scope.get("headers", ())
     return ANTHROPIC if any(name == b"anthropic-version" for name, _ in headers) else OPENAI
 

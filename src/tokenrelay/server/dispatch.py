@@ -11,17 +11,19 @@ on their way in stays in memory until the answer ends, on top of a share of each
 CPU (docs/performance.md has the figures). So while
 the app has no middleware but its own, they are matched here, with the app's own `Route`
 objects (paths, methods and path parameters as the router has them), and served as the stack
-would serve them: errors go to the app's exception handlers, looked up when they happen, so
-`add_exception_handler` applies; a failure after the response started is logged and re-raised
-(the server closes the connection), as Starlette's error middleware does.
+would serve them: an error goes to the app's exception handlers, chosen as Starlette's
+exception layers choose them (`add_exception_handler` applies, a handler for 500 or Exception
+included), and one that only the 500 handler answers is raised on for the server to log.
 
 As soon as the app has a middleware that it did not bring itself (`add_middleware`, or CORS
-from the settings), every request takes the stack, so that middleware sees streaming
-responses too. An app mounted under a prefix (`root_path`) takes the stack as well.
+from the settings), a body size limit or debug mode, every request takes the stack, so that
+middleware sees streaming responses too. An app mounted under a prefix (`root_path`) takes
+the stack as well.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -30,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -74,8 +76,16 @@ class Dispatcher:
     def __init__(self, app: Starlette, stack: ASGIApp) -> None:
         self.app = app
         self.stack = stack
-        # Read when the stack is built, after which Starlette refuses new middleware.
-        self.direct_routes = [] if app.user_middleware else streaming_routes(app.routes)
+        # Read when the stack is built, as Starlette's own layers read them then.
+        stacked = app.user_middleware or app.debug or getattr(app, "max_body_size", None)
+        self.direct_routes = [] if stacked else streaming_routes(app.routes)
+        self.handlers: dict[Any, Callable[..., Any]] = {}  # as ExceptionMiddleware has them
+        self.error_handler: Callable[..., Any] | None = None  # as ServerErrorMiddleware has it
+        for key, handler in app.exception_handlers.items():
+            if key in (500, Exception):
+                self.error_handler = handler
+            else:
+                self.handlers[key] = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,30 +105,53 @@ class Dispatcher:
         request = Request(scope, receive)
         try:
             response = await endpoint(request)
-        except Exception as exc:
-            response = await self._handle(request, exc)
-        try:
             await response(scope, receive, send)
         except Exception as exc:
-            if not send.started:
-                await (await self._handle(request, exc))(scope, receive, send)
-            raise
+            await self._answer(request, send, exc)
 
-    async def _handle(self, request: Request, exc: Exception) -> Response:
-        """The app's exception handler's answer for `exc` (its status code's, else the one
-        for the nearest class in its MRO), as Starlette's exception layers choose it."""
-        handlers: dict[Any, Callable[..., Any]] = self.app.exception_handlers
-        handler = None
-        if isinstance(exc, HTTPException):
-            handler = handlers.get(exc.status_code)
+    async def _answer(self, request: Request, send: IdentifiedSend, exc: Exception) -> None:
+        """Answer `exc` as Starlette's exception layers do: the handler for its status code
+        (an HTTPException) or the nearest class in its MRO; else the app's handler for 500 or
+        Exception (or a plain 500), after which it is raised on for the server to log."""
+        handler = self.handlers.get(exc.status_code) if isinstance(exc, HTTPException) else None
         for cls in type(exc).__mro__ if handler is None else ():
-            handler = handlers.get(cls)
+            handler = self.handlers.get(cls)
             if handler is not None:
                 break
-        if handler is None:
-            raise exc
-        if inspect.iscoroutinefunction(handler):
-            response = await handler(request, exc)
-        else:
-            response = await run_in_threadpool(handler, request, exc)
-        return cast(Response, response)
+        if handler is not None:
+            if send.started:
+                raise RuntimeError(
+                    "Caught handled exception, but response already started."
+                ) from exc
+            await _respond(handler, request, exc, send)
+            return
+        if not send.started:
+            if self.error_handler is None:
+                await _respond(_plain_500, request, exc, send)
+            else:
+                await _respond(self.error_handler, request, exc, send)
+        raise exc
+
+
+def _plain_500(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+async def _respond(
+    handler: Callable[..., Any], request: Request, exc: Exception, send: IdentifiedSend
+) -> None:
+    """Call an exception handler, sync or async, and send the response it returns."""
+    if _is_async_callable(handler):
+        response = await handler(request, exc)
+    else:
+        response = await run_in_threadpool(handler, request, exc)
+    if response is not None:
+        await response(request.scope, request.receive, send)
+
+
+def _is_async_callable(obj: Any) -> bool:
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return inspect.iscoroutinefunction(obj) or (
+        callable(obj) and inspect.iscoroutinefunction(obj.__call__)
+    )

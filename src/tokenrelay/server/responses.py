@@ -65,12 +65,15 @@ def writer_for(send: Send) -> Writer:
 
 
 class _Disconnected(Exception):
-    """The client sent `http.disconnect` (raised in the listener, to end the task group)."""
+    """The client is gone (raised in the listener, to end the task group)."""
 
 
 async def _listen(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception as exc:  # a receive that fails: the client is gone all the same
+        raise _Disconnected from exc
     raise _Disconnected
 
 
@@ -78,7 +81,8 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T | None:
     """`work`'s result, or None if the client disconnects first (`work` is then cancelled).
 
     `work` runs in the calling task; only the listener gets a task of its own. What `work`
-    raises is raised as itself, not inside the task group's ExceptionGroup."""
+    raises is raised as itself, not inside the task group's ExceptionGroup, and a cancel of
+    the calling task from outside stays a cancel."""
     finished: list[T] = []
     try:
         async with asyncio.TaskGroup() as group:
@@ -90,7 +94,11 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T | None:
     except BaseExceptionGroup as raised:
         _, failures = raised.split(_Disconnected)
         if failures is not None:
-            raise failures.exceptions[0] from None  # one body: at most one failure of its own
+            failure = failures.exceptions[0]  # one body: at most one failure of its own
+            raise failure from failure.__cause__
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None  # someone else's cancel came meanwhile
     return finished[0] if finished else None
 
 

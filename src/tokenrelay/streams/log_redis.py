@@ -114,6 +114,7 @@ class RedisStreamLog(StreamLog):
         self._flushers: dict[str, asyncio.Task[None]] = {}  # each stream's writer, if busy
         self._inflight: set[asyncio.Task[Any]] = set()
         self._fanouts: dict[str, _Fanout] = {}
+        self._closed = False
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
 
     # ------------------------------------------------------------------ writing
@@ -256,6 +257,8 @@ class RedisStreamLog(StreamLog):
 
         Refused when the reader is already past `after`: the follower reads those first.
         A follower ahead of it is handed events it has (seq <= its cursor) and skips them."""
+        if self._closed:
+            return False
         fanout = self._fanouts.get(stream_id)
         if fanout is None:
             fanout = self._fanouts[stream_id] = _Fanout(after)
@@ -384,6 +387,7 @@ class RedisStreamLog(StreamLog):
             await asyncio.wait(list(self._flushers.values()))
 
     async def close(self) -> None:
+        self._closed = True  # no more followers: readers still reading get the log's errors
         for fanout in self._fanouts.values():
             for follower in fanout.followers:
                 follower.interrupt()

@@ -84,8 +84,7 @@ class Subscription:
     async def run(self) -> bool:
         """Until the terminal event is written (True), or the client did not drain a write
         within `send_timeout` (False: it is dropped, and can resume)."""
-        loop = asyncio.get_running_loop()
-        self._keepalive_timer = loop.call_later(self._keepalive, self._keepalive_due)
+        self._restart_keepalive()
         try:
             while not self._ended:
                 if not await self._replay():
@@ -123,6 +122,7 @@ class Subscription:
     async def _follow(self) -> bool:
         """Attached: sleep until a push or the keep-alive needs this task (module doc)."""
         self._catch_up = False
+        self._restart_keepalive()  # the first ping comes `keepalive` after the last replay
         loop = asyncio.get_running_loop()
         while True:
             if not (self._held or self._ping_due or self._ended or self._catch_up):
@@ -163,14 +163,22 @@ class Subscription:
         self._held = 0
         return True
 
-    def _keepalive_due(self) -> None:
-        """Every `keepalive` seconds, one timer per subscription: not re-armed per token."""
+    def _restart_keepalive(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+        self._wrote = False
         loop = asyncio.get_running_loop()
+        self._keepalive_timer = loop.call_later(self._keepalive, self._keepalive_due)
+
+    def _keepalive_due(self) -> None:
+        """Every `keepalive` seconds, one timer per subscription, not re-armed per token: a
+        ping if nothing was written since the last time."""
         if self._wrote:  # tokens are flowing: that is keep-alive enough
             self._wrote = False
         else:
             self._ping_due = True
             self._wakeup()
+        loop = asyncio.get_running_loop()
         self._keepalive_timer = loop.call_later(self._keepalive, self._keepalive_due)
 
     def _wakeup(self) -> None:

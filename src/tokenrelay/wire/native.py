@@ -23,7 +23,7 @@ class NativeEncoder(EventEncoder):
 
     def encode_one(self, event: Event) -> bytes:
         # Once per token: one C-level format with the stream's part of the id built once
-        # is about 110 ns, against 245 ns for an f-string id and five concatenations.
+        # is the cheapest way to build it (an f-string id and concatenations cost twice as much).
         return b"%s%d\ndata: %s\n\n" % (self._id_head, event.seq, event.data)
 
 
