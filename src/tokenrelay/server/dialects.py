@@ -6,9 +6,9 @@ parses it. The dialect is chosen by the route (`dialect_of`): `/v1/messages` is 
 `/v1/chat/completions` OpenAI's; another `/v1/` route is Anthropic's for the Anthropic SDK (it
 sends `anthropic-version`) and OpenAI's otherwise; everything else is native. Each wire module
 owns its dialect's error object (`wire/*.py error_object`), which in-band stream errors use
-too; this module adds the statuses and the response around it. Messages come from our own table (errors.py) or our own
-validation text, never from an exception or an upstream; the request id is in the
-`x-request-id` header of every response, and in the native body.
+too; this module adds the statuses and the response around it. Messages come from our own
+table (errors.py) or our own validation text, never from an exception or an upstream; the
+request id is in the `x-request-id` header of every response, and in the native body.
 """
 
 from __future__ import annotations
