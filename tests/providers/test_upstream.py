@@ -21,6 +21,7 @@ import trustme
 
 from tests.realserver import MockUpstream
 from tokenrelay.errors import GenerationError
+from tokenrelay.providers import upstream
 from tokenrelay.providers.base import GenerationRequest, Message
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.settings import UpstreamSection
@@ -362,3 +363,21 @@ def test_each_event_loop_gets_its_own_connections(mock: MockUpstream) -> None:
     first = asyncio.run(once())
     assert first
     assert asyncio.run(once()) == first
+
+
+async def test_an_idle_connection_is_let_go_before_a_server_would_close_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the pool kept idle connections for 15 s, and uvicorn (vLLM's server) closes
+    them after 5 s: a POST sent as the server closed one failed (a network error in
+    bench_vs_nginx's slow section). Idle connections now go after KEEPALIVE, under 5 s."""
+    assert upstream.KEEPALIVE < 5.0
+    monkeypatch.setattr(upstream, "KEEPALIVE", 0.2)
+    async with scripted_server(answering(["again"])) as (url, seen):
+        up = provider(url)
+        assert await answer(up) == "again"
+        assert await answer(up) == "again"  # at once: the same connection
+        await asyncio.sleep(0.5)  # idle past KEEPALIVE: let go
+        assert await answer(up) == "again"
+        assert seen.connections == 2
+        await up.aclose()

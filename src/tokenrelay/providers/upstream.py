@@ -50,6 +50,10 @@ from tokenrelay.sse import ServerSentEvent, SSEDecoder
 MAX_CONNECTIONS = 10_000
 # After the last event, the body's end is normally in the same read or the next packet.
 TAIL_GRACE = 0.1
+# How long an idle connection is kept for reuse: under uvicorn's default of 5 s, the server of
+# vLLM and of most Python upstreams, which closes it then. A POST sent on a connection the
+# server has just closed fails, and aiohttp retries only idempotent requests.
+KEEPALIVE = 4.0
 _REQUEST_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
@@ -89,7 +93,9 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(loop)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=_ssl_context())
+            connector = aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE, ssl=_ssl_context()
+            )
             session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,
