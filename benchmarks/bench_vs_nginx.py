@@ -214,10 +214,9 @@ def section_memory(all_targets: list[Target], rounds: int) -> None:
             if n == 1:
                 per_stream[target.name] = (rss[2000] - rss[100]) * 1024 / 1900
     for name, kb in per_stream.items():
-        ratio = (
-            f", {kb / per_stream['floor']:.2f}x the floor (budget 1.1x)" if name != "floor" else ""
-        )
-        print(f"  {name:18s} memory per open stream {kb:.1f} KB{ratio if name != 'floor' else ''}")
+        ratio = f", {kb / per_stream['floor']:.2f}x the floor (budget 1.1x)"
+        shown = ratio if name.startswith("tokenrelay") else ""
+        print(f"  {name:18s} memory per open stream {kb:.1f} KB{shown}")
     added = sorted(t - n for n, t in zip(ttft["nginx"], ttft["tokenrelay native"], strict=True))
     nginx, relay = (statistics.median(ttft[name]) for name in ("nginx", "tokenrelay native"))
     print(
