@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from tests.mock_fixture import mock as mock  # a session fixture for every test directory
 from tests.services import redis_server
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider
 from tokenrelay.server.app import create_app
 from tokenrelay.settings import Settings
 from tokenrelay.sse import SSEDecoder
@@ -162,6 +163,21 @@ async def post_stream_recording_callers(
     }
     await app(scope, receive, send)
     return sent
+
+
+class ExplodingProvider(Provider):
+    """`boom/x`: resolving the model raises a bug's exception, with a secret in its text."""
+
+    name = "boom"
+
+    def models(self) -> list[str]:
+        return ["x"]
+
+    def supports(self, model: str) -> bool:
+        raise RuntimeError("a bug: api_key=sk-secret-123 leaked?")
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        yield Delta()
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import quick_settings
-from tokenrelay.providers.base import Delta, GenerationRequest, Provider
+from tests.conftest import ExplodingProvider, quick_settings
 from tokenrelay.server.app import create_app
 
 pytestmark = pytest.mark.anyio
@@ -158,19 +156,6 @@ async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> N
     r = await client.put("/api/chat")
     assert r.status_code == 405
     assert r.json()["error"]["type"] == "method_not_allowed"
-
-
-class ExplodingProvider(Provider):
-    name = "boom"
-
-    def models(self) -> list[str]:
-        return ["x"]
-
-    def supports(self, model: str) -> bool:
-        raise RuntimeError("api_key=sk-secret-123 leaked?")
-
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        yield Delta()
 
 
 async def test_unexpected_failures_are_500_without_details(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 import httpx
@@ -15,9 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.conftest import SentBy, post_stream_recording_callers, quick_settings, sse_events
+from tests.conftest import (
+    ExplodingProvider,
+    SentBy,
+    post_stream_recording_callers,
+    quick_settings,
+    sse_events,
+)
 from tokenrelay.errors import UnknownModel
-from tokenrelay.providers.base import Delta, GenerationRequest, Provider
 from tokenrelay.server.app import create_app
 from tokenrelay.server.dispatch import Dispatcher
 from tokenrelay.server.responses import EventStreamResponse
@@ -220,19 +224,6 @@ async def test_the_request_line_names_the_stream_in_every_dialect(
     ]
 
 
-class Exploding(Provider):
-    name = "boom"
-
-    def models(self) -> list[str]:
-        return ["x"]
-
-    def supports(self, model: str) -> bool:
-        raise RuntimeError("a bug")
-
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        yield Delta()
-
-
 class AsyncCallableHandler:
     """A handler that is an object with an async `__call__` (Starlette accepts these)."""
 
@@ -241,7 +232,7 @@ class AsyncCallableHandler:
 
 
 async def test_a_handler_for_500_answers_unexpected_errors_and_the_error_is_raised_on() -> None:
-    app = create_app(quick_settings(), providers=[Exploding()])
+    app = create_app(quick_settings(), providers=[ExplodingProvider()])
     app.add_exception_handler(500, AsyncCallableHandler())
     sent: SentBy = []
     body = {"message": "hi", "model": "boom/x"}

@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import quick_settings
-from tokenrelay.providers.base import Delta, GenerationRequest, Provider
+from tests.conftest import ExplodingProvider, quick_settings
 from tokenrelay.server.app import create_app
 from tokenrelay.server.dialects import ANTHROPIC, NATIVE, OPENAI, dialect_of
 
@@ -30,22 +29,9 @@ def anthropic_shaped(body: dict[str, Any], kind: str) -> None:
     assert body["error"]["type"] == kind
 
 
-class Exploding(Provider):
-    name = "boom"
-
-    def models(self) -> list[str]:
-        return ["x"]
-
-    def supports(self, model: str) -> bool:
-        raise RuntimeError("a bug with sk-secret-9 in it")
-
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        yield Delta()
-
-
 @pytest.fixture
 async def raw_client() -> AsyncGenerator[httpx.AsyncClient, None]:
-    app = create_app(quick_settings(), providers=[Exploding()])
+    app = create_app(quick_settings(), providers=[ExplodingProvider()])
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         yield client
