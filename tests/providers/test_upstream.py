@@ -381,3 +381,34 @@ async def test_an_idle_connection_is_let_go_before_a_server_would_close_it(
         assert await answer(up) == "again"
         assert seen.connections == 2
         await up.aclose()
+
+
+async def test_regression_a_cancel_during_the_tail_read_closes_the_connection() -> None:
+    """A cancel while the body's end was read after [DONE] left the response neither
+    released nor closed: its connection was left to the garbage collector."""
+    gone = asyncio.Event()
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        peer.write(CHUNKED_OK + b"".join(chunk(e) for e in openai_events(["done"])))
+        await peer.writer.drain()  # and the chunked terminator never comes
+        await peer.reader.read()  # EOF: the client closed the connection
+        gone.set()
+
+    async with scripted_server(handler) as (url, _):
+        up = provider(url)
+        finished = asyncio.Event()
+
+        async def consume() -> None:
+            async with aclosing(up.stream(REQUEST)) as deltas:
+                async for delta in deltas:
+                    if delta.finish_reason:
+                        finished.set()  # the next step reads the tail
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(finished.wait(), 5)
+        await asyncio.sleep(0.02)  # inside the 0.1 s tail read
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait_for(gone.wait(), 5)
+        await up.aclose()

@@ -118,3 +118,43 @@ async def test_only_uvicorns_own_send_is_written_past() -> None:
         pass
 
     assert uvicorn_writer.cycle_of(send) is None
+
+
+class FakeCycle:
+    """uvicorn's per-request state, as much of it as the writer reads."""
+
+    class Flow:
+        write_paused = True
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+    def __init__(self) -> None:
+        self.flow = self.Flow()
+        self.transport = self.Transport()
+        self.disconnected = False
+
+
+async def test_regression_a_write_during_a_drain_does_not_overtake_it() -> None:
+    """The drain took the held bytes out before its send returned, so a token written once
+    the socket drained went to the transport ahead of them."""
+    cycle = FakeCycle()
+    release = asyncio.Event()
+
+    async def send(message: Message) -> None:  # uvicorn's send, waiting for the socket
+        await release.wait()
+        cycle.transport.write(message["body"])
+
+    writer = uvicorn_writer.UvicornWriter(send, cycle)  # type: ignore[arg-type]
+    assert not writer.write_now(b"A")  # the socket is full: held
+    draining = asyncio.create_task(writer.drain())
+    await asyncio.sleep(0)
+    cycle.flow.write_paused = False  # the socket drained, before the send resumed
+    assert not writer.write_now(b"B")  # still behind A: held, not written
+    release.set()
+    await draining
+    assert b"".join(cycle.transport.written) == b"AB"

@@ -347,3 +347,14 @@ async def test_a_follower_that_declines_is_detached_and_the_log_goes_on(log: Str
     assert staying.seen == [2, 3]
     await log.close()
     assert staying.interrupted
+
+
+async def test_a_closed_redis_log_takes_no_followers(redis_url: str) -> None:
+    log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60.0)
+    await log.create(SID, StreamMeta(SID, "m"))
+    await log.append(SID, start_event(1, SID, "m"))
+    follower = _Recorder()
+    assert log.attach(SID, 1, follower)
+    await log.close()
+    assert follower.interrupted
+    assert not log.attach(SID, 1, _Recorder())

@@ -173,3 +173,14 @@ async def test_a_broken_follower_cannot_fail_the_producer() -> None:
     log.append_nowait(SID, token_event(3, "y"))
     assert broken.interrupted
     assert (await log.status(SID)).last_seq == 3
+
+
+async def test_regression_the_first_ping_comes_keepalive_after_following_begins() -> None:
+    """The keep-alive timer ran from the subscription's start and the replayed writes counted
+    as news, so the first ping on a silent stream came after two intervals, not one."""
+    log, writer = await new_log(), FakeWriter()
+    task = asyncio.create_task(subscription(log, writer, keepalive=0.2).run())
+    await asyncio.sleep(0.3)  # one interval and a half after the replay of `start`
+    assert PING in writer.written
+    log.append_nowait(SID, done(2))
+    assert await asyncio.wait_for(task, 1.0) is True
