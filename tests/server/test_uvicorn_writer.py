@@ -149,7 +149,7 @@ async def test_regression_a_write_during_a_drain_does_not_overtake_it() -> None:
         await release.wait()
         cycle.transport.write(message["body"])
 
-    writer = uvicorn_writer.UvicornWriter(send, cycle)  # type: ignore[arg-type]
+    writer = uvicorn_writer.UvicornWriter(send, cycle)
     assert not writer.write_now(b"A")  # the socket is full: held
     draining = asyncio.create_task(writer.drain())
     await asyncio.sleep(0)

@@ -14,6 +14,7 @@ from tokenrelay.events import Event, cancelled_event, start_event, token_event
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.log_redis import READ_SLICE, RedisStreamLog
+from tokenrelay.streams.manager import new_stream_id
 
 pytestmark = pytest.mark.anyio
 
@@ -351,10 +352,13 @@ async def test_a_follower_that_declines_is_detached_and_the_log_goes_on(log: Str
 
 async def test_a_closed_redis_log_takes_no_followers(redis_url: str) -> None:
     log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60.0)
-    await log.create(SID, StreamMeta(SID, "m"))
-    await log.append(SID, start_event(1, SID, "m"))
-    follower = _Recorder()
-    assert log.attach(SID, 1, follower)
-    await log.close()
+    stream_id = new_stream_id()
+    try:
+        await log.create(stream_id, StreamMeta(stream_id, "m"))
+        await log.append(stream_id, start_event(1, stream_id, "m"))
+        follower = _Recorder()
+        assert log.attach(stream_id, 1, follower)
+    finally:
+        await log.close()
     assert follower.interrupted
-    assert not log.attach(SID, 1, _Recorder())
+    assert not log.attach(stream_id, 1, _Recorder())
