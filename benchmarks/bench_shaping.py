@@ -23,7 +23,8 @@ from typing import Any
 import uvloop
 
 from tokenrelay.events import Event
-from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider
+from tokenrelay.providers.content import Message
 from tokenrelay.providers.sim_text import compose_json, tokenize
 from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.shaper import Shaping

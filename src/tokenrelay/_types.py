@@ -6,7 +6,7 @@ from typing import Any, Literal, TypeAlias
 
 JSONObject: TypeAlias = dict[str, Any]
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 DisconnectPolicy = Literal["cancel", "detach"]
 Chunking = Literal["token", "word", "line"]

@@ -2,6 +2,9 @@
 
 A stream is an ordered sequence of events numbered from 1. It begins with `start` and ends with
 exactly one terminal event: `done`, `error` or `cancelled` (the `Stream` producer guarantees this).
+Between them: `token` (answer text), `reasoning` (the model's reasoning, never mixed into the
+text), `tool_call` (a call's start, its arguments' pieces, its end), `usage` (the upstream's
+count of the prompt, when it gives one before the answer), `status` and `json`.
 
 Each event carries its JSON payload already encoded (orjson, once, at creation): the log stores
 those bytes, and every subscriber and encoder reuses them, so a token fanned out to three tabs is
@@ -17,7 +20,18 @@ import orjson
 
 from tokenrelay._types import JSONObject
 
-EventType = Literal["start", "token", "status", "json", "done", "error", "cancelled"]
+EventType = Literal[
+    "start",
+    "token",
+    "reasoning",
+    "tool_call",
+    "usage",
+    "status",
+    "json",
+    "done",
+    "error",
+    "cancelled",
+]
 TERMINAL_TYPES: frozenset[str] = frozenset({"done", "error", "cancelled"})
 
 
@@ -75,6 +89,27 @@ def token_content_json(event: Event) -> bytes | None:
 
 def start_event(seq: int, stream_id: str, model: str) -> Event:
     return make_event(seq, "start", stream_id=stream_id, model=model)
+
+
+def reasoning_event(seq: int, content: str = "", signature: str = "", redacted: str = "") -> Event:
+    """A piece of reasoning; a `signature` closes a block of it (Anthropic's, kept byte for
+    byte); `redacted` is a whole redacted block's opaque data."""
+    fields: dict[str, Any] = {"content": content}
+    if signature:
+        fields["signature"] = signature
+    if redacted:
+        fields["redacted"] = redacted
+    return make_event(seq, "reasoning", **fields)
+
+
+def tool_call_event(seq: int, phase: str, index: int, **fields: Any) -> Event:
+    """`phase` start (id, name), delta (arguments: a piece of their JSON text) or end (id,
+    name, arguments: the whole value, parsed; or `error` and the raw `arguments_text`)."""
+    return make_event(seq, "tool_call", phase=phase, index=index, **fields)
+
+
+def usage_event(seq: int, usage: dict[str, Any]) -> Event:
+    return make_event(seq, "usage", usage=usage)
 
 
 def json_event(seq: int, partial: Any) -> Event:

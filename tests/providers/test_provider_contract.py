@@ -13,7 +13,8 @@ import pytest
 from tests.realserver import MockUpstream
 from tokenrelay.errors import GenerationError
 from tokenrelay.providers.anthropic import AnthropicProvider
-from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider
+from tokenrelay.providers.content import Message
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider, SimTiming
 from tokenrelay.providers.sim_text import compose_answer

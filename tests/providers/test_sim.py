@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
-from tokenrelay.providers.base import Delta, GenerationRequest, Message
+from tokenrelay.providers.base import Delta, GenerationRequest
+from tokenrelay.providers.content import Message
 from tokenrelay.providers.sim import INSTANT, SimProvider, SimTiming, parse_variant
 from tokenrelay.providers.sim_text import compose_answer, tokenize, topic_of
 

@@ -22,7 +22,8 @@ import trustme
 from tests.realserver import MockUpstream
 from tokenrelay.errors import GenerationError
 from tokenrelay.providers import upstream
-from tokenrelay.providers.base import GenerationRequest, Message
+from tokenrelay.providers.base import GenerationRequest
+from tokenrelay.providers.content import Message
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.settings import UpstreamSection
 

@@ -12,7 +12,8 @@ import pytest
 from tests.shaping.test_jsonstream import grows_into
 from tests.streams.test_stream import ScriptedProvider
 from tokenrelay.events import Event
-from tokenrelay.providers.base import Delta, GenerationRequest, Message, Provider
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider
+from tokenrelay.providers.content import Message
 from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamMeta

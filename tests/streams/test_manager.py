@@ -9,7 +9,8 @@ import pytest
 
 from tokenrelay.errors import ServiceUnavailable, UnknownStream
 from tokenrelay.events import Event
-from tokenrelay.providers.base import GenerationRequest, Message
+from tokenrelay.providers.base import GenerationRequest
+from tokenrelay.providers.content import Message
 from tokenrelay.providers.sim import SimProvider
 from tokenrelay.settings import StreamsSection
 from tokenrelay.streams.log_memory import MemoryStreamLog

@@ -6,7 +6,8 @@ import pytest
 
 from tests.streams.test_stream import ScriptedProvider, _types
 from tokenrelay.errors import NetworkError, Overloaded, RateLimited, UpstreamRejected
-from tokenrelay.providers.base import Delta, GenerationRequest, Message
+from tokenrelay.providers.base import Delta, GenerationRequest
+from tokenrelay.providers.content import Message
 from tokenrelay.settings import StreamsSection
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog

@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from tokenrelay.errors import GenerationError, NetworkError, Overloaded, UpstreamError
-from tokenrelay.providers.base import Delta, GenerationRequest, Message, Usage
+from tokenrelay.providers.base import Delta, GenerationRequest, ToolDelta, Usage
+from tokenrelay.providers.content import Message
 from tokenrelay.sse import SSEDecoder
-from tokenrelay.wire import anthropic, openai
+from tokenrelay.wire import anthropic, anthropic_request, openai
 
 HERE = Path(__file__).parent / "transcripts"
 
@@ -76,6 +77,7 @@ def test_openai_inband_error_keeps_partial_and_drops_the_message() -> None:
 
 
 ANTHROPIC_EXPECTED = [
+    Delta(usage=Usage(25, 1)),  # message_start: the prompt's count, before the answer
     Delta("Hello"),
     Delta("! Déjà vu 👋🏽"),
     Delta(finish_reason="stop", usage=Usage(25, 15)),
@@ -90,7 +92,7 @@ def test_anthropic_stream_at_every_split() -> None:
 def test_anthropic_overloaded_after_200() -> None:
     for cut in _every_cut("anthropic_overloaded.sse"):
         deltas, error = _decode("anthropic_overloaded.sse", cut)
-        assert deltas == [Delta("Partial")]
+        assert deltas == [Delta(usage=Usage(10, 1)), Delta("Partial")]
         assert isinstance(error, Overloaded)
         assert "SECRET" not in str(error)
 
@@ -131,8 +133,8 @@ def test_openai_content_filter_finish_is_an_error() -> None:
 def test_anthropic_json_comes_from_a_forced_tool_and_its_input_is_the_text() -> None:
     fmt = {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}
     request = GenerationRequest("m", (Message("user", "hi"),), response_format=fmt)
-    body = anthropic.request_body(request, "claude", stream=True)
-    assert body["tool_choice"] == {"type": "tool", "name": anthropic.JSON_TOOL}
+    body = anthropic_request.request_body(request, "claude", stream=True)
+    assert body["tool_choice"] == {"type": "tool", "name": anthropic_request.JSON_TOOL}
     assert body["tools"][0]["input_schema"] == {"type": "object"}
     decoder = anthropic.EventDecoder()
     events = [
@@ -179,3 +181,72 @@ def test_anthropic_json_comes_from_a_forced_tool_and_its_input_is_the_text() -> 
     deltas = [d for name, data in events for d in decoder.feed(name, orjson.dumps(data).decode())]
     assert "".join(d.text or "" for d in deltas) == '{"a": 1}'
     assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
+    assert not any(d.tool for d in deltas)  # our own tool, never the caller's call
+
+
+def test_openai_parallel_calls_interleaved_by_index() -> None:
+    usage = Usage(80, 40, cached_tokens=64, reasoning_tokens=0)
+    expected = [
+        Delta(tool=ToolDelta(0, "call_paris", "get_weather", "")),
+        Delta(tool=ToolDelta(0, arguments='{"city": "Par')),
+        Delta(tool=ToolDelta(1, "call_oslo", "get_weather", '{"city"')),
+        Delta(tool=ToolDelta(0, arguments='is 🗼"}')),
+        Delta(tool=ToolDelta(1, arguments=': "Oslo"}')),
+        Delta(finish_reason="tool_calls"),
+        Delta(usage=usage),
+    ]
+    for cut in _every_cut("openai_tools_parallel.sse"):
+        assert _decode("openai_tools_parallel.sse", cut) == (expected, None), cut
+
+
+def test_openai_compatible_reasoning_content_then_text() -> None:
+    expected = [
+        Delta(reasoning="Two and "),
+        Delta(reasoning="two… four."),
+        Delta("4"),
+        Delta(finish_reason="stop"),
+        Delta(usage=Usage(12, 9, reasoning_tokens=8)),
+    ]
+    for cut in _every_cut("openai_compatible_reasoning.sse"):
+        assert _decode("openai_compatible_reasoning.sse", cut) == (expected, None), cut
+
+
+def test_vllm_reasoning_and_whole_calls_that_share_index_0() -> None:
+    # vLLM names the field `reasoning`, and some servers give each whole call index 0: a new
+    # id at a known index is a new call, never more arguments for the old one.
+    expected = [
+        Delta(reasoning="Need the time."),
+        Delta(tool=ToolDelta(0, "chatcmpl-tool-a", "clock", "{}")),
+        Delta(tool=ToolDelta(1, "chatcmpl-tool-b", "calendar", '{"day": 1}')),
+        Delta(finish_reason="tool_calls"),
+        Delta(usage=Usage(30, 20)),
+    ]
+    name = "openai_compatible_vllm_reasoning_calls.sse"
+    for cut in _every_cut(name):
+        assert _decode(name, cut) == (expected, None), cut
+
+
+def test_anthropic_thinking_signature_redacted_text_and_a_call() -> None:
+    prompt = Usage(472 + 256, 2, cached_tokens=256, cache_creation_tokens=0)
+    expected = [
+        Delta(usage=prompt),
+        Delta(reasoning="The user wants "),
+        Delta(reasoning="Paris weather."),
+        Delta(signature="EqQBCgIYAhIM1gbcDa9GJwZA2b3h"),
+        Delta(redacted="EmwKAhgBEgy3va3pzix"),
+        Delta("Let me check."),
+        Delta(tool=ToolDelta(3, "toolu_01", "get_weather", "")),
+        Delta(tool=ToolDelta(3, arguments='{"city": "Pa')),
+        Delta(tool=ToolDelta(3, arguments='ris"}')),
+        Delta(tool=ToolDelta(3, done=True)),
+        Delta(finish_reason="tool_calls", usage=Usage(728, 89, 256, 0)),
+    ]
+    for cut in _every_cut("anthropic_thinking_tools.sse"):
+        assert _decode("anthropic_thinking_tools.sse", cut) == (expected, None), cut
+
+
+def test_anthropic_usage_round_trips_with_its_cache_figures() -> None:
+    told = {"input_tokens": 10, "cache_read_input_tokens": 300, "cache_creation_input_tokens": 50}
+    ours = anthropic.usage_in({**told, "output_tokens": 7}).as_dict()
+    assert ours["prompt_tokens"] == 360  # every input token, as OpenAI counts them
+    assert anthropic.usage_out(ours) == {**told, "output_tokens": 7}

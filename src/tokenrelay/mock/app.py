@@ -1,9 +1,12 @@
 """The mock upstream's ASGI app: `/v1/chat/completions` and `/v1/messages`, streaming and not.
 
-Both dialects are rendered by tokenrelay's own encoders (`wire/`), fed by the sim provider,
-so the mock and tokenrelay's compatible endpoints speak byte-identical formats. Faults come
-from the model name (`scenario.py`). A connection reset is a real one: the response is
-abandoned mid-body, so the client sees a chunked body cut short.
+Requests are read by tokenrelay's own request models (server/compat_request.py), and answers
+rendered by its own encoders (`wire/`), fed by the sim provider through the same delta-to-event
+step as a stream's producer (`streams/structured.py`): so the mock and tokenrelay's compatible
+endpoints speak byte-identical formats, tool calls and reasoning included, and an agent can be
+built against the mock with no key. Faults come from the model name (`scenario.py`). A
+connection reset is a real one: the response is abandoned mid-body, so the client sees a
+chunked body cut short.
 
 `GET /_mock/requests` returns the record of every exchange, including when a client went
 away (`client_gone_at`): the tests use it to prove that a cancel reached the upstream.
@@ -12,8 +15,9 @@ away (`client_gone_at`): the tests use it to prove that a cancel reached the ups
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -23,31 +27,25 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tokenrelay import events as ev
-from tokenrelay._types import Role
-from tokenrelay.errors import GenerationError, NetworkError, client_message
+from tokenrelay.answer import Answer
+from tokenrelay.errors import GenerationError, InvalidRequest, NetworkError, client_message
 from tokenrelay.mock.record import Exchange, Recorder
 from tokenrelay.mock.scenario import MOCK_SECRET, Scenario, read_scenario
-from tokenrelay.providers.base import GenerationRequest, Message
+from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.providers.sim import SimProvider, SimTiming
+from tokenrelay.server.compat_request import (
+    AnthropicMessagesRequest,
+    OpenAIChatRequest,
+    validate_compat,
+)
 from tokenrelay.server.responses import until_disconnect
-from tokenrelay.wire import anthropic, openai
+from tokenrelay.streams.structured import Structured
+from tokenrelay.wire import anthropic, anthropic_request, openai
 from tokenrelay.wire.common import EventEncoder
 
 
 class SimulatedReset(Exception):
     """Raised to abandon a response mid-body: the server then drops the connection."""
-
-
-def _messages(raw: Any, system: Any = None) -> tuple[Message, ...]:
-    out = [Message("system", system)] if isinstance(system, str) and system else []
-    for m in raw if isinstance(raw, list) else []:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        role = {"developer": "system"}.get(m.get("role"), m.get("role"))
-        if role in ("system", "user", "assistant") and isinstance(content, str):
-            out.append(Message(cast(Role, role), content))
-    return tuple(out)
 
 
 def _error_message(scenario: Scenario, error_type: str) -> str:
@@ -67,23 +65,26 @@ class _Dialect:
             return openai.error_object(error_type, message)
         return anthropic.error_object(error_type, message)
 
+    def generation(self, body: dict[str, Any], model: str) -> GenerationRequest:
+        """The request the sim is given. Anthropic's forced JSON tool is a JSON answer."""
+        if self.name == "openai":
+            chat: OpenAIChatRequest | AnthropicMessagesRequest
+            chat = validate_compat(OpenAIChatRequest, body, 1 << 20)
+            return chat.to_generation(model, "")
+        chat = validate_compat(AnthropicMessagesRequest, body, 1 << 20)
+        generation = chat.to_generation(model, "")
+        if anthropic_request.forced_json_tool(body):
+            schema = generation.tools[0].parameters if generation.tools else {}
+            fmt = {"type": "json_schema", "json_schema": {"schema": schema}}
+            generation = replace(generation, tools=(), tool_choice=None, response_format=fmt)
+        return generation
+
     def encoder(
         self, model: str, prompt_tokens: int, include_usage: bool, json: bool
     ) -> EventEncoder:
         if self.name == "openai":
             return openai.ChunkEncoder("chatcmpl-mock", model, int(time.time()), include_usage)
         return anthropic.EventEncoder("msg_mock", model, prompt_tokens, json_tool=json)
-
-    def json_tool(self, body: dict[str, Any]) -> bool:
-        """Whether the request asks for JSON through Anthropic's forced tool."""
-        return self.name == "anthropic" and anthropic.forced_json_tool(body)
-
-    def response_format(self, body: dict[str, Any], json_tool: bool) -> Any:
-        """What JSON the request asks for: OpenAI's field, or Anthropic's forced JSON tool."""
-        if not json_tool:
-            return body.get("response_format")
-        schema = (body.get("tools") or [{}])[0].get("input_schema")
-        return {"type": "json_schema", "json_schema": {"schema": schema}}
 
 
 def create_mock_app(timing: SimTiming | None = None) -> Starlette:
@@ -98,15 +99,12 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
 
     async def _serve(request: Request, dialect: _Dialect) -> Response:
         body = orjson.loads(await request.body() or b"{}")
-        model = str(body.get("model", "default"))
+        model = str(body.get("model", "default")) if isinstance(body, dict) else "default"
         scenario = read_scenario(model, sim.timing)
-        json_tool = dialect.json_tool(body)
-        generation = GenerationRequest(
-            model=scenario.sim_model,
-            messages=_messages(body.get("messages"), body.get("system")),
-            max_tokens=body.get("max_tokens"),
-            response_format=dialect.response_format(body, json_tool),
-        )
+        try:
+            generation = dialect.generation(body, scenario.sim_model)
+        except InvalidRequest as exc:
+            return JSONResponse(dialect.error_body("invalid_request", exc.detail), 400)
         stream = bool(body.get("stream"))
         exchange = recorder.begin(request.url.path, model, stream)
         if scenario.status is not None:
@@ -115,16 +113,15 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
             error = dialect.error_body(error_type, _error_message(scenario, "api_error"))
             headers = {"retry-after": "1"} if scenario.status == 429 else None
             return JSONResponse(error, status_code=scenario.status, headers=headers)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        json_tool = dialect.name == "anthropic" and anthropic_request.forced_json_tool(body)
+        produce = _Production(sim, generation, scenario)
         if stream:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             encoder = dialect.encoder(
-                model,
-                generation.estimated_prompt_tokens,
-                include_usage,
-                json=json_tool,
+                model, generation.estimated_prompt_tokens, include_usage, json_tool
             )
-            return _MockStream(sim, generation, scenario, exchange, recorder, encoder.encode_one)
-        return await _complete(sim, generation, scenario, exchange, recorder, dialect, model)
+            return _MockStream(produce, exchange, recorder, encoder.encode_one)
+        return await _complete(produce, exchange, recorder, dialect, model, json_tool)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(
@@ -156,44 +153,89 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
     )
 
 
+class _Production:
+    """The sim's answer as a stream's events: start, tokens, reasoning and tool calls (as the
+    producer makes them), then done or error; `outcome` says how it ended."""
+
+    def __init__(self, sim: SimProvider, generation: GenerationRequest, scenario: Scenario):
+        self.sim, self.generation, self.scenario = sim, generation, scenario
+        self.outcome = "completed"  # or failed, reset
+
+    async def events(self) -> AsyncIterator[ev.Event]:
+        pending: list[ev.Event] = []
+        seq = 0
+
+        def emit(kind: ev.EventType, fields: dict[str, Any]) -> None:
+            nonlocal seq
+            seq += 1
+            pending.append(ev.make_event(seq, kind, **fields))
+
+        structured = Structured(emit, tools=self.generation.tools)
+        emit("start", {"stream_id": "mock", "model": self.generation.model})
+        tokens, finish, usage = 0, "stop", None
+        try:
+            async for delta in self.sim.stream(self.generation):
+                if delta.reasoning or delta.signature or delta.redacted:
+                    structured.reasoning(delta.reasoning, delta.signature, delta.redacted)
+                if delta.tool is not None:
+                    structured.tool(delta.tool)
+                if delta.text:
+                    tokens += 1
+                    emit("token", {"content": delta.text})
+                finish, usage = delta.finish_reason or finish, delta.usage or usage
+                while pending:
+                    yield pending.pop(0)
+        except NetworkError:
+            self.outcome = "reset"
+            return
+        except GenerationError as exc:
+            self.outcome = "failed"
+            message = _error_message(self.scenario, exc.error_type)
+            yield ev.error_event(seq + 1, exc.error_type, message, exc.retryable)
+            return
+        structured.finish()
+        totals = usage.as_dict() if usage else None
+        emit("done", {"finish_reason": finish, "token_count": tokens, "usage": totals})
+        while pending:
+            yield pending.pop(0)
+
+
 async def _complete(
-    sim: SimProvider,
-    generation: GenerationRequest,
-    scenario: Scenario,
+    produce: _Production,
     exchange: Exchange,
     recorder: Recorder,
     dialect: _Dialect,
     model: str,
+    json_tool: bool,
 ) -> Response:
-    parts: list[str] = []
-    finish, usage = "stop", None
-    try:
-        async for delta in sim.stream(generation):
-            parts.append(delta.text)
-            finish = delta.finish_reason or finish
-            usage = delta.usage or usage
-    except GenerationError as exc:
+    answer = Answer()
+    async for event in produce.events():
+        answer.add(event)
+    if produce.outcome != "completed":
         recorder.end(exchange, "failed")
-        error = dialect.error_body(exc.error_type, _error_message(scenario, exc.error_type))
-        status = 429 if exc.error_type == "rate_limit" else 500
+        error_type = answer.ending.get("error_type", "api_error")
+        error = dialect.error_body(error_type, _error_message(produce.scenario, error_type))
+        status = 429 if error_type == "rate_limit" else 500
         return JSONResponse(error, status_code=status, headers={"retry-after": "1"})
     recorder.end(exchange, "completed")
-    text = "".join(parts)
-    prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    finish = answer.ending["finish_reason"]
     if dialect.name == "openai":
-        totals = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
         return JSONResponse(
-            openai.completion("chatcmpl-mock", model, int(time.time()), text, finish, totals)
+            openai.completion("chatcmpl-mock", model, int(time.time()), answer, finish)
         )
-    content = [{"type": "text", "text": text}]
-    stop = anthropic.FINISH_TO_STOP.get(finish, "end_turn")
-    return JSONResponse(
-        anthropic.message_object("msg_mock", model, content, stop, prompt, completion)
-    )
+    usage = answer.ending.get("usage") or {}
+    content = anthropic.content_blocks(answer)
+    if json_tool:
+        content = [
+            {
+                "type": "tool_use",
+                "id": "toolu_json",
+                "name": anthropic_request.JSON_TOOL,
+                "input": orjson.loads(answer.text or "{}"),
+            }
+        ]
+    stop = "tool_use" if json_tool else anthropic.FINISH_TO_STOP.get(finish, "end_turn")
+    return JSONResponse(anthropic.message_object("msg_mock", model, content, stop, usage))
 
 
 class _MockStream(Response):
@@ -201,56 +243,38 @@ class _MockStream(Response):
 
     def __init__(
         self,
-        sim: SimProvider,
-        generation: GenerationRequest,
-        scenario: Scenario,
+        produce: _Production,
         exchange: Exchange,
         recorder: Recorder,
         encode: Callable[[ev.Event], bytes],
     ) -> None:
         super().__init__(media_type="text/event-stream", headers={"cache-control": "no-cache"})
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self._args = (sim, generation, scenario, exchange, recorder, encode)
+        self._produce, self._exchange, self._recorder, self._encode = (
+            produce,
+            exchange,
+            recorder,
+            encode,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange, recorder = self._args[3], self._args[4]
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        outcome = await until_disconnect(receive, self._produce(send))
+        outcome = await until_disconnect(receive, self._write(send))
         if outcome is None:
-            recorder.end(exchange, "client_gone")
+            self._recorder.end(self._exchange, "client_gone")
         elif outcome == "reset":
-            recorder.end(exchange, "reset")
+            self._recorder.end(self._exchange, "reset")
             raise SimulatedReset()
         else:
-            recorder.end(exchange, outcome)
+            self._recorder.end(self._exchange, outcome)
 
-    async def _produce(self, send: Send) -> str:
-        sim, generation, scenario, exchange, _, encode = self._args
-
-        async def write(event: ev.Event) -> None:
-            if exchange.first_byte_at is None:
-                exchange.first_byte_at = time.time()
-            await send({"type": "http.response.body", "body": encode(event), "more_body": True})
-
-        seq = 1
-        await write(ev.start_event(seq, "mock", generation.model))
-        tokens, finish, usage = 0, "stop", None
-        try:
-            async for delta in sim.stream(generation):
-                if delta.text:
-                    seq, tokens = seq + 1, tokens + 1
-                    await write(ev.token_event(seq, delta.text))
-                finish, usage = delta.finish_reason or finish, delta.usage or usage
-        except NetworkError:
-            return "reset"
-        except GenerationError as exc:
-            message = _error_message(scenario, exc.error_type)
-            await write(ev.error_event(seq + 1, exc.error_type, message, exc.retryable))
+    async def _write(self, send: Send) -> str:
+        async for event in self._produce.events():
+            if self._exchange.first_byte_at is None:
+                self._exchange.first_byte_at = time.time()
+            body = self._encode(event)
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        if self._produce.outcome != "reset":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return "failed"
-        totals = usage.as_dict() if usage else None
-        await write(
-            ev.make_event(seq + 1, "done", finish_reason=finish, token_count=tokens, usage=totals)
-        )
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return "completed"
+        return self._produce.outcome

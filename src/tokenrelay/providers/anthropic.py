@@ -7,6 +7,7 @@ from typing import Any
 from tokenrelay.providers.base import Continuation, GenerationRequest, prefill_continuation
 from tokenrelay.providers.upstream import UpstreamProvider, WireDecoder
 from tokenrelay.wire import anthropic as wire
+from tokenrelay.wire import anthropic_request
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -14,6 +15,10 @@ API_VERSION = "2023-06-01"
 
 class AnthropicProvider(UpstreamProvider):
     path = "/v1/messages"
+    supported = anthropic_request.SUPPORTED
+
+    def unsupported(self, request: GenerationRequest) -> set[str]:
+        return super().unsupported(request) | anthropic_request.unsupported_content(request)
 
     @staticmethod
     def headers(api_key: str | None) -> dict[str, str]:
@@ -24,7 +29,7 @@ class AnthropicProvider(UpstreamProvider):
 
     @staticmethod
     def request_body(request: GenerationRequest) -> dict[str, Any]:
-        return wire.request_body(request, request.model, stream=True)
+        return anthropic_request.request_body(request, request.model, stream=True)
 
     @staticmethod
     def new_decoder() -> WireDecoder:

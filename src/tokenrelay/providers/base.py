@@ -26,54 +26,105 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, NamedTuple
 
-from tokenrelay._types import JSONObject, Role
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: Role
-    content: str
+from tokenrelay._types import JSONObject
+from tokenrelay.providers.content import Message, Tool, ToolChoice
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """The upstream's count. The details are None where the upstream said nothing of them."""
+
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int | None = None  # prompt tokens read from a cache
+    cache_creation_tokens: int | None = None  # prompt tokens written to a cache (Anthropic)
+    reasoning_tokens: int | None = None  # completion tokens spent reasoning
 
-    def as_dict(self) -> dict[str, int]:
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        """Our usage object (the native API's `usage`; OpenAI's names for the details)."""
+        totals: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+        if self.cached_tokens is not None:
+            totals["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.cache_creation_tokens is not None:
+            totals["cache_creation_input_tokens"] = self.cache_creation_tokens
+        if self.reasoning_tokens is not None:
+            totals["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return totals
+
+
+class ToolDelta(NamedTuple):
+    """A piece of tool call `position` (0, 1, ... in the order the calls began): its first piece
+    carries the id and the name; every piece may carry a fragment of the arguments' JSON.
+    `done` ends the call before the answer does (Anthropic ends each block)."""
+
+    position: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+    done: bool = False
 
 
 class Delta(NamedTuple):
-    """What a provider yields: text, a finish reason, usage, or several. A named tuple, built
-    once per token (see `sse.ServerSentEvent`)."""
+    """What a provider yields: text, reasoning, a piece of a tool call, a finish reason,
+    usage, or several. A named tuple, built once per token (see `sse.ServerSentEvent`)."""
 
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    reasoning: str = ""  # a piece of the model's reasoning (thinking) text
+    signature: str = ""  # the signature that closes a reasoning block (Anthropic)
+    redacted: str = ""  # a redacted reasoning block's opaque data (Anthropic)
+    tool: ToolDelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """What a provider needs to know, with the provider prefix already stripped from `model`."""
+    """What a provider needs to know, with the provider prefix already stripped from `model`.
+
+    The sampling and control parameters are named as OpenAI's API names them, but for
+    `top_k` and `thinking_budget` (Anthropic's `thinking.budget_tokens`); `PARAMETERS` lists
+    them. A provider refuses, by name, the ones it cannot honour (`Provider.unsupported`).
+    """
 
     model: str
     messages: tuple[Message, ...]
     max_tokens: int | None = None
     temperature: float | None = None
     response_format: JSONObject | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    stop: tuple[str, ...] = ()
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    user: str | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    thinking_budget: int | None = None
+    # The caller named the limit `max_completion_tokens` (OpenAI's newer name): an
+    # OpenAI-compatible upstream is sent that name too.
+    max_completion_tokens: bool = False
     request_id: str = field(default="", compare=False)
+
+    def given(self) -> set[str]:
+        """The names of the parameters this request sets (of `PARAMETERS`)."""
+        return {name for name in PARAMETERS if getattr(self, name) not in (None, ())}
 
     @property
     def prompt_text(self) -> str:
-        return "\n".join(m.content for m in self.messages)
+        return "\n".join(m.text for m in self.messages)
 
     @property
     def estimated_prompt_tokens(self) -> int:
@@ -82,7 +133,15 @@ class GenerationRequest:
 
     @property
     def last_user_text(self) -> str:
-        return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
+        return next((m.text for m in reversed(self.messages) if m.role == "user"), "")
+
+
+# The parameters a provider may refuse, by their GenerationRequest names.
+PARAMETERS: tuple[str, ...] = tuple(
+    f.name
+    for f in fields(GenerationRequest)
+    if f.name not in ("model", "messages", "max_tokens", "max_completion_tokens", "request_id")
+)
 
 
 CONTINUE_PROMPT = (
@@ -125,6 +184,14 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         """Generate; see the module docstring for the contract."""
+
+    # The GenerationRequest parameters (of PARAMETERS) this provider honours.
+    supported: ClassVar[frozenset[str]] = frozenset()
+
+    def unsupported(self, request: GenerationRequest) -> set[str]:
+        """The parameters `request` sets that this provider cannot honour: refused by name
+        before anything starts, never dropped silently."""
+        return request.given() - self.supported
 
     def continuation(self, request: GenerationRequest, partial: str, produced: int) -> Continuation:
         """The request that continues an answer cut short after `partial` (see module doc)."""

@@ -8,14 +8,22 @@ A model name is one or more parts joined by `+`, for example `sim/default`, `sim
              slow-start     30 s to first token, then default speed (cancel-while-waiting demos)
     content  endless        never finishes on its own: stops at max_tokens (load, backpressure)
              hostile        an answer made of script, HTML and link payloads (renderer safety)
+             think          reasons before answering (as it does when the request asks for
+                            reasoning: `reasoning_effort` or a thinking budget), with a signature
+             tools          with tools given, says a sentence and calls them: the first two at
+                            once when parallel calls are allowed, else the first; after tool
+                            results, answers from them
     faults   rate-limit              429-style failure before the first token (retry_after 1 s)
              error-after-N           upstream error after N tokens
              stall-after-N           stops sending after N tokens, without closing
              content-filter-after-N  content filter stops the answer after N tokens
              reset-after-N           connection reset after N tokens
 
-Answers are deterministic for a given conversation (`sim_text`). `temperature` is accepted and
-ignored: determinism is worth more to tests and demos than variety.
+Answers are deterministic for a given conversation (`sim_text`, `sim_agent`). The sampling
+parameters (`temperature`, `top_p`, `seed`, ...) are accepted and have no effect: determinism
+is worth more to tests and demos than variety. A forced tool choice (`required`, or a named
+tool) makes any variant call. Images and documents in the last user turn are described at the
+start of the answer; nothing is fetched.
 
 The sim follows continuations (`Provider.continuation`): given its own partial answer as an
 assistant prefill, or followed by the continuation prompt, it carries on from where that
@@ -34,17 +42,19 @@ from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
-from tokenrelay.providers import sim_text
+from tokenrelay.providers import sim_agent, sim_text
 from tokenrelay.providers.base import (
     CONTINUE_PROMPT,
+    PARAMETERS,
     Continuation,
     Delta,
     GenerationRequest,
-    Message,
     Provider,
+    ToolDelta,
     Usage,
     prefill_continuation,
 )
+from tokenrelay.providers.content import Message
 from tokenrelay.settings import SimSection
 
 ENDLESS_CAP = 100_000  # tokens, when an endless answer has no max_tokens
@@ -66,6 +76,8 @@ class SimVariant:
     timing: SimTiming
     endless: bool = False
     hostile: bool = False
+    think: bool = False
+    tools: bool = False
     fault: str | None = None  # rate_limit | error | stall | content_filter | reset
     fault_after: int = 0
 
@@ -87,6 +99,10 @@ def parse_variant(model: str, default: SimTiming) -> SimVariant | None:
             variant = replace(variant, endless=True)
         elif part == "hostile":
             variant = replace(variant, hostile=True)
+        elif part == "think":
+            variant = replace(variant, think=True)
+        elif part == "tools":
+            variant = replace(variant, tools=True)
         elif part == "rate-limit" and not fault_set:
             fault_set = True
             variant = replace(variant, fault="rate_limit")
@@ -100,6 +116,7 @@ def parse_variant(model: str, default: SimTiming) -> SimVariant | None:
 
 class SimProvider(Provider):
     name = "sim"
+    supported = frozenset(PARAMETERS)  # see the module docstring
 
     def __init__(self, timing: SimTiming | None = None) -> None:
         self.timing = timing or SimTiming()
@@ -111,6 +128,9 @@ class SimProvider(Provider):
             "slow-start",
             "endless",
             "hostile",
+            "think",
+            "tools",
+            "think+tools",
             "rate-limit",
             "error-after-20",
             "stall-after-20",
@@ -136,6 +156,22 @@ class SimProvider(Provider):
         await pace.first_token()
         if variant.fault == "rate_limit":
             raise RateLimited("sim: scripted rate limit", retry_after=1.0)
+        pieces = 0
+        if variant.think or request.reasoning_effort or request.thinking_budget:
+            reasoning = sim_agent.compose_reasoning(question)
+            for token in sim_text.tokenize(reasoning, seed):
+                yield Delta(reasoning=token)
+                pieces += 1
+                await pace.next_token()
+            yield Delta(signature=sim_agent.signature(reasoning))
+        calls = _planned_calls(request, variant, question)
+        if calls:
+            async for delta in _call(calls, seed, pace):
+                pieces += 1
+                yield delta
+            usage = Usage(request.estimated_prompt_tokens, pieces)
+            yield Delta(finish_reason="tool_calls", usage=usage)
+            return
         limit = request.max_tokens or (ENDLESS_CAP if variant.endless else None)
         count = 0
         finish = "stop"
@@ -150,18 +186,48 @@ class SimProvider(Provider):
             await pace.next_token()
         if variant.fault and count == variant.fault_after:
             await _fail(variant.fault)  # a fault scheduled right at the natural end still fires
-        yield Delta(finish_reason=finish, usage=Usage(request.estimated_prompt_tokens, count))
+        yield Delta(
+            finish_reason=finish, usage=Usage(request.estimated_prompt_tokens, count + pieces)
+        )
+
+
+def _planned_calls(
+    request: GenerationRequest, variant: SimVariant, question: str
+) -> list[sim_agent.PlannedCall]:
+    """The calls to make now: none once the last turn holds tool results."""
+    if not request.tools or (request.messages and request.messages[-1].role == "tool"):
+        return []
+    forced = request.tool_choice is not None and request.tool_choice.mode in ("required", "tool")
+    if not (variant.tools or forced):
+        return []
+    return sim_agent.plan_calls(
+        request.tools, request.tool_choice, request.parallel_tool_calls, question
+    )
+
+
+async def _call(
+    calls: list[sim_agent.PlannedCall], seed: str, pace: _Pacer
+) -> AsyncGenerator[Delta, None]:
+    """A sentence, then each call: its id and name, then its arguments in pieces."""
+    for token in sim_text.tokenize(sim_agent.before_calls(calls), seed):
+        yield Delta(text=token)
+        await pace.next_token()
+    for position, call in enumerate(calls):
+        yield Delta(tool=ToolDelta(position, call.id, call.name))
+        for piece in sim_text.tokenize(call.arguments, seed):
+            yield Delta(tool=ToolDelta(position, arguments=piece))
+            await pace.next_token()
 
 
 def _question_and_prefill(messages: tuple[Message, ...]) -> tuple[str, str | None]:
     """The user's question, and the partial answer to continue (None if not a continuation)."""
     turns = list(messages)
     prefill = None
-    if len(turns) >= 2 and turns[-1].role == "user" and turns[-1].content == CONTINUE_PROMPT:
+    if len(turns) >= 2 and turns[-1].role == "user" and turns[-1].text == CONTINUE_PROMPT:
         turns.pop()
-    if turns and turns[-1].role == "assistant":
-        prefill = turns.pop().content
-    question = next((m.content for m in reversed(turns) if m.role == "user"), "")
+    if turns and turns[-1].role == "assistant" and not turns[-1].tool_calls:
+        prefill = turns.pop().text
+    question = next((m.text for m in reversed(turns) if m.role == "user"), "")
     return question, prefill
 
 
@@ -176,11 +242,25 @@ def _answer_tokens(
         return _endless_tokens(question, seed)
     elif variant.hostile:
         text = sim_text.HOSTILE_ANSWER
+    elif request.messages and request.messages[-1].role == "tool":
+        results = _trailing_results(request.messages)
+        text = sim_agent.after_results(question, results)
     else:
-        text = sim_text.compose_answer(question)
+        last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
+        seen = sim_agent.describe_attachments(last_user) if last_user is not None else ""
+        text = seen + sim_text.compose_answer(question)
     if prefill and text.startswith(prefill):
         text = text[len(prefill) :]
     return sim_text.tokenize(text, seed)
+
+
+def _trailing_results(messages: tuple[Message, ...]) -> list[Message]:
+    results: list[Message] = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.insert(0, message)
+    return results
 
 
 def _endless_tokens(prompt: str, seed: str) -> Iterator[str]:

@@ -121,6 +121,11 @@ _CLOSERS = [
 ]
 
 
+def rng_for(*parts: str) -> random.Random:
+    """A random source seeded by `parts`: the same parts give the same choices."""
+    return _rng(*parts)
+
+
 def _rng(*parts: str) -> random.Random:
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
     return random.Random(int.from_bytes(digest, "big"))
@@ -191,6 +196,11 @@ def compose_endless(prompt: str, paragraph: int) -> str:
 
 
 MAX_ARRAY_ITEMS = 100_000  # a schema's minItems is honoured up to this
+
+
+def value_for_schema(schema: JSONObject, key: str, topic: str, rng: random.Random) -> Any:
+    """A plausible value that follows `schema` (objects, arrays, enums, the scalar types)."""
+    return _value_for_schema(schema, key, topic, rng)
 
 
 def _value_for_schema(schema: JSONObject, key: str, topic: str, rng: random.Random) -> Any:

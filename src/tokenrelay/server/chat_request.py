@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 
-from tokenrelay._types import Chunking, DisconnectPolicy, JSONObject, Role
+from tokenrelay._types import Chunking, DisconnectPolicy, JSONObject
 from tokenrelay.errors import (
     FieldProblem,
     InvalidRequest,
@@ -21,7 +21,9 @@ from tokenrelay.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from tokenrelay.providers.base import GenerationRequest, Message
+from tokenrelay.providers.base import GenerationRequest
+from tokenrelay.providers.content import Message
+from tokenrelay.server.native_models import MessageIn, NamedToolIn, ToolIn, tool_choice
 from tokenrelay.shaping.jsonstream import schema_problem
 from tokenrelay.shaping.shaper import Shaping
 
@@ -35,14 +37,6 @@ def _not_blank(value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise ValueError("must not be empty")
     return value
-
-
-class MessageIn(BaseModel):
-    model_config = _FORBID
-    role: Role
-    content: str
-
-    _content_not_blank = field_validator("content")(_not_blank)
 
 
 class JsonSchemaSpec(BaseModel):
@@ -72,6 +66,23 @@ class ChatRequest(BaseModel):
     response_format: ResponseFormat | None = None
     on_disconnect: DisconnectPolicy = "cancel"
     on_upstream_error: Literal["fail", "continue"] | None = None  # None: the server's setting
+    tools: list[ToolIn] | None = Field(default=None, min_length=1, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolIn | None = None
+    parallel_tool_calls: bool | None = None
+    validate_tool_arguments: bool = False  # check each call's arguments against its schema
+    include_reasoning: bool = True  # send `reasoning` events
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    thinking_budget: int | None = Field(default=None, ge=1024)  # Anthropic's minimum
+    stop: str | list[str] | None = None
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    user: str | None = Field(default=None, max_length=256)
+    service_tier: str | None = Field(default=None, max_length=32)
 
     _message_not_blank = field_validator("message")(_not_blank)
 
@@ -92,18 +103,34 @@ class ChatRequest(BaseModel):
         if self.system_prompt:
             messages.append(Message("system", self.system_prompt))
         if self.messages is not None:
-            messages.extend(Message(m.role, m.content) for m in self.messages)
+            messages.extend(m.to_message() for m in self.messages)
         elif self.message is not None:
             messages.append(Message("user", self.message))
         fmt = None
         if self.response_format is not None and self.response_format.type != "text":
             fmt = self.response_format.model_dump(by_alias=True, exclude_none=True)
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
         return GenerationRequest(
             model=model,
             messages=tuple(messages),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             response_format=fmt,
+            tools=tuple(tool.to_tool() for tool in self.tools or ()),
+            tool_choice=tool_choice(self.tool_choice),
+            parallel_tool_calls=self.parallel_tool_calls,
+            stop=tuple(stop),
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs,
+            user=self.user,
+            service_tier=self.service_tier,
+            reasoning_effort=self.reasoning_effort,
+            thinking_budget=self.thinking_budget,
             request_id=request_id,
         )
 
@@ -184,7 +211,7 @@ async def read_json_body(request: Request, limit: int) -> Any:
         raise MalformedJSON() from None
 
 
-_JSON_QUERY_FIELDS = ("messages", "response_format")
+_JSON_QUERY_FIELDS = ("messages", "response_format", "tools", "tool_choice", "stop")
 _QUERY_NOT_FIELDS = frozenset({"last_event_id"})
 
 

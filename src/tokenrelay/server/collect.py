@@ -6,10 +6,9 @@ keeps the text and the ending instead of rendering them, and a writer that sends
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.types import Receive
 
+from tokenrelay.answer import Answer
 from tokenrelay.events import Event
 from tokenrelay.server.responses import until_disconnect
 from tokenrelay.streams.manager import StreamManager
@@ -17,18 +16,14 @@ from tokenrelay.streams.subscription import Subscription
 from tokenrelay.wire.common import EventEncoder
 
 
-class _Answer(EventEncoder):
-    """Keeps the tokens' text and the terminal event's payload; renders nothing."""
+class _Folding(EventEncoder):
+    """Folds each event into an Answer; renders nothing."""
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.ending: dict[str, Any] = {}
+        self.answer = Answer()
 
     def encode_one(self, event: Event) -> bytes:
-        if event.type == "token":
-            self.parts.append(event.payload()["content"])
-        elif event.terminal:
-            self.ending = event.payload()
+        self.answer.add(event)
         return b""
 
 
@@ -42,21 +37,19 @@ class _Nowhere:
         return
 
 
-async def collect_answer(
-    manager: StreamManager, stream_id: str, receive: Receive
-) -> tuple[str, dict[str, Any]] | None:
-    """The text and the terminal event's payload; None if the client left first.
+async def collect_answer(manager: StreamManager, stream_id: str, receive: Receive) -> Answer | None:
+    """The whole answer (its text, reasoning, calls and ending); None if the client left.
 
     The caller counts as a subscriber meanwhile, so a client that leaves a non-streaming
     request cancels the generation just as a streaming one does.
     """
-    answer = _Answer()
+    folding = _Folding()
     settings = manager.settings
     subscription = Subscription(
         manager.log,
         stream_id,
         0,
-        answer,
+        folding,
         _Nowhere(),
         keepalive=settings.keepalive,
         send_timeout=settings.send_timeout,
@@ -64,4 +57,4 @@ async def collect_answer(
     async with manager.subscription(stream_id):
         if await until_disconnect(receive, subscription.run()) is None:
             return None
-    return "".join(answer.parts), answer.ending
+    return folding.answer

@@ -1,51 +1,121 @@
-"""Requests in the OpenAI and Anthropic dialects, turned into a GenerationRequest.
+"""Requests in the OpenAI and Anthropic dialects, checked, and turned into a GenerationRequest.
 
-Unlike the native API, unknown fields are accepted and ignored: the official SDKs send fields
-(`user`, `seed`, `metadata`, `stop`, ...) that do not change a streamed text answer. Fields we
-cannot honour and that would change the answer (`n` > 1, `tools`, tool messages) are refused
-with a 422 naming them, rather than silently dropped.
+Every field either dialect defines for its chat endpoint is read: the conversation (content
+parts, tool calls and results, reasoning with its signatures), tools, and every sampling and
+control parameter. Each is forwarded to the upstream, or refused by name when the upstream
+cannot honour it (`Provider.unsupported`, at the route); none is dropped silently. A field we
+do not know is refused too ("unknown field"), with three exceptions that change nothing an
+upstream answers and that the SDKs send: OpenAI's `store` and `metadata`, and a message's
+`name`. The mock upstream reads requests with these same models.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tokenrelay._types import JSONObject, Role
+from tokenrelay._types import JSONObject
 from tokenrelay.errors import FieldProblem, InvalidRequest
-from tokenrelay.providers.base import GenerationRequest, Message
+from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.server.chat_request import MODEL_NAME, problems_of
+from tokenrelay.wire import anthropic_request, openai_request
 
-_ALLOW = ConfigDict(extra="allow")
+_FORBID = ConfigDict(extra="forbid")
+_ALLOW = ConfigDict(extra="allow")  # inside objects whose shape is the upstream's business
 M = TypeVar("M", bound=BaseModel)
 
 
-class TextPart(BaseModel):
-    model_config = _ALLOW
+# ---------------------------------------------------------------- OpenAI
+
+
+class OpenAIText(BaseModel):
+    model_config = _FORBID
     type: Literal["text"]
     text: str
 
 
-def _text(content: str | list[TextPart] | None) -> str:
-    if content is None:
-        return ""
-    return content if isinstance(content, str) else "".join(p.text for p in content)
+class OpenAIImageURL(BaseModel):
+    model_config = _FORBID
+    url: str = Field(pattern=r"^(https://|http://|data:)")
+    detail: Literal["low", "high", "auto"] | None = None
+
+
+class OpenAIImage(BaseModel):
+    model_config = _FORBID
+    type: Literal["image_url"]
+    image_url: OpenAIImageURL
+
+
+class OpenAIFileData(BaseModel):
+    model_config = _FORBID
+    file_data: str = Field(pattern=r"^data:")
+    filename: str | None = None
+
+
+class OpenAIFile(BaseModel):
+    model_config = _FORBID
+    type: Literal["file"]
+    file: OpenAIFileData
+
+
+OpenAIPart = Annotated[OpenAIText | OpenAIImage | OpenAIFile, Field(discriminator="type")]
+
+
+class OpenAIFunctionCall(BaseModel):
+    model_config = _FORBID
+    name: str = Field(min_length=1)
+    arguments: str = ""
+
+
+class OpenAIToolCall(BaseModel):
+    model_config = _FORBID
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: OpenAIFunctionCall
 
 
 class OpenAIMessage(BaseModel):
-    model_config = _ALLOW
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    model_config = _FORBID
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[OpenAIPart] | None = None
+    name: str | None = None  # accepted; no upstream answers differently for it
+    tool_calls: list[OpenAIToolCall] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None  # an assistant turn as the SDK echoes it back
+
+
+class OpenAIFunction(BaseModel):
+    model_config = _ALLOW  # `strict` and what OpenAI adds later go to the upstream as given
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: JSONObject | None = None
+
+
+class OpenAITool(BaseModel):
+    model_config = _FORBID
+    type: Literal["function"]
+    function: OpenAIFunction
+
+
+class OpenAINamedFunction(BaseModel):
+    model_config = _FORBID
+    name: str
+
+
+class OpenAINamedTool(BaseModel):
+    model_config = _FORBID
+    type: Literal["function"]
+    function: OpenAINamedFunction
 
 
 class StreamOptions(BaseModel):
-    model_config = _ALLOW
+    model_config = _FORBID
     include_usage: bool = False
 
 
 class OpenAIChatRequest(BaseModel):
-    model_config = _ALLOW
+    model_config = _FORBID
     model: str = Field(min_length=1, max_length=200, pattern=MODEL_NAME)
     messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
@@ -53,62 +123,207 @@ class OpenAIChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    response_format: JSONObject | None = None
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     n: int | None = Field(default=None, ge=1, le=1)
-    tools: list[Any] | None = Field(default=None, max_length=0)
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    seed: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    user: str | None = None
+    service_tier: str | None = None
+    response_format: JSONObject | None = None
+    tools: list[OpenAITool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | OpenAINamedTool | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    store: bool | None = None  # accepted; tokenrelay stores nothing for OpenAI
+    metadata: dict[str, str] | None = None  # accepted, with `store`
 
     def to_generation(self, model: str, request_id: str) -> GenerationRequest:
-        messages = tuple(
-            Message("system" if m.role == "developer" else m.role, _text(m.content))
-            for m in self.messages
-        )
         fmt = self.response_format
+        dumped = self.model_dump(exclude_none=True)
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
         return GenerationRequest(
             model=model,
-            messages=messages,
+            messages=openai_request.conversation(dumped["messages"]),
             max_tokens=self.max_completion_tokens or self.max_tokens,
+            max_completion_tokens=self.max_completion_tokens is not None,
             temperature=self.temperature,
             response_format=fmt if fmt and fmt.get("type") != "text" else None,
+            tools=openai_request.tools_in(dumped.get("tools")),
+            tool_choice=openai_request.tool_choice_in(dumped.get("tool_choice")),
+            parallel_tool_calls=self.parallel_tool_calls,
+            stop=tuple(stop),
+            top_p=self.top_p,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs,
+            user=self.user,
+            service_tier=self.service_tier,
+            reasoning_effort=self.reasoning_effort,
             request_id=request_id,
         )
+
+
+# ---------------------------------------------------------------- Anthropic
+
+
+class AnthropicSource(BaseModel):
+    model_config = _FORBID
+    type: Literal["base64", "url", "text"]
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = Field(default=None, pattern=r"^https?://")
+
+
+class AnthropicText(BaseModel):
+    model_config = _ALLOW  # `cache_control`, `citations`: the upstream's business
+    type: Literal["text"]
+    text: str
+
+
+class AnthropicImage(BaseModel):
+    model_config = _ALLOW
+    type: Literal["image"]
+    source: AnthropicSource
+
+
+class AnthropicDocument(BaseModel):
+    model_config = _ALLOW
+    type: Literal["document"]
+    source: AnthropicSource
+    title: str | None = None
+
+
+class AnthropicToolUse(BaseModel):
+    model_config = _ALLOW
+    type: Literal["tool_use"]
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: JSONObject
+
+
+AnthropicResultPart = Annotated[AnthropicText | AnthropicImage, Field(discriminator="type")]
+
+
+class AnthropicToolResult(BaseModel):
+    model_config = _ALLOW
+    type: Literal["tool_result"]
+    tool_use_id: str = Field(min_length=1)
+    content: str | list[AnthropicResultPart] = ""
+    is_error: bool = False
+
+
+class AnthropicThinking(BaseModel):
+    model_config = _FORBID
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
+class AnthropicRedactedThinking(BaseModel):
+    model_config = _FORBID
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+AnthropicBlock = Annotated[
+    AnthropicText
+    | AnthropicImage
+    | AnthropicDocument
+    | AnthropicToolUse
+    | AnthropicToolResult
+    | AnthropicThinking
+    | AnthropicRedactedThinking,
+    Field(discriminator="type"),
+]
 
 
 class AnthropicMessage(BaseModel):
-    model_config = _ALLOW
+    model_config = _FORBID
     role: Literal["user", "assistant"]
-    content: str | list[TextPart]
+    content: str | list[AnthropicBlock] = Field(min_length=1)
 
-    @field_validator("content")
-    @classmethod
-    def _not_empty(cls, value: str | list[TextPart]) -> str | list[TextPart]:
-        if not _text(value).strip():
-            raise ValueError("must not be empty")
-        return value
+
+class AnthropicTool(BaseModel):
+    model_config = _ALLOW  # `cache_control`, `type` of server tools: the upstream's business
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    input_schema: JSONObject
+
+
+class AnthropicToolChoice(BaseModel):
+    model_config = _FORBID
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class AnthropicThinkingConfig(BaseModel):
+    model_config = _FORBID
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(default=None, ge=1024)
+
+
+class AnthropicMetadata(BaseModel):
+    model_config = _FORBID
+    user_id: str | None = None
 
 
 class AnthropicMessagesRequest(BaseModel):
-    model_config = _ALLOW
+    model_config = _FORBID
     model: str = Field(min_length=1, max_length=200, pattern=MODEL_NAME)
     messages: list[AnthropicMessage] = Field(min_length=1)
     max_tokens: int = Field(ge=1)
-    system: str | list[TextPart] | None = None
+    system: str | list[AnthropicText] | None = None
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
-    tools: list[Any] | None = Field(default=None, max_length=0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    stop_sequences: list[str] | None = None
+    metadata: AnthropicMetadata | None = None
+    service_tier: str | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    thinking: AnthropicThinkingConfig | None = None
 
     def to_generation(self, model: str, request_id: str) -> GenerationRequest:
-        messages: list[Message] = []
-        if self.system:
-            messages.append(Message("system", _text(self.system)))
-        roles: dict[str, Role] = {"user": "user", "assistant": "assistant"}
-        messages.extend(Message(roles[m.role], _text(m.content)) for m in self.messages)
+        dumped = self.model_dump(exclude_none=True)
+        choice, parallel = anthropic_request.tool_choice_in(dumped.get("tool_choice"))
+        thinking = self.thinking
         return GenerationRequest(
             model=model,
-            messages=tuple(messages),
+            messages=anthropic_request.conversation(dumped.get("system"), dumped["messages"]),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
+            tools=anthropic_request.tools_in(dumped.get("tools")),
+            tool_choice=choice,
+            parallel_tool_calls=parallel,
+            stop=tuple(self.stop_sequences or ()),
+            top_p=self.top_p,
+            top_k=self.top_k,
+            user=self.metadata.user_id if self.metadata else None,
+            service_tier=self.service_tier,
+            thinking_budget=(
+                thinking.budget_tokens if thinking and thinking.type == "enabled" else None
+            ),
             request_id=request_id,
         )
+
+
+# The parameters (GenerationRequest's names) as each dialect's caller named them.
+OPENAI_NAMES: dict[str, str] = {}
+ANTHROPIC_NAMES = {
+    "stop": "stop_sequences",
+    "user": "metadata.user_id",
+    "thinking_budget": "thinking",
+    "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+}
+NATIVE_NAMES: dict[str, str] = {}
 
 
 def validate_compat(model: type[M], data: Any, max_tokens_limit: int) -> M:

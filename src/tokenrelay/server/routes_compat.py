@@ -20,16 +20,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrelay.answer import Answer
 from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.server.chat_request import read_json_body
 from tokenrelay.server.collect import collect_answer
 from tokenrelay.server.compat_request import (
+    ANTHROPIC_NAMES,
+    OPENAI_NAMES,
     AnthropicMessagesRequest,
     OpenAIChatRequest,
     validate_compat,
 )
 from tokenrelay.server.dialects import ANTHROPIC, OPENAI, Dialect, retry_after_header
-from tokenrelay.server.middleware import note_stream
+from tokenrelay.server.generation import start_generation
 from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.shaping.shaper import Shaping
@@ -56,7 +59,11 @@ class _Started:
     request_id: str
 
 
-async def _start(request: Request, chat: OpenAIChatRequest | AnthropicMessagesRequest) -> _Started:
+async def _start(
+    request: Request,
+    chat: OpenAIChatRequest | AnthropicMessagesRequest,
+    names: dict[str, str],
+) -> _Started:
     state = _state(request)
     provider, model, canonical = state.registry.resolve(chat.model)
     request_id = request_id_of(request)
@@ -65,14 +72,16 @@ async def _start(request: Request, chat: OpenAIChatRequest | AnthropicMessagesRe
     # The provider's own chunking unless configured otherwise; JSON partials have no wire form
     # in these dialects, so they are not computed.
     shaping = Shaping(chunking=streams.compat_chunking, max_hold=streams.max_hold_ms / 1000)
-    stream_id = await state.manager.start(
-        generation,
+    stream_id = await start_generation(
+        request,
+        state,
         provider,
+        generation,
         canonical,
+        names,
         continue_on_error=streams.on_upstream_error == "continue",
         shaping=shaping,
     )
-    note_stream(request.scope, stream_id, canonical)
     return _Started(state, generation, stream_id, request_id)
 
 
@@ -97,15 +106,15 @@ def _stream(started: _Started, dialect: Dialect, encoder: EventEncoder) -> Respo
 
 async def _answer(
     request: Request, started: _Started, dialect: Dialect
-) -> tuple[str, str, dict[str, Any]] | Response:
-    """(text, finish reason, ending) of a finished answer, or the response for one that failed.
+) -> tuple[Answer, str] | Response:
+    """A finished answer and its finish reason, or the response for one that failed.
 
     A content filter is a finish in both dialects (with the partial text), as each reports it.
     """
-    outcome = await collect_answer(started.state.manager, started.stream_id, request.receive)
-    if outcome is None:
+    answer = await collect_answer(started.state.manager, started.stream_id, request.receive)
+    if answer is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    content, ending = outcome
+    ending = answer.ending
     finish = (
         "content_filter"
         if ending.get("error_type") == "content_filter"
@@ -113,48 +122,44 @@ async def _answer(
     )
     if finish is None:
         return _ended_badly(dialect, ending, started)
-    return content, finish, ending
+    return answer, finish
 
 
 async def chat_completions(request: Request) -> Response:
     chat = await _parse(request, OpenAIChatRequest)
-    started = await _start(request, chat)
+    started = await _start(request, chat, OPENAI_NAMES)
     completion_id = "chatcmpl-" + started.stream_id.removeprefix("str_")
     created = int(time.time())
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         encoder = openai.ChunkEncoder(completion_id, chat.model, created, include_usage)
         return _stream(started, OPENAI, encoder)
-    answer = await _answer(request, started, OPENAI)
-    if isinstance(answer, Response):
-        return answer
-    content, finish, ending = answer
-    body = openai.completion(
-        completion_id, chat.model, created, content, finish, ending.get("usage")
-    )
+    outcome = await _answer(request, started, OPENAI)
+    if isinstance(outcome, Response):
+        return outcome
+    answer, finish = outcome
+    body = openai.completion(completion_id, chat.model, created, answer, finish)
     return JSONResponse(body, headers={"x-stream-id": started.stream_id})
 
 
 async def messages(request: Request) -> Response:
     chat = await _parse(request, AnthropicMessagesRequest)
-    started = await _start(request, chat)
+    started = await _start(request, chat, ANTHROPIC_NAMES)
     message_id = "msg_" + started.stream_id.removeprefix("str_")
     input_tokens = started.generation.estimated_prompt_tokens
     if chat.stream:
         encoder = anthropic.EventEncoder(message_id, chat.model, input_tokens)
         return _stream(started, ANTHROPIC, encoder)
-    answer = await _answer(request, started, ANTHROPIC)
-    if isinstance(answer, Response):
-        return answer
-    content, finish, ending = answer
-    usage = ending.get("usage") or {}
+    outcome = await _answer(request, started, ANTHROPIC)
+    if isinstance(outcome, Response):
+        return outcome
+    answer, finish = outcome
     body = anthropic.message_object(
         message_id,
         chat.model,
-        [{"type": "text", "text": content}],
+        anthropic.content_blocks(answer),
         anthropic.FINISH_TO_STOP.get(finish, "end_turn"),
-        usage.get("prompt_tokens", input_tokens),
-        usage.get("completion_tokens", 0),
+        answer.ending.get("usage") or {"prompt_tokens": input_tokens},
     )
     return JSONResponse(body, headers={"x-stream-id": started.stream_id})
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrelay.answer import Answer, native_call, native_reasoning
 from tokenrelay.errors import InvalidEventId
 from tokenrelay.metrics import METRICS
 from tokenrelay.server.chat_request import (
@@ -17,7 +18,9 @@ from tokenrelay.server.chat_request import (
     validate_chat,
 )
 from tokenrelay.server.collect import collect_answer
+from tokenrelay.server.compat_request import NATIVE_NAMES
 from tokenrelay.server.dialects import NATIVE
+from tokenrelay.server.generation import start_generation
 from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.resume import last_event_id, resume_point
@@ -36,15 +39,19 @@ async def _start(request: Request, chat: ChatRequest) -> tuple[str, str]:
     generation = chat.to_generation(model, request_id_of(request))
     streams = state.settings.streams
     mode = chat.on_upstream_error or streams.on_upstream_error
-    stream_id = await state.manager.start(
-        generation,
+    stream_id = await start_generation(
+        request,
+        state,
         provider,
+        generation,
         canonical,
+        NATIVE_NAMES,
         on_disconnect=chat.on_disconnect,
         continue_on_error=mode == "continue",
         shaping=chat.shaping(streams.chunking, streams.max_hold_ms),
+        include_reasoning=chat.include_reasoning,
+        validate_tool_arguments=chat.validate_tool_arguments,
     )
-    note_stream(request.scope, stream_id, canonical)
     return stream_id, canonical
 
 
@@ -89,26 +96,29 @@ async def chat_complete(request: Request) -> Response:
     data = await read_json_body(request, state.settings.server.max_body_bytes)
     chat = validate_chat(data, strict=True, max_tokens_limit=state.settings.server.max_tokens_limit)
     stream_id, model = await _start(request, chat)
-    outcome = await collect_answer(state.manager, stream_id, request.receive)
-    if outcome is None:
+    answer = await collect_answer(state.manager, stream_id, request.receive)
+    if answer is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    return _completion_response(request_id_of(request), stream_id, model, *outcome)
+    return _completion_response(request_id_of(request), stream_id, model, answer)
 
 
-def _completion_response(
-    request_id: str, stream_id: str, model: str, content: str, ending: dict[str, Any]
-) -> Response:
+def _completion_response(request_id: str, stream_id: str, model: str, answer: Answer) -> Response:
     headers = {"x-stream-id": stream_id}
+    ending = answer.ending
     if ending.get("type") == "done":
         meta = {k: ending[k] for k in ("token_count", "elapsed_seconds", "ttft_ms")}
-        body = {
+        body: dict[str, Any] = {
             "id": stream_id,
-            "content": content,
+            "content": answer.text,
             "model": model,
             "finish_reason": ending["finish_reason"],
             "usage": ending["usage"],
             **meta,
         }
+        if answer.calls:
+            body["tool_calls"] = [native_call(call) for call in answer.calls]
+        if answer.reasoning:
+            body["reasoning"] = [native_reasoning(block) for block in answer.reasoning]
         if "parsed" in ending:  # JSON was asked for: the whole value, validated
             body["parsed"] = ending["parsed"]
         return JSONResponse(body, headers=headers)

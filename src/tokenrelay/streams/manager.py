@@ -73,6 +73,8 @@ class StreamManager:
         continue_on_error: bool = False,
         owner: str = "",
         shaping: Shaping | None = None,
+        include_reasoning: bool = True,
+        validate_tool_arguments: bool = False,
     ) -> str:
         if self._draining:
             raise ServiceUnavailable()
@@ -87,6 +89,8 @@ class StreamManager:
             self.settings,
             continue_on_error=continue_on_error,
             shaping=shaping,
+            include_reasoning=include_reasoning,
+            validate_tool_arguments=validate_tool_arguments,
         )
         task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
         self._running[stream_id] = _Running(stream, task, on_disconnect)

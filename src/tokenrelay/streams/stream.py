@@ -55,6 +55,7 @@ from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.jsonstream import NOTHING
 from tokenrelay.shaping.shaper import Shaper, Shaping
 from tokenrelay.streams.log import StreamLog
+from tokenrelay.streams.structured import Structured
 from tokenrelay.timers import IdleTimeout
 
 logger = logging.getLogger("tokenrelay.stream")
@@ -81,6 +82,8 @@ class Stream:
         *,
         continue_on_error: bool = False,
         shaping: Shaping | None = None,
+        include_reasoning: bool = True,
+        validate_tool_arguments: bool = False,
     ) -> None:
         self.stream_id = stream_id
         self.model = model
@@ -105,6 +108,13 @@ class Stream:
         self._idle: IdleTimeout | None = None
         self._finish = "stop"
         self._usage: Usage | None = None
+        self._usage_told = False  # a `usage` event went out (the prompt's count, early)
+        self._structured = Structured(
+            self._emit_structured,
+            tools=request.tools,
+            validate=validate_tool_arguments,
+            include_reasoning=include_reasoning,
+        )
 
     def _next_seq(self) -> int:
         return self._seq + 1
@@ -183,7 +193,11 @@ class Stream:
             try:
                 return await self._generate(request)
             except GenerationError as exc:
-                resumable = self.token_count == 0 or self._parts is not None
+                structured = self._structured
+                fresh = self.token_count == 0 and not structured.pieces and not structured.calls
+                # A continuation carries on text: never from inside a call or reasoning.
+                continuable = self._parts is not None and not structured.calls
+                resumable = fresh or (continuable and not structured.reasoned)
                 max_retries = self._limits.max_retries
                 if not (exc.retryable and resumable and attempt < max_retries):
                     raise
@@ -227,6 +241,7 @@ class Stream:
                         self._on_delta(delta)
         except TimeoutError:
             raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
+        self._structured.finish()  # calls still open end with the answer
         return self._finish, self._usage
 
     def _on_delta(self, delta: Delta) -> None:
@@ -234,12 +249,18 @@ class Stream:
         now = time.monotonic()  # one clock read per delta, for both uses
         assert self._idle is not None
         self._idle.last = now
-        text, finish, usage = delta
+        text, finish, usage, reasoning, signature, redacted, tool = delta
         if usage is not None:
-            self._usage = usage
+            self._on_usage(usage)
         if finish:
             self._finish = finish
+        # Thinking comes before the words it leads to, and a call after them; a delta may
+        # carry both, as vLLM's first content delta can.
+        if reasoning or signature or redacted:
+            self._structured.reasoning(reasoning, signature, redacted)
         if not text:
+            if tool is not None:
+                self._structured.tool(tool)
             return
         if self._overlap:
             # A continuation's first words may repeat what was sent (e.g. trimmed whitespace).
@@ -262,6 +283,17 @@ class Stream:
             self._seq = event.seq
         else:
             self._shaper.feed(text)
+
+    def _on_usage(self, usage: Usage) -> None:
+        """The last count wins; the first, if it comes before the answer (the prompt's size,
+        from Anthropic's message_start), also goes out as a `usage` event."""
+        self._usage = usage
+        if not self._usage_told and self._first_token_at is None and not self._structured.pieces:
+            self._usage_told = True
+            self._append_nowait(ev.usage_event(self._next_seq(), self._reported(usage)))
+
+    def _emit_structured(self, type_: ev.EventType, fields: dict[str, Any]) -> None:
+        self._append_nowait(ev.make_event(self._next_seq(), type_, **fields))
 
     def _emit_token(self, text: str) -> None:
         self._append_nowait(ev.token_event(self._seq + 1, text))
@@ -296,10 +328,14 @@ class Stream:
             **({} if parsed is NOTHING else {"parsed": parsed}),
         )
 
-    def _final_usage(self, usage: Usage | None) -> dict[str, Any] | None:
-        if self._continuations:  # no single upstream count covers a continued answer
+    def _final_usage(self, usage: Usage | None) -> dict[str, Any]:
+        if usage is None or self._continuations:  # no single upstream count covers it all
             return self._estimated_usage()
-        return usage.as_dict() if usage else None
+        return self._reported(usage)
+
+    @staticmethod
+    def _reported(usage: Usage) -> dict[str, Any]:
+        return usage.as_dict()
 
     async def _end_with_error(
         self, error_type: str, *, retryable: bool, retry_after: float | None = None
@@ -311,17 +347,24 @@ class Stream:
         await self._end(event, error_type)
 
     def _estimated_usage(self) -> dict[str, Any]:
-        """What a cut-short stream cost, as far as we can tell: the upstream never said.
+        """What a stream cost as far as we can tell, when the upstream never said it all.
 
-        Completion tokens are the tokens relayed; the prompt is estimated at four characters
-        a token. Marked `estimated` so nobody bills from it as if it were the upstream's count.
+        The prompt is the upstream's count if it gave one (Anthropic does, before the
+        answer), else four characters a token; completion tokens are the pieces relayed
+        (text, reasoning, arguments). `estimated` names the figures that are ours, so nobody
+        bills from them as if they were the upstream's.
         """
-        prompt = self._request.estimated_prompt_tokens
+        told = self._usage
+        prompt = told.prompt_tokens if told is not None else self._request.estimated_prompt_tokens
+        completion = self.token_count + self._structured.pieces
+        estimated = ["completion_tokens", "total_tokens"]
+        if told is None or self._continuations:
+            estimated.insert(0, "prompt_tokens")
         return {
             "prompt_tokens": prompt,
-            "completion_tokens": self.token_count,
-            "total_tokens": prompt + self.token_count,
-            "estimated": True,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "estimated": estimated,
         }
 
     async def _end(self, event: ev.Event, error_type: str = "") -> None:

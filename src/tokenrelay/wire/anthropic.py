@@ -1,24 +1,33 @@
 """Anthropic Messages streaming, both ways.
 
-Upstream: `EventDecoder.feed(event, data)` takes each SSE event (Anthropic names every event)
-and returns Deltas: text from `content_block_delta`/`text_delta`, input tokens from
-`message_start`, `stop_reason` and output tokens from `message_delta`. `ping` is ignored, an
-in-band `error` event (such as `overloaded_error` after HTTP 200) is raised as a
-GenerationError, and `finish()` raises NetworkError if the stream was cut before `message_stop`.
+Upstream: `EventDecoder.feed_sse(event)` takes each SSE event (Anthropic names every event)
+and returns Deltas: the prompt's count from `message_start` (cached tokens included), text
+from `text_delta`, reasoning from `thinking` blocks (`thinking_delta`, and the
+`signature_delta` that closes the block, byte for byte), `redacted_thinking` blocks whole, tool
+calls from `tool_use` blocks (`input_json_delta` pieces; a call given whole in its block's
+`input` is one piece), `stop_reason` and output tokens from `message_delta`. `ping` is ignored,
+an in-band `error` event (such as `overloaded_error` after HTTP 200) is raised as a
+GenerationError, and `finish()` raises NetworkError if the stream was cut before
+`message_stop`.
 
-Downstream: `EventEncoder` renders our events as Anthropic's sequence (`message_start`,
-`content_block_start`, `ping`, `content_block_delta`..., `content_block_stop`, `message_delta`,
-`message_stop`), so the official SDK's `messages.stream()`, `text_stream` and
-`get_final_message()` work. Failures become the in-band `error` event; our `content_filter`
-becomes `stop_reason: "refusal"`, as Anthropic reports a refusal.
+Downstream: `EventEncoder` renders our events as Anthropic's sequence: `message_start` (with
+the upstream's own prompt count when a `usage` event brought one, else an estimate), then one
+content block per kind as the answer switches between them (thinking, text, tool_use, in the
+order they come), `message_delta`, `message_stop`. So the official SDK's `messages.stream()`,
+`text_stream` and `get_final_message()` work. Failures become the in-band `error` event; our
+`content_filter` becomes `stop_reason: "refusal"`, as Anthropic reports a refusal.
+
+Requests, both ways, are in `anthropic_request.py`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from tokenrelay.answer import Answer
 from tokenrelay.errors import (
     ContentFiltered,
     GenerationError,
@@ -29,13 +38,11 @@ from tokenrelay.errors import (
     client_message,
 )
 from tokenrelay.events import Event
-from tokenrelay.providers.base import Delta, GenerationRequest, Usage
+from tokenrelay.providers.base import Delta, ToolDelta, Usage
 from tokenrelay.sse import ServerSentEvent
 from tokenrelay.wire import common
+from tokenrelay.wire.anthropic_request import JSON_TOOL
 from tokenrelay.wire.common import as_int, named_event, safe_label
-
-DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when the caller gave none
-JSON_TOOL = "json_answer"  # the forced tool that carries a JSON answer (json_tool)
 
 STOP_TO_FINISH = {
     "end_turn": "stop",
@@ -72,48 +79,6 @@ def error_object(error_type: str, message: str, param: str | None = None) -> dic
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
-    system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [
-            {"role": m.role, "content": m.content} for m in request.messages if m.role != "system"
-        ],
-        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-        "stream": stream,
-    }
-    if system:
-        body["system"] = system  # Anthropic takes the system prompt at the top level
-    if request.temperature is not None:
-        body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
-    if request.response_format is not None:
-        body.update(json_tool(request.response_format))
-    return body
-
-
-def json_tool(response_format: dict[str, Any]) -> dict[str, Any]:
-    """JSON from Anthropic: one tool whose input schema is the requested schema, forced.
-
-    The Messages API has no `response_format`; its documented way to get JSON that follows a
-    schema is tool use with `tool_choice` naming the tool. The tool's input then streams as
-    `input_json_delta` events, which the decoder relays as the answer's text.
-    """
-    spec = response_format.get("json_schema") or {}
-    schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {"type": "object"}
-    tool = {
-        "name": JSON_TOOL,
-        "description": spec.get("description") or "Give the answer as this JSON value.",
-        "input_schema": schema,
-    }
-    return {"tools": [tool], "tool_choice": {"type": "tool", "name": JSON_TOOL}}
-
-
-def forced_json_tool(body: dict[str, Any]) -> bool:
-    """Whether a Messages request body forces our JSON tool (see json_tool)."""
-    choice = body.get("tool_choice")
-    return isinstance(choice, dict) and choice.get("name") == JSON_TOOL
-
-
 def error_from_body(error: Any) -> GenerationError:
     error = error if isinstance(error, dict) else {}
     kind = safe_label(error.get("type"))
@@ -125,29 +90,67 @@ def error_from_body(error: Any) -> GenerationError:
     return UpstreamError(detail)
 
 
+def usage_in(usage: dict[str, Any], prompt: Usage | None = None) -> Usage:
+    """Anthropic's usage object in our terms, where the prompt counts every input token, as
+    OpenAI's does: Anthropic's `input_tokens` leaves out those read from the cache and those
+    written to it. `prompt` is what message_start said, for a message_delta that leaves the
+    input figures out (they are cumulative when given)."""
+    output = as_int(usage.get("output_tokens"))
+    if prompt is not None and usage.get("input_tokens") is None:
+        return replace(prompt, completion_tokens=output)
+    cache_read = usage.get("cache_read_input_tokens")
+    cache_creation = usage.get("cache_creation_input_tokens")
+    return Usage(
+        as_int(usage.get("input_tokens")) + as_int(cache_read) + as_int(cache_creation),
+        output,
+        cached_tokens=cache_read if isinstance(cache_read, int) else None,
+        cache_creation_tokens=cache_creation if isinstance(cache_creation, int) else None,
+    )
+
+
+def usage_out(usage: dict[str, Any]) -> dict[str, Any]:
+    """Our usage object (or as much of it as is known) as Anthropic's: the reverse of
+    `usage_in`."""
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    creation = usage.get("cache_creation_input_tokens")
+    uncached = as_int(usage.get("prompt_tokens")) - as_int(cached) - as_int(creation)
+    out: dict[str, Any] = {"input_tokens": max(uncached, 0)}
+    if isinstance(creation, int):
+        out["cache_creation_input_tokens"] = creation
+    if isinstance(cached, int):
+        out["cache_read_input_tokens"] = cached
+    out["output_tokens"] = as_int(usage.get("completion_tokens"))
+    return out
+
+
 class EventDecoder:
     def __init__(self) -> None:
         self.finished = False
-        self._input_tokens = 0
-        self._json_block: int | None = None  # index of our JSON tool's block, if one started
+        self._prompt: Usage | None = None  # from message_start
+        self._json_block: int | None = None  # our JSON tool's block (json_tool), if any
+        self._tool_blocks: set[int] = set()  # the caller's tool_use blocks, by index
 
-    def feed(self, event: str, data: str) -> list[Delta]:
+    def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
         try:
-            payload = orjson.loads(data) if data else {}
+            payload = orjson.loads(event.data) if event.data else {}
         except orjson.JSONDecodeError:
             raise UpstreamError("anthropic: undecodable event") from None
-        kind = payload.get("type", event) if isinstance(payload, dict) else event
+        if not isinstance(payload, dict):
+            raise UpstreamError("anthropic: event is not an object")
+        kind = payload.get("type", event.event)
         if kind == "content_block_delta":
             return self._content_delta(payload)
         if kind == "content_block_start":
-            block = payload.get("content_block") or {}
-            if block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
-                self._json_block = payload.get("index")
+            return self._block_start(payload)
+        if kind == "content_block_stop":
+            index = payload.get("index")
+            if index in self._tool_blocks:
+                return [Delta(tool=ToolDelta(as_int(index), done=True))]
             return []
         if kind == "message_start":
             usage = (payload.get("message") or {}).get("usage") or {}
-            self._input_tokens = as_int(usage.get("input_tokens"))
-            return []
+            self._prompt = usage_in(usage)
+            return [Delta(usage=self._prompt)]
         if kind == "message_delta":
             return [self._message_delta(payload)]
         if kind == "message_stop":
@@ -155,33 +158,68 @@ class EventDecoder:
             return []
         if kind == "error":
             raise error_from_body(payload.get("error"))
-        return []  # ping, content_block_start/stop, and event types added later
+        return []  # ping, and event types added later
+
+    def feed(self, event: str, data: str) -> list[Delta]:
+        """One SSE event's name and data (as `feed_sse` takes them)."""
+        return self.feed_sse(ServerSentEvent(data, event))
+
+    def _block_start(self, payload: dict[str, Any]) -> list[Delta]:
+        block = payload.get("content_block") or {}
+        index = as_int(payload.get("index"))
+        kind = block.get("type")
+        if kind == "tool_use" and block.get("name") == JSON_TOOL:
+            self._json_block = index
+            return []
+        if kind == "tool_use":
+            self._tool_blocks.add(index)
+            whole = block.get("input")
+            arguments = orjson.dumps(whole).decode() if whole else ""  # a call given whole
+            return [
+                Delta(
+                    tool=ToolDelta(
+                        index, str(block.get("id", "")), str(block.get("name", "")), arguments
+                    )
+                )
+            ]
+        if kind == "redacted_thinking":
+            return [Delta(redacted=str(block.get("data", "")))]
+        if kind == "thinking" and block.get("thinking"):
+            return [Delta(reasoning=str(block["thinking"]))]
+        if kind == "text" and block.get("text"):
+            return [Delta(str(block["text"]))]
+        return []
 
     def _content_delta(self, payload: dict[str, Any]) -> list[Delta]:
         delta = payload.get("delta") or {}
-        if delta.get("type") == "text_delta":
+        kind = delta.get("type")
+        if kind == "text_delta":
             text = delta.get("text")
-        elif delta.get("type") == "input_json_delta" and payload.get("index") == self._json_block:
-            text = delta.get("partial_json")  # the JSON answer (json_tool), as it streams
-        else:
-            text = None
-        return [Delta(text=text)] if isinstance(text, str) and text else []
+            return [Delta(text)] if isinstance(text, str) and text else []
+        if kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            return [Delta(reasoning=thinking)] if isinstance(thinking, str) and thinking else []
+        if kind == "signature_delta":
+            signature = delta.get("signature")
+            return [Delta(signature=signature)] if isinstance(signature, str) and signature else []
+        if kind == "input_json_delta":
+            piece = delta.get("partial_json")
+            if not isinstance(piece, str) or not piece:
+                return []
+            index = payload.get("index")
+            if index == self._json_block:
+                return [Delta(piece)]  # the JSON answer (json_tool), as text
+            return [Delta(tool=ToolDelta(as_int(index), arguments=piece))]
+        return []
 
     def _message_delta(self, payload: dict[str, Any]) -> Delta:
         stop = (payload.get("delta") or {}).get("stop_reason")
         if stop == "refusal":  # as OpenAI's content_filter finish: the answer was stopped
             raise ContentFiltered("anthropic: stop_reason refusal")
-        usage = payload.get("usage") or {}
         finish = STOP_TO_FINISH.get(stop, "stop") if isinstance(stop, str) else None
         if stop == "tool_use" and self._json_block is not None:
             finish = "stop"  # our own JSON tool: the answer is complete, not a tool call
-        return Delta(
-            finish_reason=finish,
-            usage=Usage(self._input_tokens, as_int(usage.get("output_tokens"))),
-        )
-
-    def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
-        return self.feed(event.event, event.data)
+        return Delta(finish_reason=finish, usage=usage_in(payload.get("usage") or {}, self._prompt))
 
     def finish(self) -> None:
         if not self.finished:
@@ -196,69 +234,119 @@ class EventEncoder(common.EventEncoder):
     ) -> None:
         self._message_id = message_id
         self._model = model
-        self._input_tokens = input_tokens
+        self._usage: dict[str, Any] = {"prompt_tokens": input_tokens}  # estimated, until told
         self._json_tool = json_tool  # the text is our JSON tool's input (as Anthropic sends it)
+        self._started = False  # message_start went out
+        self._block = -1  # the open block's index, -1 for none
+        self._kind = ""  # the open block's kind: text, thinking, tool_use, redacted_thinking
 
     def encode_one(self, event: Event) -> bytes:
-        if event.type == "token":
-            text = event.payload()["content"]
-            delta = (
-                {"type": "input_json_delta", "partial_json": text}
-                if self._json_tool
-                else {"type": "text_delta", "text": text}
-            )
-            return named_event(
-                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-            )
-        if event.type == "start":
-            return self._start()
-        if event.type == "done":
+        kind = event.type
+        if kind == "start":
+            return b""  # message_start waits for the prompt's count, or the first content
+        if kind == "usage":
+            self._usage = event.payload()["usage"]
+            return self._message_start()
+        out = self._message_start()
+        if kind == "token":
+            return out + self._text(event.payload()["content"])
+        if kind == "reasoning":
+            return out + self._reasoning(event.payload())
+        if kind == "tool_call":
+            return out + self._tool_call(event.payload())
+        if kind == "done":
             done = event.payload()
-            usage = done.get("usage") or {}
             stop = FINISH_TO_STOP.get(done["finish_reason"], "end_turn")
-            return self._stop(
-                "tool_use" if self._json_tool and stop == "end_turn" else stop,
-                as_int(usage.get("completion_tokens")) or done["token_count"],
-            )
-        if event.type == "error":
+            if self._json_tool and stop == "end_turn":
+                stop = "tool_use"
+            return out + self._stop(stop, done)
+        if kind == "error":
             error = event.payload()
             if error["error_type"] == "content_filter":
-                return self._stop("refusal", 0)
-            return named_event("error", error_object(error["error_type"], error["message"]))
-        if event.type == "cancelled":
-            return named_event("error", error_object("cancelled", client_message("cancelled")))
-        return b""
-
-    def _start(self) -> bytes:
-        message = message_object(self._message_id, self._model, [], None, self._input_tokens, 1)
-        return (
-            named_event("message_start", {"type": "message_start", "message": message})
-            + named_event(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": (
-                        {"type": "tool_use", "id": "toolu_mock", "name": JSON_TOOL, "input": {}}
-                        if self._json_tool
-                        else {"type": "text", "text": ""}
-                    ),
-                },
+                return out + self._stop("refusal", error)
+            return out + named_event("error", error_object(error["error_type"], error["message"]))
+        if kind == "cancelled":
+            return out + named_event(
+                "error", error_object("cancelled", client_message("cancelled"))
             )
-            + named_event("ping", {"type": "ping"})
+        return out  # status and json events have no Anthropic form
+
+    def _message_start(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        usage = {**self._usage, "completion_tokens": 1}  # Anthropic's message_start says 1
+        message = message_object(self._message_id, self._model, [], None, usage)
+        return named_event("message_start", {"type": "message_start", "message": message}) + (
+            named_event("ping", {"type": "ping"})
         )
 
-    def _stop(self, stop_reason: str, output_tokens: int) -> bytes:
+    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+        """Close the open block if it is of another kind, and open `block`."""
+        out = self._close()
+        self._block += 1
+        self._kind = kind
+        start = {"type": "content_block_start", "index": self._block, "content_block": block}
+        return out + named_event("content_block_start", start)
+
+    def _close(self) -> bytes:
+        if not self._kind:
+            return b""
+        self._kind = ""
+        stop = {"type": "content_block_stop", "index": self._block}
+        return named_event("content_block_stop", stop)
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        body = {"type": "content_block_delta", "index": self._block, "delta": delta}
+        return named_event("content_block_delta", body)
+
+    def _text(self, text: str) -> bytes:
+        out = b""
+        if self._json_tool:
+            if self._kind != "tool_use":
+                block = {"type": "tool_use", "id": "toolu_json", "name": JSON_TOOL, "input": {}}
+                out = self._open("tool_use", block)
+            return out + self._delta({"type": "input_json_delta", "partial_json": text})
+        if self._kind != "text":
+            out = self._open("text", {"type": "text", "text": ""})
+        return out + self._delta({"type": "text_delta", "text": text})
+
+    def _reasoning(self, piece: dict[str, Any]) -> bytes:
+        if piece.get("redacted"):
+            block = {"type": "redacted_thinking", "data": piece["redacted"]}
+            return self._open("redacted_thinking", block) + self._close()
+        out = b""
+        if self._kind != "thinking":
+            out = self._open("thinking", {"type": "thinking", "thinking": ""})
+        if piece.get("content"):
+            out += self._delta({"type": "thinking_delta", "thinking": piece["content"]})
+        if piece.get("signature"):
+            out += self._delta({"type": "signature_delta", "signature": piece["signature"]})
+            out += self._close()
+        return out
+
+    def _tool_call(self, call: dict[str, Any]) -> bytes:
+        if call["phase"] == "start":
+            block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
+            return self._open("tool_use", block)
+        if call["phase"] == "delta":
+            return self._delta({"type": "input_json_delta", "partial_json": call["arguments"]})
+        return self._close()
+
+    def _stop(self, stop_reason: str, ending: dict[str, Any]) -> bytes:
+        out = self._close()
+        if self._block < 0:  # nothing was said: an empty text block, as the API gives one
+            out = self._open("text", {"type": "text", "text": ""}) + self._close()
+        delta = {"stop_reason": stop_reason, "stop_sequence": None}
+        # The ending's usage is the last word: cumulative, and it may correct message_start's
+        # estimate of the prompt (an OpenAI upstream counts it only at the end).
+        usage = ending.get("usage") or {}
+        if not usage.get("completion_tokens"):
+            usage = {**usage, "completion_tokens": as_int(ending.get("token_count"))}
+        message_delta = {"type": "message_delta", "delta": delta, "usage": usage_out(usage)}
         return (
-            named_event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            + named_event(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": output_tokens},
-                },
-            )
+            out
+            + named_event("message_delta", message_delta)
             + named_event("message_stop", {"type": "message_stop"})
         )
 
@@ -268,10 +356,10 @@ def message_object(
     model: str,
     content: list[dict[str, Any]],
     stop_reason: str | None,
-    input_tokens: int,
-    output_tokens: int,
+    usage: dict[str, Any],
 ) -> dict[str, Any]:
-    """The `message` object, for `message_start` and for non-streaming answers."""
+    """The `message` object, for `message_start` and for non-streaming answers; `usage` is
+    ours (see `usage_out`)."""
     return {
         "id": message_id,
         "type": "message",
@@ -280,5 +368,23 @@ def message_object(
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        "usage": usage_out(usage),
     }
+
+
+def content_blocks(answer: Answer) -> list[dict[str, Any]]:
+    """A whole answer's content blocks: its reasoning, its text, its tool calls."""
+    blocks: list[dict[str, Any]] = []
+    for block in answer.reasoning:
+        if block.redacted:
+            blocks.append({"type": "redacted_thinking", "data": block.redacted})
+        else:
+            blocks.append(
+                {"type": "thinking", "thinking": block.text, "signature": block.signature}
+            )
+    if answer.text or not answer.calls:
+        blocks.append({"type": "text", "text": answer.text})
+    for call in answer.calls:
+        arguments = call.arguments if isinstance(call.arguments, dict) else {}
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    return blocks

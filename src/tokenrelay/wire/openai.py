@@ -1,14 +1,22 @@
 """OpenAI Chat Completions streaming, both ways.
 
 Upstream (tokenrelay as a client): `ChunkDecoder.feed_sse(event)` takes each SSE event and
-returns Deltas. It handles the role-only first chunk, the usage chunk with empty `choices`,
-`choices: null`, an in-band `{"error": ...}` line (raised as a GenerationError), the finish
-reasons, and `[DONE]`. `finish()` raises NetworkError if the stream was cut before `[DONE]`.
+returns Deltas. It handles the role-only first chunk, the usage chunk with empty `choices`
+(with its cached and reasoning token details), `choices: null`, an in-band `{"error": ...}`
+line (raised as a GenerationError), the finish reasons, and `[DONE]`. Reasoning comes as
+`reasoning_content` (DeepSeek, vLLM until 0.9) or `reasoning` (vLLM since): both are read.
+Tool calls come as `tool_calls` pieces by `index`; a piece with a new id at an index already
+in use is a new call (some servers send parallel calls all at index 0), and a call may come
+whole in one piece. `finish()` raises NetworkError if the stream was cut before `[DONE]`.
 
 Downstream (tokenrelay as a server): `ChunkEncoder` renders our events as the chunks OpenAI
-sends: no SSE ids, `data: [DONE]` after success. An error becomes the in-band error line the
-official SDK raises on, with no `[DONE]`. One deliberate mapping: our `content_filter` error is
-sent the way OpenAI itself reports it, as `finish_reason: "content_filter"` and then `[DONE]`.
+sends: no SSE ids, `data: [DONE]` after success. Reasoning goes out as `reasoning_content`,
+tool calls as `tool_calls` pieces. An error becomes the in-band error line the official SDK
+raises on, with no `[DONE]`. One deliberate mapping: our `content_filter` error is sent the way
+OpenAI itself reports it, as `finish_reason: "content_filter"` and then `[DONE]`. With
+`include_usage`, every ending carries the usage chunk, an error's included (before its line).
+
+Requests, both ways, are in `openai_request.py`.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from tokenrelay.answer import Answer
 from tokenrelay.errors import (
     ContentFiltered,
     GenerationError,
@@ -27,7 +36,7 @@ from tokenrelay.errors import (
     client_message,
 )
 from tokenrelay.events import Event, token_content_json
-from tokenrelay.providers.base import Delta, GenerationRequest, Usage
+from tokenrelay.providers.base import Delta, ToolDelta, Usage
 from tokenrelay.sse import ServerSentEvent
 from tokenrelay.wire.common import EventEncoder, as_int, data_line, safe_label
 
@@ -57,23 +66,6 @@ def error_object(error_type: str, message: str, param: str | None = None) -> dic
     return {"error": {"message": message, "type": kind, "param": param, "code": error_type}}
 
 
-def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-        "stream": stream,
-    }
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.response_format is not None:
-        body["response_format"] = request.response_format
-    return body
-
-
 def error_from_body(error: Any) -> GenerationError:
     """Map an upstream `{"error": {...}}` object; the message is dropped, never logged."""
     error = error if isinstance(error, dict) else {}
@@ -89,7 +81,8 @@ def error_from_body(error: Any) -> GenerationError:
 class ChunkDecoder:
     def __init__(self) -> None:
         self.finished = False  # [DONE] seen
-        self._finish_reason: str | None = None
+        self._calls: dict[int, tuple[str, int]] = {}  # upstream index -> (call id, position)
+        self._positions = 0  # calls begun
 
     def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
         data = event.data
@@ -102,7 +95,7 @@ class ChunkDecoder:
             raise UpstreamError("openai: undecodable chunk") from None
         # Once per token, so the usual chunk is checked in one go: its first choice's delta
         # holds a text and nothing else, with no finish, usage or error beside it. Anything
-        # else (a role, a finish, usage, fields added later) takes the general path below.
+        # else (a role, reasoning, tool calls, a finish, usage) takes the general path below.
         try:
             choice = chunk["choices"][0]
             delta = choice["delta"]
@@ -118,7 +111,7 @@ class ChunkDecoder:
                 and chunk.get("usage") is None
                 and chunk.get("error") is None
             ):
-                return [_new(Delta, (text, None, None))]
+                return [_new(Delta, (text, None, None, "", "", "", None))]
         return self._general(chunk)
 
     def feed(self, data: str) -> list[Delta]:
@@ -130,41 +123,81 @@ class ChunkDecoder:
             raise UpstreamError("openai: chunk is not an object")
         if chunk.get("error") is not None:
             raise error_from_body(chunk["error"])
-        deltas = []
+        deltas: list[Delta] = []
         choices = chunk.get("choices")
-        if choices and isinstance(choices, list):
-            delta = self._choice_delta(choices[0])
-            if delta is not None:
-                deltas.append(delta)
+        if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+            deltas += self._choice(choices[0])
         usage = chunk.get("usage")
-        if usage is not None and isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            deltas.append(Delta(usage=Usage(as_int(prompt), as_int(completion))))
+        if isinstance(usage, dict):
+            deltas.append(Delta(usage=usage_in(usage)))
         return deltas
 
-    def _choice_delta(self, choice: Any) -> Delta | None:
-        """The first choice's text and finish reason; None if it has neither."""
-        if not isinstance(choice, dict):
-            return None
+    def _choice(self, choice: dict[str, Any]) -> list[Delta]:
+        """The first choice's reasoning, text, tool-call pieces and finish, in that order."""
         delta = choice.get("delta")
-        text = delta.get("content") if isinstance(delta, dict) else None
-        if not isinstance(text, str):
-            text = ""
+        delta = delta if isinstance(delta, dict) else {}
+        deltas = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            deltas.append(Delta(reasoning=reasoning))
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            deltas.append(Delta(text))
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict):
+                deltas.append(Delta(tool=self._tool_piece(call)))
         finish = choice.get("finish_reason")
-        if finish is not None:
-            if finish == "content_filter":
-                raise ContentFiltered("openai: finish_reason content_filter")
-            if isinstance(finish, str):
-                self._finish_reason = finish
-            else:
-                finish = None
-        if not text and finish is None:
-            return None
-        return Delta(text, finish)
+        if finish == "content_filter":
+            raise ContentFiltered("openai: finish_reason content_filter")
+        if isinstance(finish, str) and finish:
+            deltas.append(Delta(finish_reason=_FINISH.get(finish, finish)))
+        return deltas
+
+    def _tool_piece(self, call: dict[str, Any]) -> ToolDelta:
+        index = _int(call.get("index"))
+        call_id = _str(call.get("id"))
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        arguments = _str(function.get("arguments"))
+        known = self._calls.get(index)
+        if known is None or (call_id and call_id != known[0]):  # a new call, even at index 0
+            position = self._positions
+            self._calls[index] = (call_id, position)
+            self._positions += 1
+            return ToolDelta(position, call_id, _str(function.get("name")), arguments)
+        return ToolDelta(known[1], arguments=arguments)
 
     def finish(self) -> None:
         if not self.finished:
             raise NetworkError("openai: stream ended without [DONE]")
+
+
+_FINISH = {"function_call": "tool_calls"}  # the legacy name
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_in(usage: dict[str, Any]) -> Usage:
+    """OpenAI's usage object, with its details where given."""
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else None
+    reasoning = (
+        completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
+    )
+    return Usage(
+        as_int(usage.get("prompt_tokens")),
+        as_int(usage.get("completion_tokens")),
+        cached_tokens=cached if isinstance(cached, int) else None,
+        reasoning_tokens=reasoning if isinstance(reasoning, int) else None,
+    )
 
 
 class ChunkEncoder(EventEncoder):
@@ -194,49 +227,63 @@ class ChunkEncoder(EventEncoder):
             if content is not None:
                 return self._token_head + content + self._token_tail
             return self._chunk({"content": event.payload()["content"]})
+        if event.type == "reasoning":
+            content = event.payload()["content"]  # a signature or redacted block: no form here
+            return self._chunk({"reasoning_content": content}) if content else b""
+        if event.type == "tool_call":
+            return self._tool_call(event.payload())
         if event.type == "start":
             return self._chunk({"role": "assistant", "content": ""})
-        if event.type == "done":
-            return self._done(event.payload())
-        if event.type == "error":
-            return self._error(event.payload())
-        if event.type == "cancelled":
-            return data_line(error_object("cancelled", client_message("cancelled")))
-        return b""  # status and json events have no OpenAI form
+        if event.type in ("done", "error", "cancelled"):
+            return self._ending(event.type, event.payload())
+        return b""  # status, json and early usage events have no OpenAI form
 
-    def _done(self, done: dict[str, Any]) -> bytes:
-        out = self._chunk({}, done["finish_reason"])
-        if self._include_usage and done.get("usage"):
-            out += data_line({**self._base, "choices": [], "usage": done["usage"]})
-        return out + DONE_LINE
+    def _tool_call(self, call: dict[str, Any]) -> bytes:
+        if call["phase"] == "start":
+            function = {"name": call["name"], "arguments": ""}
+            piece = {"index": call["index"], "id": call["id"], "type": "function"}
+            return self._chunk({"tool_calls": [{**piece, "function": function}]})
+        if call["phase"] == "delta":
+            function = {"arguments": call["arguments"]}
+            return self._chunk({"tool_calls": [{"index": call["index"], "function": function}]})
+        return b""  # the end: OpenAI's calls end with the answer
 
-    def _error(self, error: dict[str, Any]) -> bytes:
-        if error["error_type"] == "content_filter":
-            return self._chunk({}, "content_filter") + DONE_LINE
-        return data_line(error_object(error["error_type"], error["message"]))
+    def _ending(self, kind: str, ending: dict[str, Any]) -> bytes:
+        usage = b""
+        if self._include_usage and ending.get("usage"):
+            usage = data_line({**self._base, "choices": [], "usage": ending["usage"]})
+        if kind == "done":
+            return self._chunk({}, ending["finish_reason"]) + usage + DONE_LINE
+        if kind == "error" and ending["error_type"] == "content_filter":
+            return self._chunk({}, "content_filter") + usage + DONE_LINE
+        error_type = ending["error_type"] if kind == "error" else "cancelled"
+        return usage + data_line(error_object(error_type, client_message(error_type)))
 
 
 def completion(
-    completion_id: str,
-    model: str,
-    created: int,
-    content: str,
-    finish: str,
-    usage: dict[str, int] | None,
+    completion_id: str, model: str, created: int, answer: Answer, finish: str
 ) -> dict[str, Any]:
     """The non-streaming `chat.completion` object."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+    if answer.calls:
+        message["content"] = answer.text or None
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_text},
+            }
+            for call in answer.calls
+        ]
+    reasoning = "".join(block.text for block in answer.reasoning)
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    usage = answer.ending.get("usage")
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }

@@ -1,0 +1,41 @@
+"""Starting a generation, for every route: parameters the upstream cannot honour are refused
+first, by the names the caller used, before anything is started or billed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+
+from tokenrelay.errors import FieldProblem, InvalidRequest
+from tokenrelay.providers.base import GenerationRequest, Provider
+from tokenrelay.server.middleware import note_stream
+from tokenrelay.server.state import AppState
+
+
+def refuse_unsupported(
+    provider: Provider, generation: GenerationRequest, names: Mapping[str, str]
+) -> None:
+    """InvalidRequest naming each field `provider` cannot honour (`names` maps our parameter
+    names to the dialect's)."""
+    refused = sorted(provider.unsupported(generation))
+    if refused:
+        problem = f"is not supported by the {provider.name} provider"
+        raise InvalidRequest([FieldProblem(names.get(name, name), problem) for name in refused])
+
+
+async def start_generation(
+    request: Request,
+    state: AppState,
+    provider: Provider,
+    generation: GenerationRequest,
+    canonical: str,
+    names: Mapping[str, str],
+    **options: Any,
+) -> str:
+    """Start `generation` on `provider` (StreamManager.start's `options`); its stream id."""
+    refuse_unsupported(provider, generation, names)
+    stream_id = await state.manager.start(generation, provider, canonical, **options)
+    note_stream(request.scope, stream_id, canonical)
+    return stream_id

@@ -1,0 +1,187 @@
+"""OpenAI Chat Completions requests, both ways.
+
+`request_body` writes a GenerationRequest as the body an OpenAI-compatible upstream takes.
+`conversation`, `tools_in` and `tool_choice_in` read the parts of a body tokenrelay was sent
+(`/v1/chat/completions`, and the mock upstream) into the conversation model
+(providers/content.py). Pure functions: the shapes are checked before (server/compat_request.py).
+
+What has no OpenAI form: reasoning in an assistant turn's history (OpenAI-compatible servers
+take none back, and some refuse it), so it is left out; a tool result's `is_error` (the result's
+text says so); documents given by URL (`unsupported_content` names them, so they are refused).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenrelay._types import Role
+from tokenrelay.providers.base import GenerationRequest
+from tokenrelay.providers.content import (
+    Document,
+    Image,
+    Message,
+    Part,
+    Text,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+
+# GenerationRequest's parameters that go into the body under the same name, when set.
+_SAME_NAME = (
+    "temperature",
+    "response_format",
+    "parallel_tool_calls",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "service_tier",
+    "reasoning_effort",
+)
+SUPPORTED = frozenset({*_SAME_NAME, "tools", "tool_choice", "stop"})
+
+
+def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [_message_out(m) for m in request.messages],
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if request.max_tokens is not None:
+        name = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        body[name] = request.max_tokens
+    for name in _SAME_NAME:
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.tools:
+        body["tools"] = [_tool_out(tool) for tool in request.tools]
+    if request.tool_choice is not None:
+        body["tool_choice"] = _tool_choice_out(request.tool_choice)
+    return body
+
+
+def unsupported_content(request: GenerationRequest) -> set[str]:
+    """Content parts OpenAI's API has no form for, by their place in the messages."""
+    return {
+        f"messages[{i}].content[{j}]"
+        for i, message in enumerate(request.messages)
+        for j, part in enumerate(message.parts)
+        if isinstance(part, Document) and not (part.data or part.text)
+    }
+
+
+def _message_out(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+    out: dict[str, Any] = {"role": message.role}
+    if message.role == "assistant":
+        out["content"] = message.text or None
+        if message.tool_calls:
+            out["tool_calls"] = [_call_out(call) for call in message.tool_calls]
+        return out
+    parts = message.parts
+    if message.role == "system" or all(isinstance(part, Text) for part in parts):
+        out["content"] = message.text
+    else:
+        out["content"] = [_part_out(part) for part in parts]
+    return out
+
+
+def _part_out(part: Part) -> dict[str, Any]:
+    if isinstance(part, Text):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, Image):
+        image: dict[str, Any] = {"url": part.url or f"data:{part.media_type};base64,{part.data}"}
+        if part.detail:
+            image["detail"] = part.detail
+        return {"type": "image_url", "image_url": image}
+    if part.text:
+        return {"type": "text", "text": part.text}
+    file = {"file_data": f"data:{part.media_type};base64,{part.data}"}
+    if part.title:
+        file["filename"] = part.title
+    return {"type": "file", "file": file}
+
+
+def _call_out(call: ToolCall) -> dict[str, Any]:
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "type": "function", "function": function}
+
+
+def _tool_out(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def _tool_choice_out(choice: ToolChoice) -> Any:
+    if choice.mode == "tool":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
+
+
+# ---------------------------------------------------------------- a body tokenrelay was sent
+
+
+def conversation(messages: list[dict[str, Any]]) -> tuple[Message, ...]:
+    """OpenAI's messages (checked shapes) as the conversation model."""
+    return tuple(_message_in(message) for message in messages)
+
+
+def _message_in(message: dict[str, Any]) -> Message:
+    role: Role = "system" if message["role"] == "developer" else message["role"]
+    content = _content_in(message.get("content"))
+    if role == "tool":
+        return Message("tool", content, tool_call_id=message.get("tool_call_id") or "")
+    calls = tuple(
+        ToolCall(call["id"], call["function"]["name"], call["function"].get("arguments") or "")
+        for call in message.get("tool_calls") or ()
+    )
+    return Message(role, content, tool_calls=calls)
+
+
+def _content_in(content: Any) -> str | tuple[Part, ...]:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return tuple(_part_in(part) for part in content)
+
+
+def _part_in(part: dict[str, Any]) -> Part:
+    kind = part["type"]
+    if kind == "text":
+        return Text(part["text"])
+    if kind == "image_url":
+        image = part["image_url"]
+        return Image(url=image["url"], detail=image.get("detail") or "")
+    file = part["file"]  # "file": a PDF as a data URL
+    media_type, _, data = str(file.get("file_data", "")).removeprefix("data:").partition(";base64,")
+    return Document(data=data, media_type=media_type, title=file.get("filename") or "")
+
+
+def tools_in(tools: list[dict[str, Any]] | None) -> tuple[Tool, ...]:
+    found = []
+    for tool in tools or ():
+        function = tool["function"]
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        found.append(Tool(function["name"], function.get("description") or "", parameters))
+    return tuple(found)
+
+
+def tool_choice_in(choice: Any) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        return ToolChoice(choice)  # type: ignore[arg-type]  # checked: auto, none, required
+    return ToolChoice("tool", choice["function"]["name"])
