@@ -30,6 +30,7 @@ class Answer:
     parts: list[str] = field(default_factory=list)
     reasoning: list[Thinking] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
+    logprobs: list[Any] = field(default_factory=list)  # OpenAI's entries, one per token
     ending: dict[str, Any] = field(default_factory=dict)
     _thinking: list[str] = field(default_factory=list)  # the reasoning block being written
 
@@ -45,6 +46,8 @@ class Answer:
             self._reasoning(event.payload())
         elif kind == "tool_call":
             self._call(event.payload())
+        elif kind == "logprobs":
+            self.logprobs += event.payload()["content"]
         elif event.terminal:
             self.end_reasoning()
             self.ending = event.payload()

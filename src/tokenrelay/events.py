@@ -4,7 +4,8 @@ A stream is an ordered sequence of events numbered from 1. It begins with `start
 exactly one terminal event: `done`, `error` or `cancelled` (the `Stream` producer guarantees this).
 Between them: `token` (answer text), `reasoning` (the model's reasoning, never mixed into the
 text), `tool_call` (a call's start, its arguments' pieces, its end), `usage` (the upstream's
-count of the prompt, when it gives one before the answer), `status` and `json`.
+count of the prompt, when it gives one before the answer), `logprobs` (the scores of the text
+just sent, when asked for), `status` and `json`.
 
 Each event carries its JSON payload already encoded (orjson, once, at creation): the log stores
 those bytes, and every subscriber and encoder reuses them, so a token fanned out to three tabs is
@@ -26,6 +27,7 @@ EventType = Literal[
     "reasoning",
     "tool_call",
     "usage",
+    "logprobs",
     "status",
     "json",
     "done",

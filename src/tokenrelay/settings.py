@@ -7,8 +7,8 @@ naming them, so a typo never silently falls back to a default. The rest of the p
 these models as they are (the stream manager takes `StreamsSection`, a provider its
 `UpstreamSection`); nothing copies them field by field.
 
-    [server]   host, port, default_model, cors_origins, max_body_bytes, max_tokens_limit,
-               log_format ("text" | "json")
+    [server]   host, port, default_model, cors_origins, max_body_bytes (native API),
+               max_body_bytes_v1 (/v1), max_tokens_limit, log_format ("text" | "json")
     [streams]  keep-alive, timeouts, retries, chunking: see StreamsSection
     [sim]      ttft, tokens_per_second, jitter
     [aliases]  name = "provider/model"
@@ -56,7 +56,10 @@ class ServerSection(Section):
     port: int = Field(default=8000, ge=0, le=65535)
     default_model: str = "sim/default"
     cors_origins: tuple[str, ...] = Field(default=(), strict=False)  # a TOML list
+    # Per route family: the native API's bodies are chat text (1 MiB); the SDK-compatible
+    # `/v1` endpoints carry images and documents inline, base64 (20 MiB holds a few).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_body_bytes_v1: int = Field(default=20 * 1024 * 1024, ge=1)
     max_tokens_limit: int = Field(default=65536, ge=1)
     log_format: Literal["text", "json"] = "text"
 

@@ -132,6 +132,39 @@ async def test_oversized_body_is_413_without_reading_past_the_limit() -> None:
         assert r.status_code == 413
 
 
+async def test_each_route_family_has_its_own_body_limit() -> None:
+    settings = quick_settings().with_changes(server={"max_body_bytes": 1000})
+    app = create_app(settings)
+    image = "data:image/png;base64," + "A" * (2 * 1024 * 1024)  # 1.5 MB of image: a photo
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": image}},
+    ]
+    chat = {"model": "sim/fast", "messages": [{"role": "user", "content": content}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/v1/chat/completions", json=chat)  # under /v1's 20 MiB
+        assert r.status_code == 200
+        assert "an image" in r.json()["choices"][0]["message"]["content"]
+        r = await c.post("/api/chat", json={"message": "x" * 2000, "model": "sim/fast"})
+        assert r.status_code == 413  # the native API's own limit
+    small = settings.with_changes(server={"max_body_bytes_v1": 1000})
+    app = create_app(small)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "invalid_request_error"  # OpenAI's shape
+        r = await c.post(
+            "/v1/messages",
+            json={
+                "model": "sim/fast",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x" * 2000}],
+            },
+        )
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "request_too_large"  # Anthropic's
+
+
 async def test_unknown_model_is_404_listing_known_ones(client: httpx.AsyncClient) -> None:
     for model in ["gpt-4o", "nope/x", "sim/", "sim/warp-speed"]:
         r = await client.post("/api/chat/stream", json={"message": "x", "model": model})

@@ -14,6 +14,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings == Settings()
     assert settings.server.max_body_bytes == 1024 * 1024
+    assert settings.server.max_body_bytes_v1 == 20 * 1024 * 1024
     assert settings.server.cors_origins == ()
     assert settings.streams.keepalive == 15.0
 

@@ -82,6 +82,7 @@ class Delta(NamedTuple):
     signature: str = ""  # the signature that closes a reasoning block (Anthropic)
     redacted: str = ""  # a redacted reasoning block's opaque data (Anthropic)
     tool: ToolDelta | None = None
+    logprobs: list[Any] | None = None  # the text's tokens' log probabilities, OpenAI's entries
 
 
 @dataclass(frozen=True, slots=True)

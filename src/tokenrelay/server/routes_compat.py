@@ -90,7 +90,7 @@ ChatModel = TypeVar("ChatModel", OpenAIChatRequest, AnthropicMessagesRequest)
 
 async def _parse(request: Request, model: type[ChatModel]) -> ChatModel:
     limits = _state(request).settings.server
-    data = await read_json_body(request, limits.max_body_bytes)
+    data = await read_json_body(request, limits.max_body_bytes_v1)
     return validate_compat(model, data, limits.max_tokens_limit)
 
 

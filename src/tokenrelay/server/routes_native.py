@@ -119,6 +119,8 @@ def _completion_response(request_id: str, stream_id: str, model: str, answer: An
             body["tool_calls"] = [native_call(call) for call in answer.calls]
         if answer.reasoning:
             body["reasoning"] = [native_reasoning(block) for block in answer.reasoning]
+        if answer.logprobs:
+            body["logprobs"] = answer.logprobs
         if "parsed" in ending:  # JSON was asked for: the whole value, validated
             body["parsed"] = ending["parsed"]
         return JSONResponse(body, headers=headers)

@@ -249,7 +249,7 @@ class Stream:
         now = time.monotonic()  # one clock read per delta, for both uses
         assert self._idle is not None
         self._idle.last = now
-        text, finish, usage, reasoning, signature, redacted, tool = delta
+        text, finish, usage, reasoning, signature, redacted, tool, logprobs = delta
         if usage is not None:
             self._on_usage(usage)
         if finish:
@@ -261,6 +261,8 @@ class Stream:
         if not text:
             if tool is not None:
                 self._structured.tool(tool)
+            if logprobs is not None:
+                self._emit_logprobs(logprobs)
             return
         if self._overlap:
             # A continuation's first words may repeat what was sent (e.g. trimmed whitespace).
@@ -283,6 +285,10 @@ class Stream:
             self._seq = event.seq
         else:
             self._shaper.feed(text)
+        # Asked for: after the text they score; with word or line chunking, that text may
+        # still be held for its word to end, so they can come before it.
+        if logprobs is not None:
+            self._emit_logprobs(logprobs)
 
     def _on_usage(self, usage: Usage) -> None:
         """The last count wins; the first, if it comes before the answer (the prompt's size,
@@ -294,6 +300,9 @@ class Stream:
 
     def _emit_structured(self, type_: ev.EventType, fields: dict[str, Any]) -> None:
         self._append_nowait(ev.make_event(self._next_seq(), type_, **fields))
+
+    def _emit_logprobs(self, scores: list[Any]) -> None:
+        self._append_nowait(ev.make_event(self._next_seq(), "logprobs", content=scores))
 
     def _emit_token(self, text: str) -> None:
         self._append_nowait(ev.token_event(self._seq + 1, text))

@@ -95,7 +95,8 @@ class ChunkDecoder:
             raise UpstreamError("openai: undecodable chunk") from None
         # Once per token, so the usual chunk is checked in one go: its first choice's delta
         # holds a text and nothing else, with no finish, usage or error beside it. Anything
-        # else (a role, reasoning, tool calls, a finish, usage) takes the general path below.
+        # else (a role, reasoning, tool calls, logprobs, a finish, usage) takes the general
+        # path below.
         try:
             choice = chunk["choices"][0]
             delta = choice["delta"]
@@ -108,10 +109,11 @@ class ChunkDecoder:
                 and text
                 and len(delta) == 1
                 and choice.get("finish_reason") is None
+                and choice.get("logprobs") is None
                 and chunk.get("usage") is None
                 and chunk.get("error") is None
             ):
-                return [_new(Delta, (text, None, None, "", "", "", None))]
+                return [_new(Delta, (text, None, None, "", "", "", None, None))]
         return self._general(chunk)
 
     def feed(self, data: str) -> list[Delta]:
@@ -141,8 +143,13 @@ class ChunkDecoder:
         if isinstance(reasoning, str) and reasoning:
             deltas.append(Delta(reasoning=reasoning))
         text = delta.get("content")
+        logprobs = choice.get("logprobs")
+        scored = logprobs.get("content") if isinstance(logprobs, dict) else None
+        scored = scored if isinstance(scored, list) and scored else None
         if isinstance(text, str) and text:
-            deltas.append(Delta(text))
+            deltas.append(Delta(text, logprobs=scored))
+        elif scored:  # in a chunk of their own, as tokenrelay's own /v1 sends them
+            deltas.append(Delta(logprobs=scored))
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict):
@@ -217,8 +224,10 @@ class ChunkEncoder(EventEncoder):
         head, _, tail = self._chunk({"content": marker}).rpartition(orjson.dumps(marker))
         self._token_head, self._token_tail = head, tail
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return data_line({**self._base, "choices": [choice]})
 
     def encode_one(self, event: Event) -> bytes:
@@ -232,6 +241,9 @@ class ChunkEncoder(EventEncoder):
             return self._chunk({"reasoning_content": content}) if content else b""
         if event.type == "tool_call":
             return self._tool_call(event.payload())
+        if event.type == "logprobs":  # the scores of the text just sent, in a chunk of their own
+            scores = {"content": event.payload()["content"], "refusal": None}
+            return self._chunk({}, logprobs=scores)
         if event.type == "start":
             return self._chunk({"role": "assistant", "content": ""})
         if event.type in ("done", "error", "cancelled"):
@@ -279,11 +291,13 @@ def completion(
     if reasoning:
         message["reasoning_content"] = reasoning
     usage = answer.ending.get("usage")
+    logprobs = {"content": answer.logprobs, "refusal": None} if answer.logprobs else None
+    choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "choices": [choice],
         "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
