@@ -117,6 +117,11 @@ class GenerationRequest:
     # The caller named the limit `max_completion_tokens` (OpenAI's newer name): an
     # OpenAI-compatible upstream is sent that name too.
     max_completion_tokens: bool = False
+    # The dialect the caller spoke ("openai", "anthropic"; "" for the native API), and where
+    # it put keys of that dialect's own (content.py's `extra`), as the caller named them:
+    # "system[0].cache_control", "tools[1].function.strict".
+    dialect: str = ""
+    extras: tuple[str, ...] = ()
     request_id: str = field(default="", compare=False)
 
     def given(self) -> set[str]:
@@ -141,7 +146,16 @@ class GenerationRequest:
 PARAMETERS: tuple[str, ...] = tuple(
     f.name
     for f in fields(GenerationRequest)
-    if f.name not in ("model", "messages", "max_tokens", "max_completion_tokens", "request_id")
+    if f.name
+    not in (
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "dialect",
+        "extras",
+        "request_id",
+    )
 )
 
 

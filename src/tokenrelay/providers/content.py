@@ -8,6 +8,11 @@ is a message of its own, with the role `tool`, as OpenAI's API has it; Anthropic
 
 Images and documents are passed on as given, by URL (`https:` or `data:`) or as base64 data.
 tokenrelay never fetches a URL itself: the upstream does, or refuses.
+
+`extra` holds what a dialect adds to a block or a tool that the model here has no name for
+(Anthropic's `cache_control` and `citations`, OpenAI's `strict`), exactly as the caller sent
+it. It goes back out to an upstream of the same dialect; `GenerationRequest.extras` lists
+where the caller put each key, so another dialect's upstream can refuse it by that name.
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ from typing import Literal
 from tokenrelay._types import JSONObject, Role
 
 
+def _none() -> JSONObject:
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class Text:
     text: str
+    extra: JSONObject = field(default_factory=_none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,7 @@ class Image:
     data: str = ""  # base64, with media_type
     media_type: str = ""
     detail: str = ""  # OpenAI's "low", "high" or "auto"; "" for the upstream's default
+    extra: JSONObject = field(default_factory=_none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,7 @@ class Document:
     media_type: str = ""
     text: str = ""  # a plain-text document
     title: str = ""
+    extra: JSONObject = field(default_factory=_none)
 
 
 Part = Text | Image | Document
@@ -48,6 +60,7 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # the JSON text, as the model produced it
+    extra: JSONObject = field(default_factory=_none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +81,10 @@ class Message:
     thinking: tuple[Thinking, ...] = ()  # an assistant turn's reasoning, before its content
     tool_call_id: str = ""  # a tool message: the call it answers
     is_error: bool = False  # a tool message: the tool failed
+    extra: JSONObject = field(default_factory=_none)  # a tool message: its result block's
+    # Where the caller put this message, to name it in a refusal ("messages[3].content[1]"
+    # for an Anthropic tool_result block); "" when it has no place of its own.
+    origin: str = field(default="", compare=False)
 
     @property
     def parts(self) -> tuple[Part, ...]:
@@ -88,6 +105,7 @@ class Tool:
     name: str
     description: str = ""
     parameters: JSONObject = field(default_factory=lambda: {"type": "object", "properties": {}})
+    extra: JSONObject = field(default_factory=_none)
 
 
 @dataclass(frozen=True, slots=True)

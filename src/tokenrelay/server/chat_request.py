@@ -103,7 +103,7 @@ class ChatRequest(BaseModel):
         if self.system_prompt:
             messages.append(Message("system", self.system_prompt))
         if self.messages is not None:
-            messages.extend(m.to_message() for m in self.messages)
+            messages.extend(m.to_message(f"messages[{i}]") for i, m in enumerate(self.messages))
         elif self.message is not None:
             messages.append(Message("user", self.message))
         fmt = None

@@ -4,9 +4,11 @@ Every field either dialect defines for its chat endpoint is read: the conversati
 parts, tool calls and results, reasoning with its signatures), tools, and every sampling and
 control parameter. Each is forwarded to the upstream, or refused by name when the upstream
 cannot honour it (`Provider.unsupported`, at the route); none is dropped silently. A field we
-do not know is refused too ("unknown field"), with three exceptions that change nothing an
-upstream answers and that the SDKs send: OpenAI's `store` and `metadata`, and a message's
-`name`. The mock upstream reads requests with these same models.
+do not know is refused too ("unknown field"), with exceptions that change nothing an
+upstream answers and that the SDKs send: OpenAI's `store` and `metadata`, a message's `name`,
+and what the OpenAI SDK echoes back of an assistant turn it was answered with (its
+`reasoning_content`, `refusal`, `parsed`, a call's `index`). The mock upstream reads requests
+with these same models.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class OpenAIFunctionCall(BaseModel):
     model_config = _FORBID
     name: str = Field(min_length=1)
     arguments: str = ""
+    parsed_arguments: Any = None  # echoed back by the SDK's stream helper: `arguments`, parsed
 
 
 class OpenAIToolCall(BaseModel):
@@ -73,6 +76,7 @@ class OpenAIToolCall(BaseModel):
     id: str = Field(min_length=1)
     type: Literal["function"] = "function"
     function: OpenAIFunctionCall
+    index: int | None = None  # echoed back by the SDK's stream helper; the order says it
 
 
 class OpenAIMessage(BaseModel):
@@ -82,7 +86,15 @@ class OpenAIMessage(BaseModel):
     name: str | None = None  # accepted; no upstream answers differently for it
     tool_calls: list[OpenAIToolCall] | None = None
     tool_call_id: str | None = None
-    refusal: str | None = None  # an assistant turn as the SDK echoes it back
+    # An assistant turn as the SDK echoes it back (`messages.append(message)`): the fields
+    # it answered with, which say nothing new to an upstream. `reasoning_content` is ours
+    # (wire/openai.py); OpenAI-compatible servers take no reasoning back (openai_request.py).
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    annotations: list[Any] | None = None
+    parsed: Any = None
+    audio: None = None
+    function_call: None = None
 
 
 class OpenAIFunction(BaseModel):
@@ -165,6 +177,8 @@ class OpenAIChatRequest(BaseModel):
             user=self.user,
             service_tier=self.service_tier,
             reasoning_effort=self.reasoning_effort,
+            dialect="openai",
+            extras=openai_request.extras_in(dumped.get("tools")),
             request_id=request_id,
         )
 
@@ -310,6 +324,10 @@ class AnthropicMessagesRequest(BaseModel):
             service_tier=self.service_tier,
             thinking_budget=(
                 thinking.budget_tokens if thinking and thinking.type == "enabled" else None
+            ),
+            dialect="anthropic",
+            extras=anthropic_request.extras_in(
+                dumped.get("system"), dumped["messages"], dumped.get("tools")
             ),
             request_id=request_id,
         )

@@ -124,7 +124,7 @@ class MessageIn(BaseModel):
             raise ValueError("an assistant message needs content or tool_calls")
         return self
 
-    def to_message(self) -> Message:
+    def to_message(self, origin: str) -> Message:
         calls = tuple(
             ToolCall(
                 call.id,
@@ -146,6 +146,7 @@ class MessageIn(BaseModel):
             thinking=thinking,
             tool_call_id=self.tool_call_id or "",
             is_error=self.is_error,
+            origin=origin,
         )
 
 

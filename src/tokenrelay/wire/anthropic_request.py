@@ -52,13 +52,14 @@ SUPPORTED = frozenset(
 
 
 def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
-    system = "\n\n".join(m.text for m in request.messages if m.role == "system")
+    own = request.dialect == "anthropic"  # the caller's own extra keys go back out
     body: dict[str, Any] = {
         "model": model,
-        "messages": _turns(m for m in request.messages if m.role != "system"),
+        "messages": _turns((m for m in request.messages if m.role != "system"), own),
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
         "stream": stream,
     }
+    system = _system_out([m for m in request.messages if m.role == "system"], own)
     if system:
         body["system"] = system
     for name in _SAME_NAME:
@@ -74,7 +75,7 @@ def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dic
     if request.thinking_budget:
         body["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
     if request.tools:
-        body["tools"] = [_tool_out(tool) for tool in request.tools]
+        body["tools"] = [_tool_out(tool, own) for tool in request.tools]
     choice = _tool_choice_out(request.tool_choice, request.parallel_tool_calls)
     if choice is not None:
         body["tool_choice"] = choice
@@ -84,8 +85,28 @@ def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dic
 
 
 def unsupported_content(request: GenerationRequest) -> set[str]:
-    """What the Messages API cannot take together: JSON answers with the caller's tools."""
-    return {"response_format"} if request.response_format and request.tools else set()
+    """What the Messages API cannot take: JSON answers with the caller's tools, and another
+    dialect's own keys (OpenAI's `strict`)."""
+    refused = {"response_format"} if request.response_format and request.tools else set()
+    if request.dialect != "anthropic":
+        refused.update(request.extras)
+    detail = ".image_url.detail" if request.dialect == "openai" else ".detail"
+    refused.update(  # Anthropic picks an image's resolution itself
+        f"{message.origin or 'messages'}.content[{index}]{detail}"
+        for message in request.messages
+        for index, part in enumerate(message.parts)
+        if isinstance(part, Image) and part.detail not in ("", "auto")
+    )
+    return refused
+
+
+def _system_out(messages: list[Message], own: bool) -> str | list[dict[str, Any]]:
+    """The system prompt: its text, or its blocks when they carry keys of their own
+    (`cache_control` on a long system prompt is the usual place to cache)."""
+    parts = [part for message in messages for part in message.parts]
+    if own and any(part.extra for part in parts):
+        return [_part_out(part, own) for part in parts]
+    return "\n\n".join(message.text for message in messages)
 
 
 def json_tool(response_format: dict[str, Any]) -> dict[str, Any]:
@@ -107,12 +128,12 @@ def forced_json_tool(body: dict[str, Any]) -> bool:
     return isinstance(choice, dict) and choice.get("name") == JSON_TOOL
 
 
-def _turns(messages: Any) -> list[dict[str, Any]]:
+def _turns(messages: Any, own: bool) -> list[dict[str, Any]]:
     """Messages as turns: tool results in user turns, adjacent turns of one role merged."""
     turns: list[dict[str, Any]] = []
     for message in messages:
         role = "user" if message.role == "tool" else message.role
-        blocks = _blocks_out(message)
+        blocks = _blocks_out(message, own)
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"] += blocks
         else:
@@ -120,20 +141,24 @@ def _turns(messages: Any) -> list[dict[str, Any]]:
     return turns
 
 
-def _blocks_out(message: Message) -> list[dict[str, Any]]:
+def _blocks_out(message: Message, own: bool) -> list[dict[str, Any]]:
     if message.role == "tool":
         result: dict[str, Any] = {
             "type": "tool_result",
             "tool_use_id": message.tool_call_id,
-            "content": [_part_out(part) for part in message.parts],
+            "content": [_part_out(part, own) for part in message.parts],
         }
         if message.is_error:
             result["is_error"] = True
-        return [result]
+        return [_with_extra(result, message.extra, own)]
     blocks = [_thinking_out(block) for block in message.thinking]
-    blocks += [_part_out(part) for part in message.parts]
-    blocks += [_call_out(call) for call in message.tool_calls]
+    blocks += [_part_out(part, own) for part in message.parts]
+    blocks += [_call_out(call, own) for call in message.tool_calls]
     return blocks
+
+
+def _with_extra(block: dict[str, Any], extra: dict[str, Any], own: bool) -> dict[str, Any]:
+    return {**block, **extra} if own and extra else block
 
 
 def _thinking_out(block: Thinking) -> dict[str, Any]:
@@ -142,12 +167,15 @@ def _thinking_out(block: Thinking) -> dict[str, Any]:
     return {"type": "thinking", "thinking": block.text, "signature": block.signature}
 
 
-def _part_out(part: Part) -> dict[str, Any]:
+def _part_out(part: Part, own: bool) -> dict[str, Any]:
+    block: dict[str, Any]
     if isinstance(part, Text):
-        return {"type": "text", "text": part.text}
-    if isinstance(part, Image):
-        return {"type": "image", "source": _source(part.url, part.data, part.media_type)}
-    return _document_out(part)
+        block = {"type": "text", "text": part.text}
+    elif isinstance(part, Image):
+        block = {"type": "image", "source": _source(part.url, part.data, part.media_type)}
+    else:
+        block = _document_out(part)
+    return _with_extra(block, part.extra, own)
 
 
 def _document_out(part: Document) -> dict[str, Any]:
@@ -171,19 +199,20 @@ def _source(url: str, data: str, media_type: str) -> dict[str, Any]:
     return {"type": "base64", "media_type": media_type, "data": data}
 
 
-def _call_out(call: ToolCall) -> dict[str, Any]:
+def _call_out(call: ToolCall, own: bool) -> dict[str, Any]:
     try:
         arguments = orjson.loads(call.arguments) if call.arguments.strip() else {}
     except orjson.JSONDecodeError:
         arguments = {}  # the model's invalid JSON has no form in `input`; the call stays
-    return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
+    block = {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
+    return _with_extra(block, call.extra, own)
 
 
-def _tool_out(tool: Tool) -> dict[str, Any]:
+def _tool_out(tool: Tool, own: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": tool.name, "input_schema": tool.parameters}
     if tool.description:
         out["description"] = tool.description
-    return out
+    return _with_extra(out, tool.extra, own)
 
 
 _CHOICE_OUT = {"auto": "auto", "none": "none", "required": "any", "tool": "tool"}
@@ -206,36 +235,71 @@ def _tool_choice_out(choice: ToolChoice | None, parallel: bool | None) -> dict[s
 def conversation(system: Any, messages: list[dict[str, Any]]) -> tuple[Message, ...]:
     """Anthropic's system prompt and messages (checked shapes) as the conversation model."""
     found: list[Message] = []
-    if system:
-        found.append(Message("system", _text_of(system)))
-    for message in messages:
-        found += _message_in(message)
+    if isinstance(system, str) and system:
+        found.append(Message("system", system, origin="system"))
+    elif system:
+        found.append(Message("system", tuple(_part_in(block) for block in system), origin="system"))
+    for index, message in enumerate(messages):
+        found += _message_in(message, f"messages[{index}]")
     return tuple(found)
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(block.get("text", "") for block in content if block.get("type") == "text")
+# The keys of each block (and of a tool) that the conversation model names; any other key is
+# the block's `extra` (content.py), such as `cache_control` or `citations`.
+_KNOWN = {
+    "text": {"type", "text"},
+    "image": {"type", "source"},
+    "document": {"type", "source", "title"},
+    "tool_use": {"type", "id", "name", "input"},
+    "tool_result": {"type", "tool_use_id", "content", "is_error"},
+    "tool": {"name", "description", "input_schema"},
+}
 
 
-def _message_in(message: dict[str, Any]) -> list[Message]:
+def _extra(block: dict[str, Any], kind: str) -> dict[str, Any]:
+    known = _KNOWN.get(kind, block.keys())
+    return {key: value for key, value in block.items() if key not in known}
+
+
+def extras_in(
+    system: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> tuple[str, ...]:
+    """Where the caller put keys of Anthropic's own (GenerationRequest.extras)."""
+    found: list[str] = []
+
+    def note(block: dict[str, Any], kind: str, path: str) -> None:
+        found.extend(f"{path}.{key}" for key in _extra(block, kind))
+
+    for j, block in enumerate(system if isinstance(system, list) else ()):
+        note(block, "text", f"system[{j}]")
+    for i, message in enumerate(messages):
+        content = message["content"]
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            note(block, block["type"], f"messages[{i}].content[{j}]")
+            inner = block.get("content") if block["type"] == "tool_result" else None
+            for k, part in enumerate(inner if isinstance(inner, list) else ()):
+                note(part, part["type"], f"messages[{i}].content[{j}].content[{k}]")
+    for i, tool in enumerate(tools or ()):
+        note(tool, "tool", f"tools[{i}]")
+    return tuple(found)
+
+
+def _message_in(message: dict[str, Any], origin: str) -> list[Message]:
     """One turn as messages: its tool results each a `tool` message, then the rest."""
     content = message["content"]
     if isinstance(content, str):
-        return [Message(message["role"], content)]
+        return [Message(message["role"], content, origin=origin)]
     found: list[Message] = []
     parts: list[Part] = []
     thinking: list[Thinking] = []
     calls: list[ToolCall] = []
-    for block in content:
+    for index, block in enumerate(content):
         kind = block["type"]
         if kind == "tool_result":
-            found.append(_tool_result_in(block))
+            found.append(_tool_result_in(block, f"{origin}.content[{index}]"))
         elif kind == "tool_use":
-            calls.append(
-                ToolCall(block["id"], block["name"], orjson.dumps(block["input"]).decode())
-            )
+            arguments = orjson.dumps(block["input"]).decode()
+            calls.append(ToolCall(block["id"], block["name"], arguments, _extra(block, kind)))
         elif kind == "thinking":
             thinking.append(Thinking(block.get("thinking", ""), block.get("signature", "")))
         elif kind == "redacted_thinking":
@@ -244,24 +308,33 @@ def _message_in(message: dict[str, Any]) -> list[Message]:
             parts.append(_part_in(block))
     if parts or calls or thinking:
         role: Literal["user", "assistant"] = message["role"]
-        found.append(Message(role, tuple(parts), tool_calls=tuple(calls), thinking=tuple(thinking)))
+        turn = Message(
+            role, tuple(parts), tool_calls=tuple(calls), thinking=tuple(thinking), origin=origin
+        )
+        found.append(turn)
     return found
 
 
-def _tool_result_in(block: dict[str, Any]) -> Message:
+def _tool_result_in(block: dict[str, Any], origin: str) -> Message:
     content = block.get("content") or ""
     parts: str | tuple[Part, ...] = (
         content if isinstance(content, str) else tuple(_part_in(part) for part in content)
     )
     return Message(
-        "tool", parts, tool_call_id=block["tool_use_id"], is_error=bool(block.get("is_error"))
+        "tool",
+        parts,
+        tool_call_id=block["tool_use_id"],
+        is_error=bool(block.get("is_error")),
+        extra=_extra(block, "tool_result"),
+        origin=origin,
     )
 
 
 def _part_in(block: dict[str, Any]) -> Part:
     kind = block["type"]
+    extra = _extra(block, kind)
     if kind == "text":
-        return Text(block["text"])
+        return Text(block["text"], extra)
     source = block["source"]
     url, data, media_type = (
         source.get("url", ""),
@@ -269,15 +342,21 @@ def _part_in(block: dict[str, Any]) -> Part:
         source.get("media_type", ""),
     )
     if kind == "image":
-        return Image(url=url, data=data, media_type=media_type)
+        return Image(url=url, data=data, media_type=media_type, extra=extra)
+    title = block.get("title") or ""
     if source["type"] == "text":
-        return Document(text=data, title=block.get("title") or "")
-    return Document(url=url, data=data, media_type=media_type, title=block.get("title") or "")
+        return Document(text=data, title=title, extra=extra)
+    return Document(url=url, data=data, media_type=media_type, title=title, extra=extra)
 
 
 def tools_in(tools: list[dict[str, Any]] | None) -> tuple[Tool, ...]:
     return tuple(
-        Tool(tool["name"], tool.get("description") or "", tool.get("input_schema") or {})
+        Tool(
+            tool["name"],
+            tool.get("description") or "",
+            tool.get("input_schema") or {},
+            _extra(tool, "tool"),
+        )
         for tool in tools or ()
     )
 

@@ -46,6 +46,7 @@ SUPPORTED = frozenset({*_SAME_NAME, "tools", "tool_choice", "stop"})
 
 
 def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    own = request.dialect == "openai"  # the caller's own extra keys go back out
     body: dict[str, Any] = {
         "model": model,
         "messages": [_message_out(m) for m in request.messages],
@@ -63,20 +64,27 @@ def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dic
     if request.stop:
         body["stop"] = list(request.stop)
     if request.tools:
-        body["tools"] = [_tool_out(tool) for tool in request.tools]
+        body["tools"] = [_tool_out(tool, own) for tool in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = _tool_choice_out(request.tool_choice)
     return body
 
 
 def unsupported_content(request: GenerationRequest) -> set[str]:
-    """Content parts OpenAI's API has no form for, by their place in the messages."""
-    return {
-        f"messages[{i}].content[{j}]"
-        for i, message in enumerate(request.messages)
-        for j, part in enumerate(message.parts)
-        if isinstance(part, Document) and not (part.data or part.text)
+    """What Chat Completions has no form for, where the caller put it: a document by URL,
+    an image or document in a tool result or an assistant turn, and another dialect's own
+    keys. Anthropic's `cache_control` is the exception: OpenAI caches long prompts by
+    itself, so the hint has nothing to add there (README, "Across dialects")."""
+    refused = {
+        f"{message.origin or 'messages'}.content"
+        for message in request.messages
+        for part in message.parts
+        if (isinstance(part, Document) and not (part.data or part.text))
+        or (message.role in ("tool", "assistant") and not isinstance(part, Text))
     }
+    if request.dialect != "openai":
+        refused.update(path for path in request.extras if not path.endswith(".cache_control"))
+    return refused
 
 
 def _message_out(message: Message) -> dict[str, Any]:
@@ -117,10 +125,12 @@ def _call_out(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": function}
 
 
-def _tool_out(tool: Tool) -> dict[str, Any]:
+def _tool_out(tool: Tool, own: bool) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
     if tool.description:
         function["description"] = tool.description
+    if own:
+        function.update(tool.extra)  # `strict`, and what OpenAI adds later
     return {"type": "function", "function": function}
 
 
@@ -135,19 +145,20 @@ def _tool_choice_out(choice: ToolChoice) -> Any:
 
 def conversation(messages: list[dict[str, Any]]) -> tuple[Message, ...]:
     """OpenAI's messages (checked shapes) as the conversation model."""
-    return tuple(_message_in(message) for message in messages)
+    return tuple(_message_in(message, f"messages[{i}]") for i, message in enumerate(messages))
 
 
-def _message_in(message: dict[str, Any]) -> Message:
+def _message_in(message: dict[str, Any], origin: str) -> Message:
     role: Role = "system" if message["role"] == "developer" else message["role"]
     content = _content_in(message.get("content"))
     if role == "tool":
-        return Message("tool", content, tool_call_id=message.get("tool_call_id") or "")
+        call_id = message.get("tool_call_id") or ""
+        return Message("tool", content, tool_call_id=call_id, origin=origin)
     calls = tuple(
         ToolCall(call["id"], call["function"]["name"], call["function"].get("arguments") or "")
         for call in message.get("tool_calls") or ()
     )
-    return Message(role, content, tool_calls=calls)
+    return Message(role, content, tool_calls=calls, origin=origin)
 
 
 def _content_in(content: Any) -> str | tuple[Part, ...]:
@@ -170,13 +181,28 @@ def _part_in(part: dict[str, Any]) -> Part:
     return Document(data=data, media_type=media_type, title=file.get("filename") or "")
 
 
+_KNOWN_FUNCTION = frozenset({"name", "description", "parameters"})
+
+
 def tools_in(tools: list[dict[str, Any]] | None) -> tuple[Tool, ...]:
     found = []
     for tool in tools or ():
         function = tool["function"]
         parameters = function.get("parameters") or {"type": "object", "properties": {}}
-        found.append(Tool(function["name"], function.get("description") or "", parameters))
+        extra = {key: value for key, value in function.items() if key not in _KNOWN_FUNCTION}
+        found.append(Tool(function["name"], function.get("description") or "", parameters, extra))
     return tuple(found)
+
+
+def extras_in(tools: list[dict[str, Any]] | None) -> tuple[str, ...]:
+    """Where the caller put keys of OpenAI's own (GenerationRequest.extras): a function's
+    `strict`, so far the only place the request models let them in."""
+    return tuple(
+        f"tools[{i}].function.{key}"
+        for i, tool in enumerate(tools or ())
+        for key in tool["function"]
+        if key not in _KNOWN_FUNCTION
+    )
 
 
 def tool_choice_in(choice: Any) -> ToolChoice | None:
