@@ -150,3 +150,12 @@ def test_an_image_detail_is_refused_by_anthropic_unless_it_is_auto() -> None:
     assert ANTHROPIC.unsupported(asking("high")) == {"messages[0].content[1].image_url.detail"}
     assert ANTHROPIC.unsupported(asking("auto")) == set()
     assert OPENAI.unsupported(asking("high")) == set()
+
+
+def test_an_openai_caller_asks_an_anthropic_upstream_to_think_with_the_extension() -> None:
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    request = _openai(messages=[{"role": "user", "content": "Why?"}], thinking=thinking)
+    assert ANTHROPIC.unsupported(request) == set()
+    body = anthropic_request.request_body(request, "claude", stream=True)
+    assert body["thinking"] == thinking
+    assert OPENAI.unsupported(request) == {"thinking_budget"}  # named `thinking` at the route

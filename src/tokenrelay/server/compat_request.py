@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tokenrelay._types import JSONObject
 from tokenrelay.errors import FieldProblem, InvalidRequest
@@ -121,6 +121,26 @@ class OpenAINamedTool(BaseModel):
     function: OpenAINamedFunction
 
 
+class AnthropicThinkingConfig(BaseModel):
+    """Anthropic's `thinking` (read in both dialects: see OpenAIChatRequest.thinking)."""
+
+    model_config = _FORBID
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(default=None, ge=1024)
+
+    @model_validator(mode="after")
+    def _budget_when_enabled(self) -> AnthropicThinkingConfig:
+        if self.type == "enabled" and self.budget_tokens is None:
+            raise ValueError("budget_tokens is required when thinking is enabled")
+        return self
+
+
+def thinking_budget(thinking: AnthropicThinkingConfig | None) -> int | None:
+    if thinking is None or thinking.type != "enabled":
+        return None
+    return thinking.budget_tokens
+
+
 class StreamOptions(BaseModel):
     model_config = _FORBID
     include_usage: bool = False
@@ -152,6 +172,9 @@ class OpenAIChatRequest(BaseModel):
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
     store: bool | None = None  # accepted; tokenrelay stores nothing for OpenAI
     metadata: dict[str, str] | None = None  # accepted, with `store`
+    # An extension (the SDK's `extra_body`), as Anthropic's own OpenAI-compatible endpoint
+    # takes it: extended thinking from an Anthropic upstream, asked for in this dialect.
+    thinking: AnthropicThinkingConfig | None = None
 
     def to_generation(self, model: str, request_id: str) -> GenerationRequest:
         fmt = self.response_format
@@ -177,6 +200,7 @@ class OpenAIChatRequest(BaseModel):
             user=self.user,
             service_tier=self.service_tier,
             reasoning_effort=self.reasoning_effort,
+            thinking_budget=thinking_budget(self.thinking),
             dialect="openai",
             extras=openai_request.extras_in(dumped.get("tools")),
             request_id=request_id,
@@ -277,12 +301,6 @@ class AnthropicToolChoice(BaseModel):
     disable_parallel_tool_use: bool | None = None
 
 
-class AnthropicThinkingConfig(BaseModel):
-    model_config = _FORBID
-    type: Literal["enabled", "disabled"]
-    budget_tokens: int | None = Field(default=None, ge=1024)
-
-
 class AnthropicMetadata(BaseModel):
     model_config = _FORBID
     user_id: str | None = None
@@ -308,7 +326,6 @@ class AnthropicMessagesRequest(BaseModel):
     def to_generation(self, model: str, request_id: str) -> GenerationRequest:
         dumped = self.model_dump(exclude_none=True)
         choice, parallel = anthropic_request.tool_choice_in(dumped.get("tool_choice"))
-        thinking = self.thinking
         return GenerationRequest(
             model=model,
             messages=anthropic_request.conversation(dumped.get("system"), dumped["messages"]),
@@ -322,9 +339,7 @@ class AnthropicMessagesRequest(BaseModel):
             top_k=self.top_k,
             user=self.metadata.user_id if self.metadata else None,
             service_tier=self.service_tier,
-            thinking_budget=(
-                thinking.budget_tokens if thinking and thinking.type == "enabled" else None
-            ),
+            thinking_budget=thinking_budget(self.thinking),
             dialect="anthropic",
             extras=anthropic_request.extras_in(
                 dumped.get("system"), dumped["messages"], dumped.get("tools")
@@ -334,7 +349,7 @@ class AnthropicMessagesRequest(BaseModel):
 
 
 # The parameters (GenerationRequest's names) as each dialect's caller named them.
-OPENAI_NAMES: dict[str, str] = {}
+OPENAI_NAMES = {"thinking_budget": "thinking"}
 ANTHROPIC_NAMES = {
     "stop": "stop_sequences",
     "user": "metadata.user_id",
