@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.realserver import RealServer, real_server
+from tokenrelay.providers.sim_agent import compose_reasoning
 from tokenrelay.providers.sim_text import compose_answer
 
 pytestmark = pytest.mark.server
@@ -38,6 +39,14 @@ def test_chat_prints_the_answer_and_stats(server: RealServer) -> None:
     assert compose_answer("Explain TCP handshakes").splitlines()[0] in out
     assert "tokens" in out
     assert "tok/s" in out
+
+
+def test_chat_prints_reasoning_apart_from_the_answer(server: RealServer) -> None:
+    question = "Explain TCP handshakes"
+    out, _ = _chat(server, question, "--model", "sim/fast+think").communicate(timeout=30)
+    reasoning = compose_reasoning(question)
+    answer = compose_answer(question).splitlines()[0]
+    assert f"{reasoning}\n\n{answer}" in out
 
 
 def test_chat_reports_errors_mid_stream(server: RealServer) -> None:

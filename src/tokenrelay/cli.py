@@ -20,9 +20,12 @@ from tokenrelay.client import (
     ConnectionLost,
     Done,
     Error,
+    Reasoning,
     Status,
+    StreamEvent,
     StreamFailed,
     Token,
+    ToolCall,
 )
 from tokenrelay.logs import log_config
 from tokenrelay.providers.configured import upstream_sections
@@ -160,9 +163,12 @@ def chat(
 
 
 def _print_stream(console: Console, stream: ChatStream) -> None:
+    thinking = False  # reasoning was printed last: a blank line sets the answer apart
     for event in stream:
-        if isinstance(event, Token):
-            console.out(event.text, end="")
+        if thinking and not isinstance(event, Reasoning):
+            console.out("\n", end="\n")
+        thinking = isinstance(event, Reasoning)
+        if _print_answer_piece(console, event):
             console.file.flush()
         elif isinstance(event, Status):
             console.print(f"[dim]{event.message}[/]")
@@ -178,6 +184,24 @@ def _print_stream(console: Console, stream: ChatStream) -> None:
         elif isinstance(event, Cancelled):
             console.print("\n[yellow]cancelled[/]")
             raise typer.Exit(1)
+
+
+def _print_answer_piece(console: Console, event: StreamEvent) -> bool:
+    """Text as it comes; reasoning dimmed; a tool call as `→ name {arguments}` on a line of
+    its own. False for any other event."""
+    if isinstance(event, Token):
+        console.out(event.text, end="")
+    elif isinstance(event, Reasoning):
+        console.out(event.content, style="dim italic", end="")
+    elif isinstance(event, ToolCall) and event.phase == "start":
+        console.out(f"\n→ {event.name} ", style="cyan", end="")
+    elif isinstance(event, ToolCall) and event.phase == "delta":
+        console.out(str(event.arguments), style="cyan", end="")
+    elif isinstance(event, ToolCall):
+        console.out(f"  ({event.error})" if event.error else "", style="red", end="\n")
+    else:
+        return False
+    return True
 
 
 app.command("bench")(bench_command)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import sse_events
@@ -21,6 +22,7 @@ from tokenrelay.client import (
     Start,
     StreamFailed,
     Token,
+    ToolCall,
 )
 from tokenrelay.client.protocol import Resumption
 
@@ -75,6 +77,31 @@ def test_a_dropped_connection_resumes_with_nothing_lost_or_doubled(
     assert "".join(e.text for e in events if isinstance(e, Token)) == expected
     assert isinstance(events[-1], Done)
     assert stream.resumes >= 1
+
+
+def test_a_drop_inside_a_tool_call_resumes_into_the_same_call(
+    server: RealServer, proxy: CuttableProxy
+) -> None:
+    tools = [
+        {"name": name, "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+        for name in ("get_weather", "get_time")
+    ]
+    question = "Weather and time in Oslo?"
+    with Client(server.url) as client:
+        whole = client.complete(question, model="sim/think+tools", tools=tools)
+    with Client(proxy.url, backoff=QUICK) as client:
+        stream = client.stream(question, model="sim/think+tools", tools=tools)
+        seqs = []
+        for event in stream:
+            seqs.append(int(event.id.rpartition(":")[2]))
+            if isinstance(event, ToolCall) and event.phase == "delta" and not proxy.cuts:
+                proxy.cut()
+    assert stream.resumes >= 1
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert stream.answer.finish_reason == "tool_calls"
+    assert stream.answer.message() == whole.message()  # nothing lost or doubled in a call
+    for call in stream.answer.tool_calls:
+        assert orjson.loads(call.arguments_text) == call.arguments
 
 
 @pytest.mark.anyio

@@ -165,6 +165,45 @@ async def test_each_route_family_has_its_own_body_limit() -> None:
         assert r.json()["error"]["type"] == "request_too_large"  # Anthropic's
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/api/chat",
+            {"message": "hi", "tools": [{"name": "f", "parameters": {"type": "str"}}]},
+            "tools[0].parameters",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [
+                    {"type": "function", "function": {"name": "f", "parameters": {"type": "str"}}}
+                ],
+            },
+            "tools[0].function.parameters",
+        ),
+        (
+            "/v1/messages",
+            {
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"name": "f", "input_schema": {"type": "str"}}],
+            },
+            "tools[0].input_schema",
+        ),
+    ],
+)
+async def test_a_tool_schema_must_be_a_json_schema(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], field: str
+) -> None:
+    r = await client.post(path, json={"model": "sim/fast", **body})
+    assert r.status_code in (400, 422)
+    message = r.json()["error"]["message"]
+    assert f"{field}: is not a valid JSON Schema" in message
+    assert "'str'" not in message  # where in the schema, never the caller's value
+
+
 async def test_unknown_model_is_404_listing_known_ones(client: httpx.AsyncClient) -> None:
     for model in ["gpt-4o", "nope/x", "sim/", "sim/warp-speed"]:
         r = await client.post("/api/chat/stream", json={"message": "x", "model": model})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from tests.realserver import RealServer
 from tests.tcpproxy import cuttable_proxy
-from tests.ui.browser import RECORD_STATES, Page
-from tokenrelay.client import Client
+from tests.ui.browser import ANSWERS_DONE, RECORD_STATES, Page
+from tokenrelay.client import Client, StreamedAnswer
 
 pytestmark = pytest.mark.server
 
@@ -134,3 +137,103 @@ def test_the_page_works_under_its_own_content_security_policy(
     strict.page.press("#prompt", "Enter")
     strict.page.wait_for_selector(".message.assistant[data-state=done]", timeout=30_000)
     strict.close()  # no console errors: no inline script or style the policy had to block
+
+
+# Records what each tool-call block showed, at every change of the page.
+RECORD_CALLS = """() => {
+  window.__calls = [];
+  new MutationObserver(() => {
+    for (const node of document.querySelectorAll('.tool-call')) {
+      window.__calls.push([node.querySelector('.tool-name').textContent, node.dataset.state,
+                           node.querySelector('.tool-arguments').textContent]);
+    }
+  }).observe(document.querySelector('#conversation'),
+             {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def _streamed(server: RealServer, request: dict[str, Any]) -> StreamedAnswer:
+    """The answer the page must show for the request it sent (the sim is deterministic)."""
+    fields = {k: v for k, v in request.items() if k not in ("messages", "on_disconnect")}
+    with Client(server.url) as client:
+        stream = client.stream(messages=request["messages"], **fields)
+        for _ in stream:
+            pass
+    return stream.answer
+
+
+def _sent_bodies(page: Page, path: str) -> list[dict[str, Any]]:
+    bodies: list[dict[str, Any]] = []
+    page.page.on(
+        "request",
+        lambda request: (
+            bodies.append(request.post_data_json)
+            if request.url.endswith(path) and request.method == "POST"
+            else None
+        ),
+    )
+    return bodies
+
+
+def test_reasoning_and_tool_calls_stream_into_their_own_blocks(
+    page: Page, server: RealServer
+) -> None:
+    sent = _sent_bodies(page, "/api/chat/stream")
+    page.page.evaluate(RECORD_CALLS)
+    page.page.check("#demo-tools")
+    page.ask("What is the weather in Paris?", "sim/think+tools")
+    # The first answer calls both demo tools; the page answers them and the model goes on.
+    page.page.wait_for_function(ANSWERS_DONE, arg=2, timeout=30_000)
+    page.screenshot("tools")
+    expected = _streamed(server, sent[0])
+    first, second = page.page.locator(".message.assistant").all()
+
+    reasoning = first.locator("details.reasoning")
+    assert reasoning.get_attribute("open") is None  # collapsed by default
+    assert reasoning.is_visible()
+    assert first.locator(".reasoning-text").is_hidden()
+    assert first.locator(".reasoning-text").text_content() == expected.reasoning[0].content
+    assert first.locator(".reasoning-text *").count() == 0  # text, never markup
+    reasoning.locator("summary").click()
+    assert first.locator(".reasoning-text").is_visible()
+    box, answer = reasoning.bounding_box(), first.locator(".answer").bounding_box()
+    assert box is not None
+    assert answer is not None
+    assert box["y"] + box["height"] <= answer["y"]  # above the answer
+
+    calls = first.locator(".tool-call")
+    assert calls.locator(".tool-name").all_text_contents() == ["get_weather", "get_time"]
+    assert calls.locator(".tool-arguments").all_text_contents() == [
+        json.dumps(call.arguments, indent=2, ensure_ascii=False) for call in expected.tool_calls
+    ]
+    assert [calls.nth(i).get_attribute("data-state") for i in range(2)] == ["ended", "ended"]
+    assert calls.locator(".tool-arguments *").count() == 0
+    assert all(
+        r.startswith("Demo result: ") for r in calls.locator(".tool-result").all_text_contents()
+    )
+    # While a call streamed, its block showed the arguments so far.
+    seen = page.page.evaluate("window.__calls")
+    raw = {call.name: call.arguments_text for call in expected.tool_calls}
+    partial = [args for name, state, args in seen if state == "streaming" and args]
+    assert partial
+    assert all(any(text.startswith(args) for text in raw.values()) for args in partial)
+
+    assert [m["role"] for m in sent[1]["messages"]] == ["user", "assistant", "tool", "tool"]
+    assert sent[1]["messages"][1] == expected.message()  # the page's fold is the client's
+    assert "The tool returned" in (second.locator(".answer").text_content() or "")
+
+
+def test_without_streaming_calls_and_reasoning_still_show(page: Page, server: RealServer) -> None:
+    page.page.goto(f"{server.url}/?nostream")
+    page.page.wait_for_selector("#model option", state="attached")
+    sent = _sent_bodies(page, "/api/chat")
+    page.page.check("#demo-tools")
+    page.ask("What time is it in Oslo?", "sim/fast+think+tools")
+    page.page.wait_for_function(ANSWERS_DONE, arg=2, timeout=30_000)
+    expected = _streamed(server, sent[0])
+    first = page.page.locator(".message.assistant").first
+    assert first.locator(".reasoning-text").text_content() == expected.reasoning[0].content
+    assert first.locator(".tool-arguments").all_text_contents() == [
+        json.dumps(call.arguments, indent=2, ensure_ascii=False) for call in expected.tool_calls
+    ]
+    assert sent[1]["messages"][1] == expected.message()

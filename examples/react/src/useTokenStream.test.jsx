@@ -126,6 +126,58 @@ describe("useTokenStream", () => {
   });
 });
 
+// An answer that reasons, then calls a tool (markup in both, which must stay text).
+const agentEvents = [
+  sse(1, { type: "start", stream_id: "str_t", model: "sim/think+tools" }),
+  sse(2, { type: "reasoning", content: "Check the <b>weather</b>" }),
+  sse(3, { type: "reasoning", content: " first.", signature: "sig" }),
+  sse(4, { type: "token", content: "Let me check." }),
+  sse(5, { type: "tool_call", phase: "start", index: 0, id: "call_w", name: "get_weather" }),
+  sse(6, { type: "tool_call", phase: "delta", index: 0, arguments: '{"city": ' }),
+  sse(7, { type: "tool_call", phase: "delta", index: 0, arguments: '"<i>Lima</i>"}' }),
+  sse(8, { type: "tool_call", phase: "end", index: 0, id: "call_w", name: "get_weather", arguments: { city: "<i>Lima</i>" } }),
+  sse(9, { type: "done", finish_reason: "tool_calls", token_count: 1, tokens_per_second: 0 }),
+];
+
+describe("reasoning and tool calls", () => {
+  it("the hook gives the reasoning text and each call, its arguments parsed at the end", async () => {
+    serve(() => sseResponse(body(agentEvents.join(""))));
+    let state;
+    mount(<HookProbe onState={(s) => { state = s; }} />);
+    await act(() => state.start({ message: "weather?", tools: [{ name: "get_weather" }] }));
+    await act(() => new Promise((r) => setTimeout(r, 50)));
+    expect(state.reasoning).toBe("Check the <b>weather</b> first.");
+    expect(state.text).toBe("Let me check.");
+    expect(state.toolCalls).toEqual([{
+      index: 0, id: "call_w", name: "get_weather", argumentsText: '{"city": "<i>Lima</i>"}',
+      arguments: { city: "<i>Lima</i>" }, error: "", ended: true,
+    }]);
+    expect(state.status).toBe("done");
+  });
+
+  it("Chat shows the reasoning collapsed and the call's arguments, as text", async () => {
+    serve(() => sseResponse(body(agentEvents.join(""))));
+    const { container } = mount(<Chat model="sim/think+tools" tools={[{ name: "get_weather" }]} />);
+    const textarea = container.querySelector("textarea");
+    await act(async () => {
+      const setValue = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set;
+      setValue.call(textarea, "Weather in Lima?");
+      textarea.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+    await act(async () => {
+      container.querySelector("form").dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+      await new Promise((r) => setTimeout(r, 50));
+    });
+    const reasoning = container.querySelector("[data-testid=reasoning]");
+    expect(reasoning.open).toBe(false);
+    expect(reasoning.textContent).toContain("Check the <b>weather</b> first.");
+    const call = container.querySelector("[data-testid=tool-call]");
+    expect(call.querySelector("summary").textContent).toBe("get_weather called");
+    expect(call.querySelector("pre").textContent).toBe(JSON.stringify({ city: "<i>Lima</i>" }, null, 2));
+    expect(container.querySelector("b, i")).toBeNull();
+  });
+});
+
 describe("Chat", () => {
   it("shows model output as text: markup in an answer stays inert", async () => {
     serve(() => sseResponse(body(events.join(""))));

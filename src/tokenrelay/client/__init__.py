@@ -3,9 +3,11 @@
 from tokenrelay.client import Client, Token
 
 with Client("http://127.0.0.1:8000") as client:
-    for event in client.stream("Explain SSE", model="sim/default"):
+    stream = client.stream("Explain SSE", model="sim/default")
+    for event in stream:
         if isinstance(event, Token):
             print(event.text, end="", flush=True)
+    stream.answer.tool_calls, stream.answer.reasoning  # the answer, assembled
 """
 
 from tokenrelay.client.aio import AsyncChatStream, AsyncClient
@@ -14,16 +16,22 @@ from tokenrelay.client.events import (
     Done,
     Error,
     JsonPartial,
+    Logprobs,
+    Reasoning,
     Start,
     Status,
     StreamEvent,
     Token,
+    ToolCall,
+    Usage,
 )
+from tokenrelay.client.folding import AssembledCall, ReasoningBlock, StreamedAnswer
 from tokenrelay.client.protocol import Answer, Backoff, ConnectionLost, StreamFailed
 from tokenrelay.client.sync import ChatStream, Client
 
 __all__ = [
     "Answer",
+    "AssembledCall",
     "AsyncChatStream",
     "AsyncClient",
     "Backoff",
@@ -34,9 +42,15 @@ __all__ = [
     "Done",
     "Error",
     "JsonPartial",
+    "Logprobs",
+    "Reasoning",
+    "ReasoningBlock",
     "Start",
     "Status",
     "StreamEvent",
     "StreamFailed",
+    "StreamedAnswer",
     "Token",
+    "ToolCall",
+    "Usage",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from tokenrelay.client.events import StreamEvent
+from tokenrelay.client.folding import StreamedAnswer
 from tokenrelay.client.protocol import (
     Answer,
     Backoff,
@@ -35,6 +36,11 @@ class AsyncChatStream:
     @property
     def resumes(self) -> int:
         return self._progress.resumes
+
+    @property
+    def answer(self) -> StreamedAnswer:
+        """The answer so far (text, reasoning, tool calls), kept up to date as you iterate."""
+        return self._progress.answer
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         progress = self._progress
@@ -98,7 +104,7 @@ class AsyncClient:
         self,
         message: str | None = None,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         **fields: Any,
     ) -> AsyncChatStream:
         """A stream of typed events; `fields` are the request's other fields (model, ...)."""
@@ -108,7 +114,7 @@ class AsyncClient:
         self,
         message: str | None = None,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         **fields: Any,
     ) -> Answer:
         """The whole answer at once (`POST /api/chat`); raises StreamFailed on an error."""

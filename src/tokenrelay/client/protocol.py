@@ -12,6 +12,8 @@ the two cannot drift apart. The rules:
 - Streams are started with `on_disconnect: "detach"` unless the caller says otherwise, so the
   generation survives the drop long enough to be resumed; leaving a stream early (breaking out
   of the loop, closing it) therefore cancels it explicitly.
+- Every event received is folded into the stream's `StreamedAnswer` (text, reasoning, calls),
+  across resumes, exactly once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from typing import Any
 import orjson
 
 from tokenrelay.client.events import StreamEvent, parse_event
+from tokenrelay.client.folding import (
+    AssembledCall,
+    ReasoningBlock,
+    StreamedAnswer,
+    assistant_message,
+)
 from tokenrelay.sse import ServerSentEvent
 
 
@@ -65,6 +73,37 @@ class Answer:
         """The validated JSON value when `response_format` asked for JSON, else None."""
         return self.data.get("parsed")
 
+    @property
+    def tool_calls(self) -> list[AssembledCall]:
+        """The calls the model made, all ended (`arguments_text` is given only with an
+        `invalid_json` error: the whole answer has the parsed value otherwise)."""
+        calls = self.data.get("tool_calls") or []
+        return [_ended_call(index, call) for index, call in enumerate(calls)]
+
+    @property
+    def reasoning(self) -> list[ReasoningBlock]:
+        blocks = self.data.get("reasoning") or []
+        return [
+            ReasoningBlock(b.get("content", ""), b.get("signature", ""), b.get("redacted", ""))
+            for b in blocks
+        ]
+
+    def message(self) -> dict[str, Any]:
+        """This answer as the assistant turn of the next request's `messages`."""
+        return assistant_message(self.content, self.tool_calls, self.reasoning)
+
+
+def _ended_call(index: int, call: dict[str, Any]) -> AssembledCall:
+    return AssembledCall(
+        index,
+        call["id"],
+        call["name"],
+        call.get("arguments_text", ""),
+        call.get("arguments"),
+        call.get("error", ""),
+        ended=True,
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
@@ -75,7 +114,7 @@ class HttpRequest:
 
 
 def chat_payload(
-    message: str | None, messages: list[dict[str, str]] | None, fields: dict[str, Any]
+    message: str | None, messages: list[dict[str, Any]] | None, fields: dict[str, Any]
 ) -> dict[str, Any]:
     if (message is None) == (messages is None):
         raise ValueError("pass exactly one of message or messages")
@@ -115,6 +154,7 @@ class Resumption:
         self.last_event_id = ""
         self.ended = False
         self.resumes = 0  # how many times this stream was resumed, in all
+        self.answer = StreamedAnswer()
         self._failures = 0
 
     def first_request(self) -> HttpRequest:
@@ -138,7 +178,7 @@ class Resumption:
         return True
 
     def take(self, sse: ServerSentEvent) -> StreamEvent:
-        event = parse_event(sse.id, orjson.loads(sse.data))
+        event = self.answer.add(parse_event(sse.id, orjson.loads(sse.data)))
         if sse.id:
             self.last_event_id = sse.id
             self.stream_id = self.stream_id or sse.id.rpartition(":")[0]

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from tokenrelay.client.events import StreamEvent
+from tokenrelay.client.folding import StreamedAnswer
 from tokenrelay.client.protocol import (
     Answer,
     Backoff,
@@ -36,6 +37,11 @@ class ChatStream:
     @property
     def resumes(self) -> int:
         return self._progress.resumes
+
+    @property
+    def answer(self) -> StreamedAnswer:
+        """The answer so far (text, reasoning, tool calls), kept up to date as you iterate."""
+        return self._progress.answer
 
     def __iter__(self) -> Iterator[StreamEvent]:
         progress = self._progress
@@ -97,7 +103,7 @@ class Client:
         self,
         message: str | None = None,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         **fields: Any,
     ) -> ChatStream:
         """A stream of typed events; `fields` are the request's other fields (model, ...)."""
@@ -107,7 +113,7 @@ class Client:
         self,
         message: str | None = None,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         **fields: Any,
     ) -> Answer:
         """The whole answer at once (`POST /api/chat`); raises StreamFailed on an error."""

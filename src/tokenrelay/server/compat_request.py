@@ -15,12 +15,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tokenrelay._types import JSONObject
 from tokenrelay.errors import FieldProblem, InvalidRequest
 from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.server.chat_request import MODEL_NAME, problems_of
+from tokenrelay.server.native_models import valid_schema
 from tokenrelay.wire import anthropic_request, openai_request
 
 _FORBID = ConfigDict(extra="forbid")
@@ -102,6 +110,8 @@ class OpenAIFunction(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     parameters: JSONObject | None = None
+
+    _schema = field_validator("parameters")(lambda schema: schema and valid_schema(schema))
 
 
 class OpenAITool(BaseModel):
@@ -292,6 +302,8 @@ class AnthropicTool(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     input_schema: JSONObject
+
+    _schema = field_validator("input_schema")(valid_schema)
 
 
 class AnthropicToolChoice(BaseModel):

@@ -32,8 +32,18 @@ from tokenrelay.providers.content import (
     ToolCall,
     ToolChoice,
 )
+from tokenrelay.shaping.jsonstream import schema_problem
 
 _FORBID = ConfigDict(extra="forbid")
+
+
+def valid_schema(schema: JSONObject) -> JSONObject:
+    """A tool's schema must be one (as response_format's is): a model cannot follow a broken
+    one, and an upstream would refuse it after the stream began."""
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise ValueError(problem)
+    return schema
 TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # what OpenAI and Anthropic both accept
 
 
@@ -177,6 +187,8 @@ class ToolIn(BaseModel):
     name: str = Field(pattern=TOOL_NAME)
     description: str = ""
     parameters: JSONObject = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    _schema = field_validator("parameters")(valid_schema)
 
     def to_tool(self) -> Tool:
         return Tool(self.name, self.description, self.parameters)

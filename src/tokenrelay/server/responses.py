@@ -64,6 +64,11 @@ def writer_for(send: Send) -> Writer:
     return AsgiWriter(body_send)
 
 
+# Events that are part of the answer: once one exists, the status line is 200 and a failure
+# is an in-band error (the answer so far stays the client's).
+_ANSWER = frozenset({"token", "reasoning", "tool_call", "json", "logprobs"})
+
+
 class _Disconnected(Exception):
     """The client is gone (raised in the listener, to end the task group)."""
 
@@ -143,7 +148,7 @@ class EventStreamResponse(Response):
     async def _respond(self, send: Send) -> bool:
         early = await self._until_news()
         ending = early[-1].payload() if early and early[-1].terminal else None
-        if ending and ending["type"] == "error" and not any(e.type == "token" for e in early):
+        if ending and ending["type"] == "error" and not any(e.type in _ANSWER for e in early):
             await self._send_error_status(send, ending)
             return True
         start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
@@ -164,7 +169,8 @@ class EventStreamResponse(Response):
         return True
 
     async def _until_news(self) -> list[Event]:
-        """Events up to the first token or ending, or whatever came within the commit deadline.
+        """Events up to the first piece of the answer (text, reasoning, a call) or the ending,
+        or whatever came within the commit deadline.
 
         They decide the status; the subscription then writes them from the log."""
         loop = asyncio.get_running_loop()
@@ -177,7 +183,7 @@ class EventStreamResponse(Response):
                 break
             events += batch
             cursor = batch[-1].seq
-            if any(e.type == "token" or e.terminal for e in batch):
+            if any(e.type in _ANSWER or e.terminal for e in batch):
                 break
         return events
 

@@ -42,11 +42,12 @@ NOTHING: Any = object()  # no value yet (nothing complete enough to show)
 
 
 def schema_problem(schema: Any) -> str | None:
-    """Why `schema` is not a usable JSON Schema, or None if it is."""
+    """Why `schema` is not a usable JSON Schema, or None if it is. The reason names where in
+    the schema, never the offending value (caller input does not go back verbatim)."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        return f"is not a valid JSON Schema ({exc.message[:200]})"
+        return f"is not a valid JSON Schema (Draft 2020-12): see {exc.json_path[:100]}"
     return None
 
 

@@ -2,7 +2,7 @@
 // (both vendored: the page works offline and loads nothing from elsewhere).
 import { marked } from "/static/vendor/marked.js";
 import DOMPurify from "/static/vendor/purify.js";
-import { ResumableStream, complete, streamingSupported } from "/static/tokenrelay.js";
+import { ResumableStream, StreamedAnswer, complete, streamingSupported } from "/static/tokenrelay.js";
 
 const $ = (selector) => document.querySelector(selector);
 const conversation = $("#conversation");
@@ -12,6 +12,7 @@ const sendButton = $("#send");
 const stopButton = $("#stop");
 const regenerateButton = $("#regenerate");
 const connection = $("#connection");
+const demoToolsBox = $("#demo-tools");
 
 // --- Safe markdown ---------------------------------------------------------------------------
 // Model output is untrusted. Raw HTML in it is shown as text (never parsed), and the rendered
@@ -40,7 +41,40 @@ export function renderMarkdown(text) {
   return DOMPurify.sanitize(marked.parse(text), PURIFY);
 }
 
+// --- Demo tools ------------------------------------------------------------------------------
+// "Offer demo tools" sends these two with each request, and the page plays them itself with
+// made-up results, so a model's calls get answers and the conversation goes on (sim/tools).
+
+const DEMO_TOOLS = [
+  {
+    name: "get_weather",
+    description: "The current weather in a city (a demo: the answer is made up)",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+  {
+    name: "get_time",
+    description: "The local time in a city (a demo: the answer is the browser's clock)",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+];
+const MAX_TOOL_ROUNDS = 4; // a model that keeps calling tools is stopped here
+
+function demoResult(call) {
+  if (call.error) return { content: `The arguments were rejected (${call.error}).`, is_error: true };
+  const city = String(call.arguments?.city ?? "");
+  if (call.name === "get_weather") {
+    return { content: JSON.stringify({ city, forecast: "sunny", temperature_c: 21 }), is_error: false };
+  }
+  if (call.name === "get_time") {
+    return { content: JSON.stringify({ city, time: new Date().toLocaleTimeString() }), is_error: false };
+  }
+  return { content: `There is no tool named ${call.name}.`, is_error: true };
+}
+
 // --- One answer on screen --------------------------------------------------------------------
+// Reasoning and tool calls are model output shown as plain text (textContent), never parsed.
+
+const CALL_STATES = { invalid_json: "invalid JSON", schema_mismatch: "arguments do not match the schema" };
 
 class AnswerView {
   constructor() {
@@ -49,33 +83,84 @@ class AnswerView {
     this.node = node;
     this.answer = node.querySelector(".answer");
     this.problem = node.querySelector(".problem");
-    this.text = "";
+    this.reasoningBox = node.querySelector(".reasoning");
+    this.reasoningText = node.querySelector(".reasoning-text");
+    this.callList = node.querySelector(".tool-calls");
+    this.callViews = new Map(); // by call index: {node, endShown}
+    this.folded = new StreamedAnswer(); // replaced by the stream's own, which it renders
+    this.renderedText = null;
     this.tokens = 0;
     this.sentAt = performance.now();
     this.firstTokenAt = null;
     this.frame = 0;
   }
 
+  get text() { return this.folded.text; }
+
   // Re-render at most once per frame: a token burst costs one parse, and no half state shows.
-  append(text) {
+  append() {
     if (this.firstTokenAt === null) {
       this.firstTokenAt = performance.now();
       this.stat("ttft", `first token ${Math.round(this.firstTokenAt - this.sentAt)} ms`);
     }
-    this.text += text;
     this.tokens += 1;
+    this.schedule();
+  }
+
+  schedule() {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
   }
 
   render() {
     this.frame = 0;
-    this.answer.innerHTML = renderMarkdown(this.text);
+    const { text, reasoning, toolCalls } = this.folded;
+    if (text !== this.renderedText) { // reasoning and calls stream with the text unchanged
+      this.answer.innerHTML = renderMarkdown(text);
+      this.renderedText = text;
+    }
+    if (reasoning.length) this.renderReasoning(reasoning);
+    for (const call of toolCalls) this.renderCall(call);
     this.stat("count", `${this.tokens} tokens`);
     if (this.firstTokenAt !== null && this.tokens > 1) {
       const seconds = (performance.now() - this.firstTokenAt) / 1000;
       this.stat("rate", `${(this.tokens - 1) / Math.max(seconds, 0.001) | 0} tok/s`);
     }
     conversation.scrollTop = conversation.scrollHeight;
+  }
+
+  renderReasoning(blocks) {
+    this.reasoningBox.hidden = false;
+    this.reasoningText.textContent = blocks
+      .map((block) => (block.redacted ? "[a block the provider redacted]" : block.content))
+      .join("\n\n");
+  }
+
+  renderCall(call) {
+    let view = this.callViews.get(call.index);
+    if (!view) {
+      const node = $("#tool-call-template").content.firstElementChild.cloneNode(true);
+      node.querySelector(".tool-name").textContent = call.name;
+      this.callList.append(node);
+      view = { node, endShown: false };
+      this.callViews.set(call.index, view);
+    }
+    if (view.endShown) return;
+    const { node } = view;
+    const args = node.querySelector(".tool-arguments");
+    node.querySelector(".tool-state").textContent = call.ended
+      ? (CALL_STATES[call.error] || call.error || "called") : "calling…";
+    node.dataset.state = call.ended ? (call.error ? "error" : "ended") : "streaming";
+    // Once ended and parsed, the arguments are shown pretty-printed; before, as they stream.
+    args.textContent = call.ended && call.error !== "invalid_json"
+      ? JSON.stringify(call.arguments, null, 2) : call.argumentsText;
+    view.endShown = call.ended;
+  }
+
+  showResult(call, result) {
+    const node = this.callViews.get(call.index)?.node.querySelector(".tool-result");
+    if (!node) return;
+    node.hidden = false;
+    node.textContent = `${result.is_error ? "Demo error" : "Demo result"}: ${result.content}`;
   }
 
   finish(state, done) {
@@ -101,7 +186,7 @@ class AnswerView {
 
 // --- The conversation ------------------------------------------------------------------------
 
-const history = []; // {role, content}: what the next request sends
+const history = []; // the messages the next request sends
 let current = null; // {stream, view} while an answer streams
 
 function addUserMessage(text) {
@@ -118,31 +203,71 @@ function setBusy(busy) {
   regenerateButton.disabled = busy || history.length === 0;
 }
 
-async function answer() {
-  const view = new AnswerView();
+function requestBody() {
   const body = { messages: history.slice(), model: modelPicker.value || undefined };
+  if (demoToolsBox.checked) body.tools = DEMO_TOOLS;
+  return body;
+}
+
+// One answer; when it ends by calling the demo tools, their results go back and the model
+// answers again (up to MAX_TOOL_ROUNDS times).
+async function answer() {
   setBusy(true);
-  view.state("waiting");
   try {
-    if (!streamingSupported() || new URLSearchParams(location.search).has("nostream")) {
-      await answerAtOnce(view, body);
-    } else {
-      await answerStreaming(view, body);
+    for (let round = 0; round < MAX_TOOL_ROUNDS; round++) {
+      const view = new AnswerView();
+      const body = requestBody();
+      const folded = await answerOnce(view, body);
+      const results = body.tools && folded?.ending?.finish_reason === "tool_calls"
+        ? answerCalls(view, folded) : [];
+      remember(folded, results);
+      if (!results.length) break;
     }
   } finally {
-    current = null;
-    connection.textContent = "";
-    if (view.text) history.push({ role: "assistant", content: view.text });
     setBusy(false);
     prompt.focus();
   }
+}
+
+async function answerOnce(view, body) {
+  view.state("waiting");
+  try {
+    if (!streamingSupported() || new URLSearchParams(location.search).has("nostream")) {
+      return await answerAtOnce(view, body);
+    }
+    return await answerStreaming(view, body);
+  } finally {
+    current = null;
+    connection.textContent = "";
+  }
+}
+
+function answerCalls(view, folded) {
+  return folded.toolCalls.filter((call) => call.ended).map((call) => {
+    const result = demoResult(call);
+    view.showResult(call, result);
+    return { role: "tool", tool_call_id: call.id, ...result };
+  });
+}
+
+// The turn goes into the history; its tool calls only with their results (a call left
+// unanswered, by Stop or an error, would make the next request invalid for the provider).
+function remember(folded, results) {
+  if (!folded) return;
+  const message = folded.message();
+  if (!results.length) delete message.tool_calls;
+  if (message.content || message.tool_calls) history.push(message, ...results);
 }
 
 async function answerStreaming(view, body) {
   let ending = null;
   const stream = new ResumableStream(body, {
     onStart: () => view.state("streaming"),
-    onToken: (text) => view.append(text),
+    onToken: () => view.append(),
+    onReasoning: () => view.schedule(),
+    onToolCallStart: () => view.schedule(),
+    onToolCallDelta: () => view.schedule(),
+    onToolCallEnd: () => view.schedule(),
     onStatus: (message) => view.stat("state", message),
     onDone: (done) => { ending = "done"; view.finish("done", done); },
     onError: (error) => { ending = "error"; view.finish("error"); view.fail(error); },
@@ -153,21 +278,25 @@ async function answerStreaming(view, body) {
     },
     onReconnected: () => { connection.textContent = ""; view.state("streaming"); },
   });
+  view.folded = stream.answer;
   current = { stream, view };
   await stream.start();
   if (!ending) view.finish("stopped");
+  return stream.answer;
 }
 
 async function answerAtOnce(view, body) {
   view.state("waiting (no streaming)");
   try {
     const result = await complete(body);
-    view.text = result.content;
+    view.folded = StreamedAnswer.fromResponse(result);
     view.tokens = result.token_count;
     view.finish("done", { tokens_per_second: "–", token_count: result.token_count, ttft_ms: result.ttft_ms });
+    return view.folded;
   } catch (error) {
     view.finish("error");
     view.fail(error);
+    return null;
   }
 }
 

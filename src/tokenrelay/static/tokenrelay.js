@@ -1,6 +1,6 @@
 // tokenrelay's browser client: an ES module, no dependencies, no build step.
 //
-//   import { streamChat, ResumableStream, complete } from "/static/tokenrelay.js";
+//   import { streamChat, ResumableStream, StreamedAnswer, complete } from "/static/tokenrelay.js";
 //
 // streamChat(body, handlers) streams one answer over fetch + ReadableStream.
 // ResumableStream does the same, and when the connection drops it resumes from the last event
@@ -9,10 +9,115 @@
 //
 // Handlers (all optional): onStart(data), onToken(text, data), onJson(partial, data),
 // onStatus(message, data), onDone(data), onError(error), onCancelled(data),
+// onReasoning(text, data), onToolCallStart(call, data), onToolCallDelta(call, data),
+// onToolCallEnd(call, data), onUsage(usage, data), onLogprobs(entries, data),
 // and for ResumableStream onReconnecting({attempt, delayMs}), onReconnected({attempt}).
-// An error is the server's: {error_type, message, retryable, request_id?, status?}.
+// Event handlers get the event's id ("<stream_id>:<seq>") last. An error is the server's:
+// {error_type, message, retryable, request_id?, status?}. A `call` is the tool call folded so
+// far (see StreamedAnswer): {index, id, name, argumentsText, arguments, error, ended}.
 
 const TERMINAL = new Set(["done", "error", "cancelled"]);
+
+// A stream's answer assembled from its events, kept by both streamChat and ResumableStream:
+// the text, the reasoning blocks ({content, signature, redacted}; the last may still be
+// growing) and the tool calls in the order they started. The rules are the server's, so it
+// folds to what POST /api/chat returns whole: a reasoning block ends at its signature, at a
+// redacted block, when a tool call starts, or when the stream ends.
+export class StreamedAnswer {
+  constructor() {
+    this.text = "";
+    this.reasoning = [];
+    this.toolCalls = [];
+    this.usage = null; // the latest count: the upstream's early one, then the final one
+    this.ending = null; // the terminal event's payload
+    this.openBlock = null; // the reasoning block being written
+    this.callsByIndex = new Map();
+  }
+
+  // The same shape from POST /api/chat's whole answer (what complete() resolves with).
+  static fromResponse(body) {
+    const answer = new StreamedAnswer();
+    answer.text = body.content || "";
+    answer.reasoning = (body.reasoning || []).map(({ content = "", signature = "", redacted = "" }) =>
+      ({ content, signature, redacted }));
+    (body.tool_calls || []).forEach((call, index) => answer.call({ ...call, phase: "end", index }));
+    answer.usage = body.usage || null;
+    answer.ending = { type: "done", finish_reason: body.finish_reason, usage: body.usage };
+    return answer;
+  }
+
+  // Fold one event's payload in; returns the call it touched, for tool_call events.
+  add(payload) {
+    switch (payload.type) {
+      case "token": this.text += payload.content; break;
+      case "reasoning": this.reason(payload); break;
+      case "tool_call": return this.call(payload);
+      case "usage": this.usage = payload.usage; break;
+      case "done": case "error": case "cancelled":
+        this.openBlock = null;
+        this.ending = payload;
+        this.usage = payload.usage || this.usage;
+        break;
+      default: break;
+    }
+    return undefined;
+  }
+
+  reason({ content, signature, redacted }) {
+    if (redacted) {
+      this.openBlock = null;
+      this.reasoning.push({ content: "", signature: "", redacted });
+      return;
+    }
+    if (!this.openBlock && (content || signature)) {
+      this.openBlock = { content: "", signature: "", redacted: "" };
+      this.reasoning.push(this.openBlock);
+    }
+    if (content) this.openBlock.content += content;
+    if (signature) {
+      this.openBlock.signature = signature;
+      this.openBlock = null;
+    }
+  }
+
+  call(payload) {
+    let call = this.callsByIndex.get(payload.index);
+    if (!call) {
+      this.openBlock = null;
+      call = { index: payload.index, id: payload.id || "", name: payload.name || "",
+        argumentsText: "", arguments: undefined, error: "", ended: false };
+      this.callsByIndex.set(payload.index, call);
+      this.toolCalls.push(call);
+    }
+    if (payload.phase === "delta") call.argumentsText += payload.arguments;
+    if (payload.phase === "end") {
+      call.id = payload.id || call.id;
+      call.name = payload.name || call.name;
+      call.arguments = payload.arguments;
+      call.error = payload.error || "";
+      if (payload.arguments_text !== undefined) call.argumentsText = payload.arguments_text;
+      call.ended = true;
+    }
+    return call;
+  }
+
+  // This answer as the assistant turn of the next request's messages. Calls that never ended
+  // are left out (their arguments are incomplete); invalid JSON goes back as its text.
+  message() {
+    const message = { role: "assistant", content: this.text };
+    const calls = this.toolCalls.filter((call) => call.ended).map((call) => ({
+      id: call.id,
+      name: call.name,
+      arguments: call.error === "invalid_json" ? call.argumentsText : call.arguments,
+    }));
+    if (calls.length) message.tool_calls = calls;
+    if (this.reasoning.length) {
+      message.reasoning = this.reasoning.map(({ content, signature, redacted }) =>
+        (redacted ? { redacted } : { content, signature }));
+    }
+    return message;
+  }
+}
 
 // An incremental parser for text/event-stream (the WHATWG rules): feed it decoded text in
 // pieces of any size; it returns the events each piece completes. Lines may end in \r\n, \n or
@@ -73,11 +178,18 @@ export class SSEParser {
   }
 }
 
-function dispatchEvent(payload, id, handlers) {
+const TOOL_CALL_HANDLERS = { start: "onToolCallStart", delta: "onToolCallDelta", end: "onToolCallEnd" };
+
+// `folded`: what the event changed in the answer (a tool call's state).
+function dispatchEvent(payload, id, handlers, folded) {
   const call = (name, ...args) => handlers[name] && handlers[name](...args);
   switch (payload.type) {
     case "start": return call("onStart", payload, id);
     case "token": return call("onToken", payload.content, payload, id);
+    case "reasoning": return call("onReasoning", payload.content, payload, id);
+    case "tool_call": return call(TOOL_CALL_HANDLERS[payload.phase], folded, payload, id);
+    case "usage": return call("onUsage", payload.usage, payload, id);
+    case "logprobs": return call("onLogprobs", payload.content, payload, id);
     case "json": return call("onJson", payload.partial, payload, id);
     case "status": return call("onStatus", payload.message, payload, id);
     case "done": return call("onDone", payload, id);
@@ -110,7 +222,7 @@ async function readEvents(response, handlers, progress) {
       const payload = JSON.parse(event.data);
       if (event.id) progress.lastEventId = event.id;
       if (payload.type === "start") progress.streamId = payload.stream_id;
-      dispatchEvent(payload, event.id, handlers);
+      dispatchEvent(payload, event.id, handlers, progress.answer.add(payload));
       if (TERMINAL.has(payload.type)) {
         reader.cancel().catch(() => {});
         return payload;
@@ -129,10 +241,11 @@ function jsonPost(url, body, signal) {
   });
 }
 
-// Stream one answer. Resolves with {streamId, lastEventId, ending} (ending: the terminal
-// payload, or null if the connection ended first). An HTTP refusal goes to onError.
+// Stream one answer. Resolves with {streamId, lastEventId, answer, ending} (answer: the
+// StreamedAnswer; ending: the terminal payload, or null if the connection ended first). An
+// HTTP refusal goes to onError.
 export async function streamChat(body, handlers = {}, { baseUrl = "", signal } = {}) {
-  const progress = { streamId: "", lastEventId: "" };
+  const progress = { streamId: "", lastEventId: "", answer: new StreamedAnswer() };
   const response = await jsonPost(`${baseUrl}/api/chat/stream`, body, signal);
   if (!response.ok) {
     const error = await errorOf(response);
@@ -161,8 +274,9 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 });
 
 // One answer that survives dropped connections. `start()` resolves with the terminal payload
-// (done, error or cancelled), or null after cancel(). Generation is started with
-// on_disconnect "detach" (unless the body says otherwise), so it waits for the resume.
+// (done, error or cancelled), or null after cancel(); `answer` is the StreamedAnswer so far.
+// Generation is started with on_disconnect "detach" (unless the body says otherwise), so it
+// waits for the resume.
 export class ResumableStream {
   constructor(body, handlers = {}, options = {}) {
     this.body = { on_disconnect: "detach", ...body };
@@ -171,7 +285,7 @@ export class ResumableStream {
     this.maxResumes = options.maxResumes ?? 6;
     this.baseDelayMs = options.baseDelayMs ?? 250;
     this.maxDelayMs = options.maxDelayMs ?? 8000;
-    this.progress = { streamId: "", lastEventId: "" };
+    this.progress = { streamId: "", lastEventId: "", answer: new StreamedAnswer() };
     this.controller = new AbortController();
     this.cancelled = false;
     this.resumes = 0;
@@ -179,6 +293,7 @@ export class ResumableStream {
 
   get streamId() { return this.progress.streamId; }
   get lastEventId() { return this.progress.lastEventId; }
+  get answer() { return this.progress.answer; } // the StreamedAnswer, across resumes
 
   async start() {
     let response = null;

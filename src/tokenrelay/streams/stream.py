@@ -70,6 +70,11 @@ def retry_delay(limits: StreamsSection, attempt: int, retry_after: float | None)
     return max(jittered, floor)
 
 
+_PROMPT_FIGURES = frozenset(
+    {"prompt_tokens", "prompt_tokens_details", "cache_creation_input_tokens"}
+)
+
+
 class Stream:
     def __init__(
         self,
@@ -240,7 +245,8 @@ class Stream:
                     async for delta in deltas:
                         self._on_delta(delta)
         except TimeoutError:
-            raise (UpstreamTimeout() if self._first_token_at is None else Stalled()) from None
+            began = self._first_token_at is not None or self._structured.pieces
+            raise (Stalled() if began else UpstreamTimeout()) from None
         self._structured.finish()  # calls still open end with the answer
         return self._finish, self._usage
 
@@ -292,11 +298,13 @@ class Stream:
 
     def _on_usage(self, usage: Usage) -> None:
         """The last count wins; the first, if it comes before the answer (the prompt's size,
-        from Anthropic's message_start), also goes out as a `usage` event."""
+        from Anthropic's message_start), also goes out as a `usage` event: its prompt figures
+        only, as the completion has not begun (Anthropic's placeholder of 1 is not a count)."""
         self._usage = usage
         if not self._usage_told and self._first_token_at is None and not self._structured.pieces:
             self._usage_told = True
-            self._append_nowait(ev.usage_event(self._next_seq(), self._reported(usage)))
+            prompt = {k: v for k, v in usage.as_dict().items() if k in _PROMPT_FIGURES}
+            self._append_nowait(ev.usage_event(self._next_seq(), prompt))
 
     def _emit_structured(self, type_: ev.EventType, fields: dict[str, Any]) -> None:
         self._append_nowait(ev.make_event(self._next_seq(), type_, **fields))
