@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 
@@ -104,12 +105,50 @@ class MockUpstream:
     process: subprocess.Popen[bytes]
     url: str
 
-    def record(self) -> list[dict[str, object]]:
-        data: list[dict[str, object]] = httpx.get(f"{self.url}/_mock/requests", timeout=5).json()
+    def record(self, bodies: bool = False) -> list[dict[str, object]]:
+        params = {"bodies": "1"} if bodies else {}
+        url = f"{self.url}/_mock/requests"
+        data: list[dict[str, object]] = httpx.get(url, params=params, timeout=5).json()
         return data
 
     def last(self) -> dict[str, object]:
         return self.record()[-1]
+
+    def sent(self, tag: str) -> list[dict[str, Any]]:
+        """The bodies the mock was sent for model names tagged `+tag-<tag>`, in order."""
+        return [
+            cast(dict[str, Any], e["body"])
+            for e in self.record(bodies=True)
+            if f"+tag-{tag}" in str(e["model"])
+        ]
+
+
+def model_of(provider: str, *parts: str, tag: str = "") -> str:
+    """`provider/fast+parts`, tagged `+tag-<tag>` for the mock's record (`MockUpstream.sent`);
+    the sim in-process takes no tag."""
+    name = "+".join(("fast", *parts))
+    if tag and provider != "sim":
+        name += f"+tag-{tag}"
+    return f"{provider}/{name}"
+
+
+def upstreams_config(mock: MockUpstream, streams: str = "max_retries = 0") -> str:
+    """A tokenrelay.toml with a quick sim and `openai` and `anthropic` upstreams at the mock."""
+    return f"""
+[sim]
+ttft = 0.01
+tokens_per_second = 400.0
+[streams]
+{streams}
+[upstreams.openai]
+kind = "openai"
+base_url = "{mock.url}/v1"
+api_key_env = "TEST_UPSTREAM_KEY"
+[upstreams.anthropic]
+kind = "anthropic"
+base_url = "{mock.url}"
+api_key_env = "TEST_UPSTREAM_KEY"
+"""
 
 
 @contextmanager

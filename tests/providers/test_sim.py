@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
 from tokenrelay.providers.base import Delta, GenerationRequest
-from tokenrelay.providers.content import Message
+from tokenrelay.providers.content import Message, Tool
 from tokenrelay.providers.sim import INSTANT, SimProvider, SimTiming, parse_variant
 from tokenrelay.providers.sim_text import compose_answer, tokenize, topic_of
 
@@ -183,3 +184,52 @@ def test_topic_keeps_acronyms() -> None:
     assert topic_of("What is Gradient Descent?") == "gradient descent"
     assert topic_of("hi") == "hi"
     assert topic_of("?") == "this topic"
+
+
+_TOOLS = (Tool("get_weather", parameters={"type": "object", "properties": {"city": {}}}),)
+
+
+async def test_a_fault_can_strike_inside_a_call() -> None:
+    """Regression: faults counted only the answer's text, so no fault struck during calls."""
+    clean = await _collect(SimProvider(), _request("fast+tools", tools=_TOOLS))
+    said = sum(1 for d in clean if d.text)
+    deltas: list[Delta] = []
+
+    async def read() -> None:
+        request = _request(f"fast+tools+reset-after-{said + 2}", tools=_TOOLS)
+        async for delta in SimProvider().stream(request):
+            deltas.append(delta)  # one by one: what came before the fault is the point
+
+    with pytest.raises(NetworkError):
+        await read()
+    pieces = [d.tool for d in deltas if d.tool is not None]
+    assert [p.name for p in pieces] == ["get_weather", "", ""]  # the start, then 2 pieces
+    assert all(p.arguments for p in pieces[1:])
+
+
+async def test_a_continuation_before_the_calls_does_not_repeat_the_sentence() -> None:
+    """Regression: the sentence before the calls was said again in full after its prefill."""
+    clean = await _collect(SimProvider(), _request("fast+tools", tools=_TOOLS))
+    sentence = "".join(d.text for d in clean)
+    prefill = sentence[:12]
+    request = _request("fast+tools", tools=_TOOLS)
+    continued = replace(request, messages=(*request.messages, Message("assistant", prefill)))
+    deltas = await _collect(SimProvider(), continued)
+    assert prefill + "".join(d.text for d in deltas) == sentence
+    calls = [(d.tool.id, d.tool.name, d.tool.arguments) for d in deltas if d.tool]
+    expected = [(d.tool.id, d.tool.name, d.tool.arguments) for d in clean if d.tool]
+    assert [c[:2] for c in calls if c[1]] == [c[:2] for c in expected if c[1]]
+    assert "".join(c[2] for c in calls) == "".join(c[2] for c in expected)
+
+
+@pytest.mark.parametrize("tools", [(), _TOOLS])
+async def test_reasoning_tokens_are_counted_apart(tools: tuple[Tool, ...]) -> None:
+    deltas = await _collect(SimProvider(), _request("fast+think+tools", tools=tools))
+    reasoned = sum(1 for d in deltas if d.reasoning)
+    usage = deltas[-1].usage
+    assert usage is not None
+    assert usage.reasoning_tokens == reasoned > 0
+    assert usage.completion_tokens > reasoned
+    plain = (await _collect(SimProvider(), _request("fast", tools=tools)))[-1].usage
+    assert plain is not None
+    assert plain.reasoning_tokens is None  # nothing was said of reasoning: no figure

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tokenrelay.errors import GenerationError, NetworkError, Overloaded, UpstreamError
+from tokenrelay.events import make_event
 from tokenrelay.providers.base import Delta, GenerationRequest, ToolDelta, Usage
 from tokenrelay.providers.content import Message
 from tokenrelay.sse import SSEDecoder
@@ -250,3 +251,23 @@ def test_anthropic_usage_round_trips_with_its_cache_figures() -> None:
     ours = anthropic.usage_in({**told, "output_tokens": 7}).as_dict()
     assert ours["prompt_tokens"] == 360  # every input token, as OpenAI counts them
     assert anthropic.usage_out(ours) == {**told, "output_tokens": 7}
+
+
+def test_a_thinking_block_has_a_signature_even_when_the_upstream_gave_none() -> None:
+    """Regression: an OpenAI-compatible upstream's reasoning became a thinking block with no
+    `signature`, which the Anthropic SDK then sent back without one (a 400 in an agent loop).
+    Anthropic's own content_block_start has `"signature": ""`."""
+    encoder = anthropic.EventEncoder("msg_1", "m", 5)
+    out = encoder.encode(
+        [
+            make_event(1, "start", stream_id="s", model="m"),
+            make_event(2, "reasoning", content="Hmm."),
+            make_event(3, "token", content="Yes."),
+        ]
+    )
+    start = next(
+        orjson.loads(line.removeprefix(b"data: "))
+        for line in out.splitlines()
+        if line.startswith(b"data: ") and b"content_block_start" in line
+    )
+    assert start["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}

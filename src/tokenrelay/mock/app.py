@@ -8,8 +8,18 @@ built against the mock with no key. Faults come from the model name (`scenario.p
 connection reset is a real one: the response is abandoned mid-body, so the client sees a
 chunked body cut short.
 
+Like Anthropic's API, the mock checks the thinking sent back in history: each block's
+signature must be the one the mock gave with it, and with thinking on, an assistant turn that
+calls tools must start with its thinking (`_check_thinking`).
+
 `GET /_mock/requests` returns the record of every exchange, including when a client went
-away (`client_gone_at`): the tests use it to prove that a cancel reached the upstream.
+away (`client_gone_at`): the tests use it to prove that a cancel reached the upstream. With
+`?bodies=1` each exchange also holds the body it was sent: what reached the upstream.
+
+The prompt is counted as the real APIs count it, tool definitions included (four characters a
+token), so its count differs from tokenrelay's own estimate, which counts only the messages'
+text; `cached-N` and `cache-write-N` in the model name add prompt tokens read from and written
+to a cache. The count goes out before the answer (Anthropic's `message_start`) and with it.
 """
 
 from __future__ import annotations
@@ -28,10 +38,17 @@ from starlette.types import Receive, Scope, Send
 
 from tokenrelay import events as ev
 from tokenrelay.answer import Answer
-from tokenrelay.errors import GenerationError, InvalidRequest, NetworkError, client_message
+from tokenrelay.errors import (
+    FieldProblem,
+    GenerationError,
+    InvalidRequest,
+    NetworkError,
+    client_message,
+)
 from tokenrelay.mock.record import Exchange, Recorder
 from tokenrelay.mock.scenario import MOCK_SECRET, Scenario, read_scenario
-from tokenrelay.providers.base import GenerationRequest
+from tokenrelay.providers import sim_agent
+from tokenrelay.providers.base import GenerationRequest, Usage
 from tokenrelay.providers.sim import SimProvider, SimTiming
 from tokenrelay.server.compat_request import (
     AnthropicMessagesRequest,
@@ -72,6 +89,7 @@ class _Dialect:
             chat = validate_compat(OpenAIChatRequest, body, 1 << 20)
             return chat.to_generation(model, "")
         chat = validate_compat(AnthropicMessagesRequest, body, 1 << 20)
+        _check_thinking(body)
         generation = chat.to_generation(model, "")
         if anthropic_request.forced_json_tool(body):
             schema = generation.tools[0].parameters if generation.tools else {}
@@ -101,12 +119,13 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
         body = orjson.loads(await request.body() or b"{}")
         model = str(body.get("model", "default")) if isinstance(body, dict) else "default"
         scenario = read_scenario(model, sim.timing)
+        stream = isinstance(body, dict) and bool(body.get("stream"))
+        exchange = recorder.begin(request.url.path, model, stream, body)
         try:
             generation = dialect.generation(body, scenario.sim_model)
         except InvalidRequest as exc:
+            recorder.end(exchange, "failed")
             return JSONResponse(dialect.error_body("invalid_request", exc.detail), 400)
-        stream = bool(body.get("stream"))
-        exchange = recorder.begin(request.url.path, model, stream)
         if scenario.status is not None:
             recorder.end(exchange, "failed")
             error_type = {429: "rate_limit", 529: "overloaded"}.get(scenario.status, "api_error")
@@ -114,12 +133,11 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
             headers = {"retry-after": "1"} if scenario.status == 429 else None
             return JSONResponse(error, status_code=scenario.status, headers=headers)
         json_tool = dialect.name == "anthropic" and anthropic_request.forced_json_tool(body)
-        produce = _Production(sim, generation, scenario)
+        prompt = _counted_prompt(generation, scenario)
+        produce = _Production(sim, generation, scenario, prompt)
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            encoder = dialect.encoder(
-                model, generation.estimated_prompt_tokens, include_usage, json_tool
-            )
+            encoder = dialect.encoder(model, prompt.prompt_tokens, include_usage, json_tool)
             return _MockStream(produce, exchange, recorder, encoder.encode_one)
         return await _complete(produce, exchange, recorder, dialect, model, json_tool)
 
@@ -137,7 +155,7 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
     async def requests_record(request: Request) -> Response:
         if request.method == "DELETE":
             recorder.clear()
-        return JSONResponse(recorder.dump())
+        return JSONResponse(recorder.dump(bodies=request.query_params.get("bodies") == "1"))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -153,13 +171,72 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
     )
 
 
+def _check_thinking(body: dict[str, Any]) -> None:
+    """Refuse what Anthropic's API refuses of thinking in history: a signature that is not the
+    one given with that thinking (the mock's are the sim's, `sim_agent.signature`), and, with
+    thinking on, a last assistant turn that calls tools without its thinking first."""
+    problems = []
+    last_assistant: tuple[int, list[Any]] | None = None
+    for i, message in enumerate(body["messages"]):
+        content = message["content"]
+        blocks = content if isinstance(content, list) else []
+        if message["role"] == "assistant":
+            last_assistant = (i, blocks)
+        for j, block in enumerate(blocks):
+            if block["type"] == "thinking" and block["signature"] != sim_agent.signature(
+                block["thinking"]
+            ):
+                field = f"messages[{i}].content[{j}].signature"
+                problems.append(FieldProblem(field, "Invalid `signature` in `thinking` block"))
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled" and last_assistant is not None:
+        i, blocks = last_assistant
+        calls = any(block["type"] == "tool_use" for block in blocks)
+        if calls and blocks[0]["type"] not in ("thinking", "redacted_thinking"):
+            problem = (
+                "Expected `thinking` or `redacted_thinking`: with thinking enabled, an "
+                "assistant turn that calls tools must start with its thinking block"
+            )
+            problems.append(FieldProblem(f"messages[{i}].content[0].type", problem))
+    if problems:
+        raise InvalidRequest(problems)
+
+
+def _counted_prompt(generation: GenerationRequest, scenario: Scenario) -> Usage:
+    """The prompt as a real API counts it: the messages and the tool definitions (four
+    characters a token), plus what the scenario says was read from or written to a cache."""
+    definitions = sum(
+        len(tool.name) + len(tool.description) + len(orjson.dumps(tool.parameters))
+        for tool in generation.tools
+    )
+    counted = generation.estimated_prompt_tokens + definitions // 4
+    return Usage(
+        counted + scenario.cached + scenario.cache_write,
+        0,
+        cached_tokens=scenario.cached or None,
+        cache_creation_tokens=scenario.cache_write or None,
+    )
+
+
 class _Production:
     """The sim's answer as a stream's events: start, tokens, reasoning and tool calls (as the
     producer makes them), then done or error; `outcome` says how it ended."""
 
-    def __init__(self, sim: SimProvider, generation: GenerationRequest, scenario: Scenario):
+    def __init__(
+        self, sim: SimProvider, generation: GenerationRequest, scenario: Scenario, prompt: Usage
+    ):
         self.sim, self.generation, self.scenario = sim, generation, scenario
+        self.prompt = prompt  # the mock's count of the prompt (_counted_prompt)
         self.outcome = "completed"  # or failed, reset
+
+    def _count(self, usage: Usage) -> Usage:
+        """The sim's count of the answer, with the mock's count of the prompt."""
+        prompt = self.prompt
+        return replace(
+            prompt,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+        )
 
     async def events(self) -> AsyncIterator[ev.Event]:
         pending: list[ev.Event] = []
@@ -172,6 +249,7 @@ class _Production:
 
         structured = Structured(emit, tools=self.generation.tools)
         emit("start", {"stream_id": "mock", "model": self.generation.model})
+        emit("usage", {"usage": self.prompt.as_dict()})
         tokens, finish, usage = 0, "stop", None
         try:
             async for delta in self.sim.stream(self.generation):
@@ -182,6 +260,8 @@ class _Production:
                 if delta.text:
                     tokens += 1
                     emit("token", {"content": delta.text})
+                if delta.logprobs is not None:
+                    emit("logprobs", {"content": delta.logprobs})
                 finish, usage = delta.finish_reason or finish, delta.usage or usage
                 while pending:
                     yield pending.pop(0)
@@ -191,10 +271,11 @@ class _Production:
         except GenerationError as exc:
             self.outcome = "failed"
             message = _error_message(self.scenario, exc.error_type)
-            yield ev.error_event(seq + 1, exc.error_type, message, exc.retryable)
+            told = self._count(Usage(0, tokens + structured.pieces)).as_dict()
+            yield ev.error_event(seq + 1, exc.error_type, message, exc.retryable, usage=told)
             return
         structured.finish()
-        totals = usage.as_dict() if usage else None
+        totals = self._count(usage).as_dict() if usage else None
         emit("done", {"finish_reason": finish, "token_count": tokens, "usage": totals})
         while pending:
             yield pending.pop(0)

@@ -5,6 +5,8 @@ only an HTTP upstream can show:
 
     status-429 | status-500 | status-503 | status-529   fail with that status before streaming
     leak-secret                                         put MOCK_SECRET in every error body
+    cached-N | cache-write-N                            report N more prompt tokens, read from
+                                                        (written to) the prompt cache
     tag-<anything>                                      a label for the record; no effect
 
 Any other name (`gpt-4o`, `claude-sonnet-4-20250514`) is the sim's default variant, so users'
@@ -13,12 +15,14 @@ own apps work against the mock unchanged.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tokenrelay.providers.sim import SimTiming, SimVariant, parse_variant
 
 MOCK_SECRET = "sk-mock-SECRET-0d6f3a"  # tests assert this never leaves tokenrelay
 _STATUSES = {"status-429": 429, "status-500": 500, "status-503": 503, "status-529": 529}
+_CACHE_PART = re.compile(r"(cached|cache-write)-(\d{1,6})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +30,28 @@ class Scenario:
     sim_model: str  # the model name the sim provider should run
     status: int | None = None
     leak_secret: bool = False
+    cached: int = 0  # prompt tokens read from the cache, on top of the counted prompt
+    cache_write: int = 0  # prompt tokens written to the cache (Anthropic's figure)
 
 
 def read_scenario(model: str, timing: SimTiming) -> Scenario:
     parts = model.split("+")
     status = next((_STATUSES[p] for p in parts if p in _STATUSES), None)
     leak = "leak-secret" in parts
+    cache = {"cached": 0, "cache-write": 0}
+    for part in parts:
+        if match := _CACHE_PART.fullmatch(part):
+            cache[match[1]] = int(match[2])
     rest = [
-        p for p in parts if p not in _STATUSES and p != "leak-secret" and not p.startswith("tag-")
+        p
+        for p in parts
+        if p not in _STATUSES
+        and p != "leak-secret"
+        and not p.startswith("tag-")
+        and not _CACHE_PART.fullmatch(p)
     ]
     sim_model = "+".join(rest)
     variant: SimVariant | None = parse_variant(sim_model, timing) if sim_model else None
-    return Scenario(sim_model if variant else "default", status, leak)
+    return Scenario(
+        sim_model if variant else "default", status, leak, cache["cached"], cache["cache-write"]
+    )

@@ -18,6 +18,8 @@ A model name is one or more parts joined by `+`, for example `sim/default`, `sim
              stall-after-N           stops sending after N tokens, without closing
              content-filter-after-N  content filter stops the answer after N tokens
              reset-after-N           connection reset after N tokens
+                                     (N counts the text's tokens and the pieces of a call's
+                                     arguments alike)
 
 Answers are deterministic for a given conversation (`sim_text`, `sim_agent`). The sampling
 parameters (`temperature`, `top_p`, `seed`, ...) are accepted and have no effect: determinism
@@ -40,6 +42,7 @@ import random
 import re
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
 from tokenrelay.providers import sim_agent, sim_text
@@ -156,20 +159,32 @@ class SimProvider(Provider):
         await pace.first_token()
         if variant.fault == "rate_limit":
             raise RateLimited("sim: scripted rate limit", retry_after=1.0)
-        pieces = 0
+        pieces = reasoned = 0
         if variant.think or request.reasoning_effort or request.thinking_budget:
             reasoning = sim_agent.compose_reasoning(question)
             for token in sim_text.tokenize(reasoning, seed):
                 yield Delta(reasoning=token)
-                pieces += 1
+                reasoned += 1
                 await pace.next_token()
             yield Delta(signature=sim_agent.signature(reasoning))
+        pieces = reasoned
         calls = _planned_calls(request, variant, question)
         if calls:
-            async for delta in _call(calls, seed, pace):
+            # A fault counts the sentence's tokens and the arguments' pieces alike, so one can
+            # strike inside a call.
+            counted = 0
+            async for delta in _call(calls, request, prefill or "", pace):
+                counts = bool(delta.text or (delta.tool is not None and delta.tool.arguments))
+                if counts and variant.fault and counted == variant.fault_after:
+                    await _fail(variant.fault)
+                counted += counts
                 pieces += 1
                 yield delta
-            usage = Usage(request.estimated_prompt_tokens, pieces)
+            if variant.fault and counted == variant.fault_after:
+                await _fail(variant.fault)
+            usage = Usage(
+                request.estimated_prompt_tokens, pieces, reasoning_tokens=reasoned or None
+            )
             yield Delta(finish_reason="tool_calls", usage=usage)
             return
         limit = request.max_tokens or (ENDLESS_CAP if variant.endless else None)
@@ -181,14 +196,15 @@ class SimProvider(Provider):
                 break
             if variant.fault and count == variant.fault_after:
                 await _fail(variant.fault)
-            yield Delta(text=token)
+            yield _text(token, request)
             count += 1
             await pace.next_token()
         if variant.fault and count == variant.fault_after:
             await _fail(variant.fault)  # a fault scheduled right at the natural end still fires
-        yield Delta(
-            finish_reason=finish, usage=Usage(request.estimated_prompt_tokens, count + pieces)
+        usage = Usage(
+            request.estimated_prompt_tokens, count + pieces, reasoning_tokens=reasoned or None
         )
+        yield Delta(finish_reason=finish, usage=usage)
 
 
 def _planned_calls(
@@ -206,17 +222,43 @@ def _planned_calls(
 
 
 async def _call(
-    calls: list[sim_agent.PlannedCall], seed: str, pace: _Pacer
+    calls: list[sim_agent.PlannedCall], request: GenerationRequest, prefill: str, pace: _Pacer
 ) -> AsyncGenerator[Delta, None]:
-    """A sentence, then each call: its id and name, then its arguments in pieces."""
-    for token in sim_text.tokenize(sim_agent.before_calls(calls), seed):
-        yield Delta(text=token)
+    """A sentence (what a continuation's `prefill` has not said of it yet), then each call:
+    its id and name, then its arguments in pieces."""
+    seed = request.prompt_text
+    sentence = sim_agent.before_calls(calls)
+    for token in sim_text.tokenize(sentence.removeprefix(prefill), seed):
+        yield _text(token, request)
         await pace.next_token()
     for position, call in enumerate(calls):
         yield Delta(tool=ToolDelta(position, call.id, call.name))
         for piece in sim_text.tokenize(call.arguments, seed):
             yield Delta(tool=ToolDelta(position, arguments=piece))
             await pace.next_token()
+
+
+def _text(token: str, request: GenerationRequest) -> Delta:
+    """A token of the answer, scored when `logprobs` asks: the sim always says the same thing,
+    so its token's probability is 1 (logprob 0) and each alternative's is nil (-9999.0, the
+    floor OpenAI reports)."""
+    if not request.logprobs:
+        return Delta(token)
+    wanted = request.top_logprobs or 0
+    others = [other for other in _ALTERNATIVES if other != token][: max(wanted - 1, 0)]
+    top = [_logprob(token, 0.0), *(_logprob(other, -9999.0) for other in others)][:wanted]
+    return Delta(token, logprobs=[{**_logprob(token, 0.0), "top_logprobs": top}])
+
+
+# Filler for top_logprobs: 20 common tokens (OpenAI's most), one of which may be the token.
+_ALTERNATIVES = (
+    *(" the", " a", " and", " of", " to", " in", " is", " it", " that", " for"),
+    *(" on", " with", " as", ",", ".", ":", "!", "?", " I", " you", " we"),
+)
+
+
+def _logprob(token: str, value: float) -> dict[str, Any]:
+    return {"token": token, "logprob": value, "bytes": list(token.encode())}
 
 
 def _question_and_prefill(messages: tuple[Message, ...]) -> tuple[str, str | None]:

@@ -24,6 +24,7 @@ from tokenrelay.errors import (
 from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.providers.content import Message
 from tokenrelay.server.native_models import MessageIn, NamedToolIn, ToolIn, tool_choice
+from tokenrelay.server.problems import problems_of
 from tokenrelay.shaping.jsonstream import schema_problem
 from tokenrelay.shaping.shaper import Shaping
 
@@ -133,28 +134,6 @@ class ChatRequest(BaseModel):
             thinking_budget=self.thinking_budget,
             request_id=request_id,
         )
-
-
-_PROBLEM_TEXT = {
-    "extra_forbidden": "unknown field",
-    "missing": "is required",
-    "string_pattern_mismatch": "must not contain control characters",  # MODEL_NAME, the only one
-}
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "body"
-
-
-def problems_of(error: ValidationError) -> list[FieldProblem]:
-    problems = []
-    for item in error.errors(include_url=False, include_input=False):
-        text = _PROBLEM_TEXT.get(item["type"]) or item["msg"].removeprefix("Value error, ")
-        problems.append(FieldProblem(_field_path(item["loc"]), text))
-    return problems
 
 
 def _shape_problems(data: JSONObject, max_tokens_limit: int) -> list[FieldProblem]:

@@ -27,8 +27,9 @@ from pydantic import (
 from tokenrelay._types import JSONObject
 from tokenrelay.errors import FieldProblem, InvalidRequest
 from tokenrelay.providers.base import GenerationRequest
-from tokenrelay.server.chat_request import MODEL_NAME, problems_of
+from tokenrelay.server.chat_request import MODEL_NAME
 from tokenrelay.server.native_models import valid_schema
+from tokenrelay.server.problems import problems_of
 from tokenrelay.wire import anthropic_request, openai_request
 
 _FORBID = ConfigDict(extra="forbid")
@@ -226,6 +227,14 @@ class AnthropicSource(BaseModel):
     media_type: str | None = None
     data: str | None = None
     url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _what_its_type_needs(self) -> AnthropicSource:
+        needs = {"base64": ("data", "media_type"), "url": ("url",), "text": ("data",)}
+        missing = [name for name in needs[self.type] if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"a {self.type} source needs {' and '.join(missing)}")
+        return self
 
 
 class AnthropicText(BaseModel):

@@ -44,6 +44,8 @@ def valid_schema(schema: JSONObject) -> JSONObject:
     if problem is not None:
         raise ValueError(problem)
     return schema
+
+
 TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # what OpenAI and Anthropic both accept
 
 

@@ -317,7 +317,11 @@ class EventEncoder(common.EventEncoder):
             return self._open("redacted_thinking", block) + self._close()
         out = b""
         if self._kind != "thinking":
-            out = self._open("thinking", {"type": "thinking", "thinking": ""})
+            # The signature is there from the start, empty, as Anthropic sends it: a block
+            # whose upstream gave none (an OpenAI-compatible one) still has the field the
+            # SDK echoes back in history.
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            out = self._open("thinking", block)
         if piece.get("content"):
             out += self._delta({"type": "thinking_delta", "thinking": piece["content"]})
         if piece.get("signature"):

@@ -1,0 +1,154 @@
+"""Pydantic's validation errors as field problems a caller can act on, in every dialect.
+
+Each problem names the field as the caller wrote it (`messages[0].content[1].image_url.url`)
+and says what is wrong in words of our own. Two things pydantic does are undone here:
+
+- A union reports one error per branch, with the branch's name in the location
+  (`content.str`, `content.list[tagged-union[...]][0]`). The branch that got furthest into the
+  value is the one the caller meant, so only its errors are kept, and branch names never
+  appear in a path.
+- Some messages quote the caller's value (a union's unknown tag). Caller input never goes
+  back verbatim, so those come from the table below instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from tokenrelay.errors import FieldProblem
+
+_PATTERN_TEXT = {
+    r"^[^\x00-\x1f\x7f]+$": "must not contain control characters",
+    r"^(https://|http://|data:)": "must be an https:, http: or data: URL",
+    r"^https?://": "must be an http: or https: URL",
+    r"^data:": "must be a data: URL",
+    r"^[A-Za-z0-9_-]{1,64}$": "must be 1 to 64 letters, digits, '_' or '-'",
+}
+
+Loc = tuple[int | str, ...]
+
+
+def problems_of(error: ValidationError) -> list[FieldProblem]:
+    items = error.errors(include_url=False, include_input=False)
+    kept = _furthest_branches(items)
+    problems: list[FieldProblem] = []
+    for item in kept:
+        problem = FieldProblem(_field_path(item["loc"]), _text(item))
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+def _text(item: Any) -> str:
+    kind, ctx = item["type"], item.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_TEXT.get(str(ctx.get("pattern")), "is not in the expected format")
+    if kind == "union_tag_invalid":
+        return f"type must be one of {ctx.get('expected_tags', '')}"
+    if kind == "union_tag_not_found":
+        return "needs a type"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be an object"  # pydantic's text names our model class
+    message: str = item["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _is_branch(part: int | str) -> bool:
+    """Whether a location part names a union's branch rather than a field: our fields are
+    snake_case; branches are types (`str`, `list[...]`, `NamedToolIn`, `literal[...]`)."""
+    if isinstance(part, int):
+        return False
+    return "[" in part or part[:1].isupper() or part in ("str", "int", "float", "bool", "none")
+
+
+def _clean(loc: Loc) -> Loc:
+    """The location without branch names, nor the tag a tagged union picked its branch by."""
+    out: list[int | str] = []
+    skip_tag = False
+    for part in loc:
+        if _is_branch(part):
+            skip_tag = skip_tag or "tagged-union[" in str(part)
+            continue
+        if skip_tag and isinstance(part, str):
+            skip_tag = False
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _site(loc: Loc) -> Loc:
+    """Where the first union is: the location up to its first branch name."""
+    for index, part in enumerate(loc):
+        if _is_branch(part):
+            return loc[:index]
+    return loc
+
+
+def _branch(loc: Loc) -> int | str | None:
+    return next((part for part in loc if _is_branch(part)), None)
+
+
+def _furthest_branches(items: Sequence[Any]) -> list[Any]:
+    """Of each union's branches, the errors of the one that went deepest, with their
+    locations cleaned; a value that no branch could enter at all gets one error saying what
+    it may be. Errors outside unions all stay."""
+    depth: dict[tuple[Loc, int | str], int] = {}
+    for item in items:
+        branch = _branch(item["loc"])
+        if branch is not None:
+            key = (_site(item["loc"]), branch)
+            depth[key] = max(depth.get(key, 0), len(_clean(item["loc"])))
+    best: dict[Loc, int | str] = {}
+    for (site, branch), deepest in depth.items():  # in order: the first wins a tie
+        if site not in best or deepest > depth[(site, best[site])]:
+            best[site] = branch
+    kept, told = [], set()
+    for item in items:
+        branch = _branch(item["loc"])
+        site = _site(item["loc"])
+        if branch is None:
+            kept.append(item)
+        elif depth[(site, best[site])] == len(site) and len(_kinds(items, site)) > 1:
+            if site not in told:  # no branch got in: say what the value may be, once
+                told.add(site)
+                kinds = " or ".join(_kinds(items, site))
+                kept.append({"loc": site, "type": "wrong_kind", "msg": f"must be {kinds}"})
+        elif best[site] == branch:
+            kept.append({**item, "loc": _clean(item["loc"])})
+    return kept
+
+
+_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _kinds(items: Sequence[Any], site: Loc) -> list[str]:
+    """What the union at `site` takes, in words: one entry a branch."""
+    kinds: list[str] = []
+    for item in items:
+        branch = _branch(item["loc"])
+        if branch is None or _site(item["loc"]) != site:
+            continue
+        name = str(branch)
+        if item["type"] == "literal_error":
+            kind = f"one of {item.get('ctx', {}).get('expected', '')}"
+        elif name.startswith("list["):
+            kind = "a list"
+        else:
+            kind = _KINDS.get(name, "an object")
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
+
+
+def _field_path(loc: Loc) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
