@@ -357,25 +357,29 @@ def test_the_upstream_refuses_thinking_that_did_not_come_back_whole(
     assert caught.value.status_code == 502  # the upstream's 400, as tokenrelay reports it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "The OpenAI dialect has no place for a thinking signature: an OpenAI client in front "
-        "of an Anthropic upstream with thinking on (extra_body thinking) gets reasoning_content "
-        "without its signature, so the assistant turn it sends back carries no thinking block, "
-        "and Anthropic (the mock, likewise) refuses a tool-calling turn without one. Carrying "
-        "the signature needs a field of our own in OpenAI's message (a design choice)."
-    ),
-)
-def test_openai_sdk_agent_loop_with_anthropic_thinking(server: RealServer, tag: str) -> None:
+@pytest.mark.parametrize("streaming", [False, True])
+def test_openai_sdk_agent_loop_with_anthropic_thinking(
+    server: RealServer, tag: str, streaming: bool
+) -> None:
+    # The signature travels in `thinking_blocks` (ours, as LiteLLM names it): the SDK keeps
+    # it, streamed or not, and sends it back with the message.
     thinking: Any = {"extra_body": {"thinking": {"type": "enabled", "budget_tokens": 1024}}}
     model = model_of("anthropic", "tools", tag=tag)
     messages: list[Any] = [{"role": "user", "content": QUESTION}]
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
-        first = client.chat.completions.create(
-            model=model, messages=messages, tools=OPENAI_TOOLS, **thinking
-        )
+        if streaming:
+            with client.chat.completions.stream(
+                model=model, messages=messages, tools=OPENAI_TOOLS, **thinking
+            ) as stream:
+                first = stream.get_final_completion()
+        else:
+            first = client.chat.completions.create(
+                model=model, messages=messages, tools=OPENAI_TOOLS, **thinking
+            )
         message = first.choices[0].message
+        [block] = (message.model_extra or {})["thinking_blocks"]
+        assert block["thinking"] == REASONING
+        assert block["signature"]
         assert getattr(message, "reasoning_content", None) == REASONING
         messages.append(message)
         for call in message.tool_calls or []:

@@ -88,6 +88,15 @@ class OpenAIToolCall(BaseModel):
     index: int | None = None  # echoed back by the SDK's stream helper; the order says it
 
 
+class OpenAIThinkingBlock(BaseModel):
+    model_config = _FORBID
+    index: int | None = None  # as the SDK's stream accumulation keeps it
+    type: Literal["thinking", "redacted_thinking"]
+    thinking: str = ""
+    signature: str = ""
+    data: str = ""
+
+
 class OpenAIMessage(BaseModel):
     model_config = _FORBID
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -100,6 +109,9 @@ class OpenAIMessage(BaseModel):
     # (wire/openai.py); OpenAI-compatible servers take no reasoning back (openai_request.py).
     refusal: str | None = None
     reasoning_content: str | None = None
+    # Thinking blocks as tokenrelay sends them (wire/openai.py thinking_block): an Anthropic
+    # upstream needs them back, signatures intact.
+    thinking_blocks: list[OpenAIThinkingBlock] | None = None
     annotations: list[Any] | None = None
     parsed: Any = None
     audio: None = None

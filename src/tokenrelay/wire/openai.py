@@ -223,6 +223,8 @@ class ChunkEncoder(EventEncoder):
         marker = "tokenrelay-content"
         head, _, tail = self._chunk({"content": marker}).rpartition(orjson.dumps(marker))
         self._token_head, self._token_tail = head, tail
+        self._thinking: list[str] = []  # the reasoning block being streamed
+        self._blocks = 0  # thinking blocks sent whole (thinking_blocks)
 
     def _chunk(
         self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
@@ -237,8 +239,7 @@ class ChunkEncoder(EventEncoder):
                 return self._token_head + content + self._token_tail
             return self._chunk({"content": event.payload()["content"]})
         if event.type == "reasoning":
-            content = event.payload()["content"]  # a signature or redacted block: no form here
-            return self._chunk({"reasoning_content": content}) if content else b""
+            return self._reasoning(event.payload())
         if event.type == "tool_call":
             return self._tool_call(event.payload())
         if event.type == "logprobs":  # the scores of the text just sent, in a chunk of their own
@@ -249,6 +250,24 @@ class ChunkEncoder(EventEncoder):
         if event.type in ("done", "error", "cancelled"):
             return self._ending(event.type, event.payload())
         return b""  # status, json and early usage events have no OpenAI form
+
+    def _reasoning(self, piece: dict[str, Any]) -> bytes:
+        """Reasoning streams as `reasoning_content`; a block Anthropic signed (or redacted)
+        then goes whole into `thinking_blocks`, a field of LiteLLM's making that OpenAI has
+        none for: the client sends it back in the assistant turn, so that an Anthropic
+        upstream gets its signature back and multi-turn tool use with thinking works."""
+        content = piece["content"]
+        out = self._chunk({"reasoning_content": content}) if content else b""
+        self._thinking.append(content)
+        block = thinking_block(
+            "".join(self._thinking), piece.get("signature", ""), piece.get("redacted", "")
+        )
+        if block is not None:
+            self._thinking = []
+            entry = {"index": self._blocks, **block}
+            self._blocks += 1
+            out += self._chunk({"thinking_blocks": [entry]})
+        return out
 
     def _tool_call(self, call: dict[str, Any]) -> bytes:
         if call["phase"] == "start":
@@ -290,6 +309,13 @@ def completion(
     reasoning = "".join(block.text for block in answer.reasoning)
     if reasoning:
         message["reasoning_content"] = reasoning
+    blocks = [
+        entry
+        for block in answer.reasoning
+        if (entry := thinking_block(block.text, block.signature, block.redacted))
+    ]
+    if blocks:
+        message["thinking_blocks"] = blocks
     usage = answer.ending.get("usage")
     logprobs = {"content": answer.logprobs, "refusal": None} if answer.logprobs else None
     choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
@@ -301,3 +327,13 @@ def completion(
         "choices": [choice],
         "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
+
+
+def thinking_block(text: str, signature: str, redacted: str) -> dict[str, Any] | None:
+    """A `thinking_blocks` entry (see ChunkEncoder._reasoning): a signed or redacted block;
+    None for reasoning with no signature (OpenAI-compatible servers sign nothing)."""
+    if redacted:
+        return {"type": "redacted_thinking", "data": redacted}
+    if signature:
+        return {"type": "thinking", "thinking": text, "signature": signature}
+    return None

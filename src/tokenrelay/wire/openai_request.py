@@ -22,6 +22,7 @@ from tokenrelay.providers.content import (
     Message,
     Part,
     Text,
+    Thinking,
     Tool,
     ToolCall,
     ToolChoice,
@@ -158,7 +159,11 @@ def _message_in(message: dict[str, Any], origin: str) -> Message:
         ToolCall(call["id"], call["function"]["name"], call["function"].get("arguments") or "")
         for call in message.get("tool_calls") or ()
     )
-    return Message(role, content, tool_calls=calls, origin=origin)
+    thinking = tuple(
+        Thinking(block.get("thinking", ""), block.get("signature", ""), block.get("data", ""))
+        for block in message.get("thinking_blocks") or ()
+    )
+    return Message(role, content, tool_calls=calls, thinking=thinking, origin=origin)
 
 
 def _content_in(content: Any) -> str | tuple[Part, ...]:
