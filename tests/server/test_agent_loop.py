@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import sse_events
 from tests.realserver import MockUpstream, RealServer, model_of, real_server, upstreams_config
 from tokenrelay.providers import sim_agent
+from tokenrelay.providers.content import Message
 from tokenrelay.sse import SSEDecoder
 
 pytestmark = pytest.mark.server
@@ -81,15 +82,17 @@ def thinking_for(provider: str, dialect: str) -> tuple[dict[str, Any], tuple[str
     return {"thinking_budget": 1024}, ()
 
 
-def final_answer(provider: str) -> str:
-    """What the sim says once the results are back. An OpenAI-compatible upstream has no form
-    for a failed result (`is_error`), so there it reads as returned."""
-    failed = "returned" if provider == "openai" else "failed"
-    return sim_agent.after_results(QUESTION, []).replace(
-        "\nI hope",
-        f"\n- The tool returned: {RESULTS['get_weather']}"
-        f"\n- The tool {failed}: {RESULTS['search_docs']}\nI hope",
-    )
+def final_answer(provider: str, *, flagged: bool = True) -> str:
+    """What the sim says once the results are back, the second `flagged` as failed (the
+    OpenAI dialect has no flag to send). An OpenAI-compatible upstream has no form for the
+    flag either: the result's text says "Error: " there instead."""
+    weather = Message("tool", RESULTS["get_weather"], tool_call_id="a")
+    docs = RESULTS["search_docs"]
+    if flagged and provider == "openai":
+        failed = Message("tool", f"Error: {docs}", tool_call_id="b")
+    else:
+        failed = Message("tool", docs, tool_call_id="b", is_error=flagged)
+    return sim_agent.after_results(QUESTION, [weather, failed])
 
 
 def assistant_turns(mock: MockUpstream, tag: str) -> list[dict[str, Any]]:
@@ -251,7 +254,7 @@ def test_openai_sdk_agent_loop(
             model=model, messages=messages, tools=OPENAI_TOOLS, **thinking
         )
     assert second.choices[0].finish_reason == "stop"
-    assert second.choices[0].message.content == final_answer("openai")  # no is_error here
+    assert second.choices[0].message.content == final_answer(provider, flagged=False)
     if provider != "sim":
         (sent_turn,) = assistant_turns(mock, tag)
         returned = _calls_returned(sent_turn, provider)
@@ -388,7 +391,7 @@ def test_openai_sdk_agent_loop_with_anthropic_thinking(
         second = client.chat.completions.create(
             model=model, messages=messages, tools=OPENAI_TOOLS, **thinking
         )
-    assert second.choices[0].message.content == final_answer("openai")
+    assert second.choices[0].message.content == final_answer("anthropic", flagged=False)
 
 
 # ---------------------------------------------------------------- resume and recovery

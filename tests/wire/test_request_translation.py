@@ -159,3 +159,32 @@ def test_an_openai_caller_asks_an_anthropic_upstream_to_think_with_the_extension
     body = anthropic_request.request_body(request, "claude", stream=True)
     assert body["thinking"] == thinking
     assert OPENAI.unsupported(request) == {"thinking_budget"}  # named `thinking` at the route
+
+
+def test_a_failed_tool_result_says_so_in_its_text_to_an_openai_upstream() -> None:
+    call = {"type": "tool_use", "id": "t1", "name": "weather", "input": {}}
+    request = _anthropic(
+        messages=[
+            {"role": "user", "content": "Paris?"},
+            {"role": "assistant", "content": [call]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": "timed out",
+                        "is_error": True,
+                    }
+                ],
+            },
+        ],
+    )
+    body = openai_request.request_body(request, "gpt", stream=True)
+    assert body["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "Error: timed out",
+    }
+    anthropic_body = anthropic_request.request_body(request, "claude", stream=True)
+    assert anthropic_body["messages"][-1]["content"][0]["is_error"] is True

@@ -123,11 +123,29 @@ def test_finish_reasons_map_both_ways(finish: str, stop: str) -> None:
     assert anthropic.STOP_TO_FINISH[stop] == finish
 
 
-def test_openai_content_filter_finish_is_an_error() -> None:
+def test_openai_content_filter_finish_is_an_error_once_its_usage_is_counted() -> None:
     decoder = openai.ChunkDecoder()
     chunk = '{"choices":[{"index":0,"delta":{},"finish_reason":"content_filter"}]}'
+    assert decoder.feed(chunk) == []
+    usage = '{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}'
+    assert decoder.feed(usage) == [Delta(usage=Usage(9, 5))]
     with pytest.raises(GenerationError) as caught:
-        decoder.feed(chunk)
+        decoder.feed("[DONE]")
+    assert caught.value.error_type == "content_filter"
+
+
+@pytest.mark.parametrize("decoder", [openai.ChunkDecoder, anthropic.EventDecoder])
+def test_a_filtered_stream_cut_before_its_end_is_still_filtered(decoder: type) -> None:
+    wire = decoder()
+    if isinstance(wire, openai.ChunkDecoder):
+        wire.feed('{"choices":[{"index":0,"delta":{},"finish_reason":"content_filter"}]}')
+    else:
+        delta = {"type": "message_delta", "delta": {"stop_reason": "refusal"}, "usage": {}}
+        assert wire.feed("message_delta", orjson.dumps(delta).decode()) == [
+            Delta(usage=Usage(0, 0))
+        ]
+    with pytest.raises(GenerationError) as caught:
+        wire.finish()
     assert caught.value.error_type == "content_filter"
 
 

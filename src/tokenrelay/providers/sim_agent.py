@@ -82,7 +82,7 @@ def after_results(question: str, results: list[Message]) -> str:
         text = " ".join(result.text.split())[:200] or "(no content)"
         status = "failed" if result.is_error else "returned"
         lines.append(f"- The tool {status}: {text}")
-    lines.append("I hope this helps! Feel free to ask a follow-up question.")
+    lines.append("\nI hope this helps! Feel free to ask a follow-up question.")  # not in the list
     return "\n".join(lines)
 
 

@@ -114,6 +114,7 @@ class Stream:
         self._finish = "stop"
         self._usage: Usage | None = None
         self._usage_told = False  # a `usage` event went out (the prompt's count, early)
+        self._usage_counts_answer = False  # the last count came once the answer had begun
         self._structured = Structured(
             self._emit_structured,
             tools=request.tools,
@@ -301,7 +302,8 @@ class Stream:
         from Anthropic's message_start), also goes out as a `usage` event: its prompt figures
         only, as the completion has not begun (Anthropic's placeholder of 1 is not a count)."""
         self._usage = usage
-        if not self._usage_told and self._first_token_at is None and not self._structured.pieces:
+        self._usage_counts_answer = self._first_token_at is not None or self._structured.pieces > 0
+        if not self._usage_told and not self._usage_counts_answer:
             self._usage_told = True
             prompt = {k: v for k, v in usage.as_dict().items() if k in _PROMPT_FIGURES}
             self._append_nowait(ev.usage_event(self._next_seq(), prompt))
@@ -360,6 +362,10 @@ class Stream:
         message = client_message(error_type)
         self._release_held()
         usage = self._estimated_usage()
+        if error_type == "content_filter" and self._usage_counts_answer:
+            # A filter ends the answer rather than cutting the connection: the upstream
+            # still counts what it said (OpenAI's usage chunk, Anthropic's message_delta).
+            usage = self._final_usage(self._usage)
         event = ev.error_event(self._next_seq(), error_type, message, retryable, retry_after, usage)
         await self._end(event, error_type)
 

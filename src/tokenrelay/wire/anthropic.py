@@ -129,6 +129,7 @@ class EventDecoder:
         self._prompt: Usage | None = None  # from message_start
         self._json_block: int | None = None  # our JSON tool's block (json_tool), if any
         self._tool_blocks: set[int] = set()  # the caller's tool_use blocks, by index
+        self._refused = False  # stop_reason refusal: raised at message_stop (or the end)
 
     def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
         try:
@@ -155,6 +156,7 @@ class EventDecoder:
             return [self._message_delta(payload)]
         if kind == "message_stop":
             self.finished = True
+            self._raise_if_refused()
             return []
         if kind == "error":
             raise error_from_body(payload.get("error"))
@@ -214,16 +216,23 @@ class EventDecoder:
 
     def _message_delta(self, payload: dict[str, Any]) -> Delta:
         stop = (payload.get("delta") or {}).get("stop_reason")
-        if stop == "refusal":  # as OpenAI's content_filter finish: the answer was stopped
-            raise ContentFiltered("anthropic: stop_reason refusal")
+        usage = usage_in(payload.get("usage") or {}, self._prompt)
+        if stop == "refusal":  # as OpenAI's content_filter finish: the answer was stopped;
+            self._refused = True  # raised at message_stop, after its count is taken
+            return Delta(usage=usage)
         finish = STOP_TO_FINISH.get(stop, "stop") if isinstance(stop, str) else None
         if stop == "tool_use" and self._json_block is not None:
             finish = "stop"  # our own JSON tool: the answer is complete, not a tool call
-        return Delta(finish_reason=finish, usage=usage_in(payload.get("usage") or {}, self._prompt))
+        return Delta(finish_reason=finish, usage=usage)
 
     def finish(self) -> None:
+        self._raise_if_refused()
         if not self.finished:
             raise NetworkError("anthropic: stream ended without message_stop")
+
+    def _raise_if_refused(self) -> None:
+        if self._refused:
+            raise ContentFiltered("anthropic: stop_reason refusal")
 
 
 class EventEncoder(common.EventEncoder):

@@ -83,6 +83,9 @@ class ChunkDecoder:
         self.finished = False  # [DONE] seen
         self._calls: dict[int, tuple[str, int]] = {}  # upstream index -> (call id, position)
         self._positions = 0  # calls begun
+        # A content filter stopped the answer: raised at [DONE] (or the end), so the usage
+        # chunk between them still counts what was said.
+        self._filtered = False
 
     def feed_sse(self, event: ServerSentEvent) -> list[Delta]:
         data = event.data
@@ -91,6 +94,7 @@ class ChunkDecoder:
         except orjson.JSONDecodeError:
             if data.strip() == "[DONE]":  # not JSON: checked only when the parse fails
                 self.finished = True
+                self._raise_if_filtered()
                 return []
             raise UpstreamError("openai: undecodable chunk") from None
         # Once per token, so the usual chunk is checked in one go: its first choice's delta
@@ -156,7 +160,8 @@ class ChunkDecoder:
                 deltas.append(Delta(tool=self._tool_piece(call)))
         finish = choice.get("finish_reason")
         if finish == "content_filter":
-            raise ContentFiltered("openai: finish_reason content_filter")
+            self._filtered = True
+            return deltas
         if isinstance(finish, str) and finish:
             deltas.append(Delta(finish_reason=_FINISH.get(finish, finish)))
         return deltas
@@ -176,8 +181,13 @@ class ChunkDecoder:
         return ToolDelta(known[1], arguments=arguments)
 
     def finish(self) -> None:
+        self._raise_if_filtered()
         if not self.finished:
             raise NetworkError("openai: stream ended without [DONE]")
+
+    def _raise_if_filtered(self) -> None:
+        if self._filtered:
+            raise ContentFiltered("openai: finish_reason content_filter")
 
 
 _FINISH = {"function_call": "tool_calls"}  # the legacy name

@@ -6,8 +6,10 @@
 (providers/content.py). Pure functions: the shapes are checked before (server/compat_request.py).
 
 What has no OpenAI form: reasoning in an assistant turn's history (OpenAI-compatible servers
-take none back, and some refuse it), so it is left out; a tool result's `is_error` (the result's
-text says so); documents given by URL (`unsupported_content` names them, so they are refused).
+take none back, and some refuse it), so it is left out; documents given by URL
+(`unsupported_content` names them, so they are refused). A tool result's `is_error` has no
+field either: the result's text then begins "Error: ", the way tool errors usually read, so
+the model still learns the call failed.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ def unsupported_content(request: GenerationRequest) -> set[str]:
 
 def _message_out(message: Message) -> dict[str, Any]:
     if message.role == "tool":
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+        text = message.text
+        if message.is_error and not text.lower().startswith("error"):
+            text = f"Error: {text}"
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": text}
     out: dict[str, Any] = {"role": message.role}
     if message.role == "assistant":
         out["content"] = message.text or None
