@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenrelay.errors import ContentFiltered, NetworkError, RateLimited, UpstreamError
+from tokenrelay.providers import sim_agent
 from tokenrelay.providers.base import Delta, GenerationRequest
 from tokenrelay.providers.content import Message, Tool
 from tokenrelay.providers.sim import INSTANT, SimProvider, SimTiming, parse_variant
@@ -233,3 +234,26 @@ async def test_reasoning_tokens_are_counted_apart(tools: tuple[Tool, ...]) -> No
     plain = (await _collect(SimProvider(), _request("fast", tools=tools)))[-1].usage
     assert plain is not None
     assert plain.reasoning_tokens is None  # nothing was said of reasoning: no figure
+
+
+_CITY = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}
+
+
+@pytest.mark.parametrize(
+    ("question", "parallel", "expected"),
+    [
+        ("What is the weather in Paris and New York?", None, ["Paris", "New York"]),
+        ("What is the weather in Paris and New York?", False, ["Paris"]),
+        ("Paris weather?", None, ["paris weather"]),  # a sentence's first word is no name
+    ],
+)
+def test_the_sim_calls_one_tool_once_for_each_name_in_the_question(
+    question: str, parallel: bool | None, expected: list[str]
+) -> None:
+    tools = (Tool("get_weather", parameters=_CITY),)
+    calls = sim_agent.plan_calls(tools, None, parallel, question)
+    arguments = [json.loads(call.arguments) for call in calls]
+    assert [a["city"] for a in arguments] == expected
+    assert all(isinstance(a["days"], int) for a in arguments)
+    assert len({call.id for call in calls}) == len(calls)
+    assert sim_agent.before_calls(calls) == "Let me check that with `get_weather`."

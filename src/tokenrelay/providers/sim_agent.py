@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 from dataclasses import dataclass
+from typing import Any
 
+from tokenrelay._types import JSONObject
 from tokenrelay.providers import sim_text
 from tokenrelay.providers.content import Document, Image, Message, Tool, ToolChoice
 
@@ -44,8 +48,9 @@ def plan_calls(
     parallel: bool | None,
     question: str,
 ) -> list[PlannedCall]:
-    """The calls to make: the named tool; else the first two tools at once when parallel
-    calls are allowed; else the first. Arguments follow each tool's schema."""
+    """The calls to make, as a model would: the named tool, else the first; with parallel
+    calls allowed, the first two tools at once, or one tool once for each place or name the
+    question gives ("Paris and Oslo": two calls). String arguments hold that subject."""
     if not tools or (choice is not None and choice.mode == "none"):
         return []
     if choice is not None and choice.mode == "tool":
@@ -54,15 +59,50 @@ def plan_calls(
         chosen = list(tools[:2])
     else:
         chosen = list(tools[:1])
-    topic = sim_text.topic_of(question)
+    subjects = subjects_of(question) or [sim_text.topic_of(question)]
+    if parallel is not False and len(chosen) == 1:
+        pairs = [(chosen[0], subject) for subject in subjects[:MAX_PARALLEL]]
+    else:
+        pairs = [(tool, subjects[0]) for tool in chosen]
     calls = []
-    for number, tool in enumerate(chosen):
-        rng = sim_text.rng_for("arguments", question, tool.name)
+    for number, (tool, subject) in enumerate(pairs):
+        rng = sim_text.rng_for("arguments", question, tool.name, subject)
         schema = tool.parameters if tool.parameters.get("properties") else _ANY_OBJECT
-        value = sim_text.value_for_schema(schema, "query", topic, rng)
+        value = _arguments(schema, subject, rng)
         digest = hashlib.blake2b(f"{question}\x1f{tool.name}\x1f{number}".encode(), digest_size=8)
         calls.append(PlannedCall(f"call_{digest.hexdigest()}", tool.name, json.dumps(value)))
     return calls
+
+
+MAX_PARALLEL = 3  # calls of one tool at once
+
+
+def subjects_of(question: str) -> list[str]:
+    """The names in a question ("Paris", "New York"): capitalised words that do not begin a
+    sentence, in order, once each."""
+    found: list[str] = []
+    for match in _NAME.finditer(question):
+        before = question[: match.start()].rstrip()
+        if not before or before[-1] in ".!?":
+            continue  # capitalised by grammar, not a name
+        if match[0] not in found:
+            found.append(match[0])
+    return found
+
+
+_NAME = re.compile(r"\b[A-Z][a-zA-Z]+(?:\s+[A-Z][a-zA-Z]+)*")
+
+
+def _arguments(schema: JSONObject, subject: str, rng: random.Random) -> Any:
+    """Arguments that follow `schema`: its string properties hold the subject."""
+    properties = schema.get("properties") or {}
+    value = {}
+    for key, spec in properties.items():
+        if spec.get("type", "string") == "string" and not spec.get("enum"):
+            value[key] = subject
+        else:
+            value[key] = sim_text.value_for_schema(spec, key, subject, rng)
+    return value
 
 
 _ANY_OBJECT = {"type": "object", "properties": {"query": {"type": "string"}}}
@@ -70,7 +110,7 @@ _ANY_OBJECT = {"type": "object", "properties": {"query": {"type": "string"}}}
 
 def before_calls(calls: list[PlannedCall]) -> str:
     """The text the sim says before it calls tools (an answer that mixes text and calls)."""
-    names = " and ".join(f"`{call.name}`" for call in calls)
+    names = " and ".join(f"`{name}`" for name in dict.fromkeys(call.name for call in calls))
     return f"Let me check that with {names}."
 
 
