@@ -278,3 +278,21 @@ async def test_on_upstream_error_continue_gives_one_answer(client: httpx.AsyncCl
     assert "".join(e["content"] for e in events if e["type"] == "token") == compose_answer(
         "Explain TCP"
     )
+
+
+async def test_reasoning_is_sent_unless_the_request_leaves_it_out(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"model": "sim/fast+think", "message": "Why is the sky blue?"}
+    shown = sse_events((await client.post("/api/chat/stream", json=body)).content)
+    hidden = sse_events(
+        (await client.post("/api/chat/stream", json={**body, "include_reasoning": False})).content
+    )
+    assert any(e["type"] == "reasoning" for e in shown)
+    assert not any(e["type"] == "reasoning" for e in hidden)
+    text = ["".join(e["content"] for e in s if e["type"] == "token") for s in (shown, hidden)]
+    assert text[0] == text[1] == compose_answer("Why is the sky blue?")
+    # The upstream still reasoned, and billed it: the count says so either way.
+    usage = [s[-1]["usage"] for s in (shown, hidden)]
+    assert usage[0]["completion_tokens"] == usage[1]["completion_tokens"]
+    assert usage[1]["completion_tokens_details"]["reasoning_tokens"] > 0

@@ -54,6 +54,28 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaSpec | None = None
 
 
+# The parameters a request model names as GenerationRequest does: taken over as they are.
+_SAME_NAMED = (
+    "temperature",
+    "parallel_tool_calls",
+    "top_p",
+    "top_k",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "service_tier",
+    "reasoning_effort",
+)
+
+
+def same_named(request: BaseModel) -> dict[str, Any]:
+    """The parameters `request` has under GenerationRequest's own names."""
+    return {name: getattr(request, name) for name in _SAME_NAMED if hasattr(request, name)}
+
+
 class ChatRequest(BaseModel):
     model_config = _FORBID
     message: str | None = None
@@ -115,24 +137,13 @@ class ChatRequest(BaseModel):
             model=model,
             messages=tuple(messages),
             max_tokens=self.max_tokens,
-            temperature=self.temperature,
             response_format=fmt,
             tools=tuple(tool.to_tool() for tool in self.tools or ()),
             tool_choice=tool_choice(self.tool_choice),
-            parallel_tool_calls=self.parallel_tool_calls,
             stop=tuple(stop),
-            top_p=self.top_p,
-            top_k=self.top_k,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            logprobs=self.logprobs,
-            top_logprobs=self.top_logprobs,
-            user=self.user,
-            service_tier=self.service_tier,
-            reasoning_effort=self.reasoning_effort,
             thinking_budget=self.thinking_budget,
             request_id=request_id,
+            **same_named(self),
         )
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 from tokenrelay._types import JSONObject
 from tokenrelay.errors import FieldProblem, InvalidRequest
 from tokenrelay.providers.base import GenerationRequest
-from tokenrelay.server.chat_request import MODEL_NAME
+from tokenrelay.server.chat_request import MODEL_NAME, same_named
 from tokenrelay.server.native_models import valid_schema
 from tokenrelay.server.problems import problems_of
 from tokenrelay.wire import anthropic_request, openai_request
@@ -208,22 +208,12 @@ class OpenAIChatRequest(BaseModel):
             messages=openai_request.conversation(dumped["messages"]),
             max_tokens=self.max_completion_tokens or self.max_tokens,
             max_completion_tokens=self.max_completion_tokens is not None,
-            temperature=self.temperature,
             response_format=fmt if fmt and fmt.get("type") != "text" else None,
             tools=openai_request.tools_in(dumped.get("tools")),
             tool_choice=openai_request.tool_choice_in(dumped.get("tool_choice")),
-            parallel_tool_calls=self.parallel_tool_calls,
             stop=tuple(stop),
-            top_p=self.top_p,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            logprobs=self.logprobs,
-            top_logprobs=self.top_logprobs,
-            user=self.user,
-            service_tier=self.service_tier,
-            reasoning_effort=self.reasoning_effort,
             thinking_budget=thinking_budget(self.thinking),
+            **same_named(self),
             dialect="openai",
             extras=openai_request.extras_in(dumped.get("tools")),
             request_id=request_id,
