@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenrelay.errors import InvalidOutput
-from tokenrelay.shaping.jsonstream import NOTHING, PartialJSON, schema_problem
+from tokenrelay.schemas import schema_problem
+from tokenrelay.shaping.jsonstream import NOTHING, PartialJSON
 
 
 def _partial(text: str) -> Any:

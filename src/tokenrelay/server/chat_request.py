@@ -23,9 +23,9 @@ from tokenrelay.errors import (
 )
 from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.providers.content import Message
+from tokenrelay.schemas import schema_problem
 from tokenrelay.server.native_models import MessageIn, NamedToolIn, ToolIn, tool_choice
 from tokenrelay.server.problems import problems_of
-from tokenrelay.shaping.jsonstream import schema_problem
 from tokenrelay.shaping.shaper import Shaping
 
 _FORBID = ConfigDict(extra="forbid")

@@ -32,7 +32,7 @@ from tokenrelay.providers.content import (
     ToolCall,
     ToolChoice,
 )
-from tokenrelay.shaping.jsonstream import schema_problem
+from tokenrelay.schemas import schema_problem
 
 _FORBID = ConfigDict(extra="forbid")
 

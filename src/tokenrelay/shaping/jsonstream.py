@@ -27,10 +27,9 @@ from typing import Any
 
 import jiter
 import regex
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from tokenrelay.errors import InvalidOutput
+from tokenrelay.schemas import first_error, validator
 
 # A number still being written at the very end of the text: where a value starts (the start,
 # or after `:`, `[`, `,`), digits up to the end. Only the tail is searched: numbers are short.
@@ -41,21 +40,11 @@ _TAIL = 64
 NOTHING: Any = object()  # no value yet (nothing complete enough to show)
 
 
-def schema_problem(schema: Any) -> str | None:
-    """Why `schema` is not a usable JSON Schema, or None if it is. The reason names where in
-    the schema, never the offending value (caller input does not go back verbatim)."""
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return f"is not a valid JSON Schema (Draft 2020-12): see {exc.json_path[:100]}"
-    return None
-
-
 class PartialJSON:
     def __init__(self, schema: dict[str, Any] | None = None) -> None:
         self._parts: list[str] = []
         self.size = 0  # characters of text so far
-        self._validator = Draft202012Validator(schema) if schema else None
+        self._validator = validator(schema) if schema else None
 
     def feed(self, text: str) -> None:
         self._parts.append(text)
@@ -89,7 +78,7 @@ class PartialJSON:
         except ValueError:
             raise InvalidOutput("the answer is not valid JSON") from None
         if self._validator is not None:
-            error = next(iter(self._validator.iter_errors(value)), None)
+            error = first_error(self._validator, value)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(root)"
                 raise InvalidOutput(f"schema violation at {where}: {error.validator}")
