@@ -10,11 +10,12 @@ import pytest
 from tests.realserver import MockUpstream
 from tokenrelay.errors import RateLimited
 from tokenrelay.events import Event
-from tokenrelay.providers.base import Delta, GenerationRequest, Provider
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider, ToolDelta, Usage
 from tokenrelay.providers.content import Message
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider
 from tokenrelay.settings import StreamsSection, UpstreamSection
+from tokenrelay.shaping.shaper import Shaping
 from tokenrelay.streams.log import StreamMeta
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.stream import SHUTDOWN, Stream
@@ -175,3 +176,40 @@ async def test_cancel_for_shutdown_is_a_retryable_error() -> None:
     ending = (await log.read("str_t", 0, wait=0))[-1].payload()
     assert ending["error_type"] == "server_shutdown"
     assert ending["retryable"] is True
+
+
+async def test_the_prompts_count_before_the_answer_is_no_sign_of_the_answer() -> None:
+    """Regression: Anthropic's message_start (a usage delta at once) counted as a sign of
+    life, so the idle deadline replaced the first-token deadline before any content."""
+    script: list[Delta | float | Exception] = [
+        Delta(usage=Usage(9, 1)),
+        0.3,  # thinking before the first word: past idle_timeout, within first_token_timeout
+        Delta("Hi"),
+        Delta(finish_reason="stop", usage=Usage(9, 1)),
+    ]
+    events, _ = await _run(ScriptedProvider(script), first_token=5.0, idle=0.1)
+    assert _types(events) == ["start", "usage", "token", "done"]
+
+
+async def test_held_words_go_out_before_a_tool_call() -> None:
+    """Regression: with word chunking the last word was held past the call's events."""
+    log = MemoryStreamLog(max_bytes=1 << 20, ttl=60.0)
+    await log.create("str_t", StreamMeta("str_t", "m"))
+    script: list[Delta | float | Exception] = [
+        Delta("Let me "),
+        Delta("check"),  # a word not yet ended: held
+        Delta(tool=ToolDelta(0, "call_1", "f", '{"a": 1}')),
+        Delta(finish_reason="tool_calls"),
+    ]
+    request = GenerationRequest("m", (Message("user", "hello"),))
+    shaping = Shaping(chunking="word", max_hold=10.0)
+    provider = ScriptedProvider(script)
+    stream = Stream("str_t", "x/m", provider, request, log, NO_RETRIES, shaping=shaping)
+    await stream.run()
+    events = await log.read("str_t", 0, wait=0)
+    kinds = _types(events)
+    first_call = kinds.index("tool_call")
+    assert "token" not in kinds[first_call:]  # every word went out before the call
+    assert kinds[first_call:] == ["tool_call", "tool_call", "tool_call", "done"]
+    text = "".join(e.payload()["content"] for e in events if e.type == "token")
+    assert text == "Let me check"

@@ -104,6 +104,13 @@ class Shaper:
             self._emit_json(value)
         return value
 
+    def flush_text(self) -> None:
+        """Release held text now: what comes next is not text (reasoning, a tool call) and
+        must not overtake it, nor land inside it (an Anthropic block holds one kind)."""
+        if self._chunker is not None and self._chunker.held:
+            self._emit_text(self._chunker.flush(final=True))
+            self._held_since = None
+
     def close(self) -> None:
         """Release held text (the stream is ending, however it ends); stop the timer."""
         self._disarm()

@@ -50,7 +50,7 @@ from tokenrelay.errors import (
     client_message,
 )
 from tokenrelay.metrics import METRICS
-from tokenrelay.providers.base import Delta, GenerationRequest, Provider, Usage
+from tokenrelay.providers.base import Delta, GenerationRequest, Provider, ToolDelta, Usage
 from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.jsonstream import NOTHING
 from tokenrelay.shaping.shaper import Shaper, Shaping
@@ -253,24 +253,19 @@ class Stream:
 
     def _on_delta(self, delta: Delta) -> None:
         """One delta from the provider: once per token, so written out flat."""
-        now = time.monotonic()  # one clock read per delta, for both uses
-        assert self._idle is not None
-        self._idle.last = now
         text, finish, usage, reasoning, signature, redacted, tool, logprobs = delta
         if usage is not None:
             self._on_usage(usage)
         if finish:
             self._finish = finish
-        # Thinking comes before the words it leads to, and a call after them; a delta may
-        # carry both, as vLLM's first content delta can.
-        if reasoning or signature or redacted:
-            self._structured.reasoning(reasoning, signature, redacted)
         if not text:
-            if tool is not None:
-                self._structured.tool(tool)
-            if logprobs is not None:
-                self._emit_logprobs(logprobs)
+            self._on_other(reasoning, signature, redacted, tool, logprobs)
             return
+        now = time.monotonic()  # one clock read per delta, for both uses
+        assert self._idle is not None
+        self._idle.last = now
+        if reasoning or signature or redacted:  # thinking comes before the words it leads to
+            self._on_other(reasoning, signature, redacted, None, None)
         if self._overlap:
             # A continuation's first words may repeat what was sent (e.g. trimmed whitespace).
             text, self._overlap = text.removeprefix(self._overlap), ""
@@ -294,6 +289,32 @@ class Stream:
             self._shaper.feed(text)
         # Asked for: after the text they score; with word or line chunking, that text may
         # still be held for its word to end, so they can come before it.
+        if logprobs is not None:
+            self._emit_logprobs(logprobs)
+        if tool is not None:  # a call after the words (no decoder sends both in one delta)
+            self._on_other("", "", "", tool, None)
+
+    def _on_other(
+        self,
+        reasoning: str,
+        signature: str,
+        redacted: str,
+        tool: ToolDelta | None,
+        logprobs: list[Any] | None,
+    ) -> None:
+        """What a delta carries besides text. A count or a finish alone is no sign of the
+        answer yet (Anthropic's message_start comes at once): the first-token deadline holds."""
+        if not (reasoning or signature or redacted or tool is not None or logprobs is not None):
+            return
+        assert self._idle is not None
+        self._idle.last = time.monotonic()
+        if reasoning or signature or redacted or tool is not None:
+            if self._shaper is not None:
+                self._shaper.flush_text()  # held words go before, never after or inside
+            if reasoning or signature or redacted:
+                self._structured.reasoning(reasoning, signature, redacted)
+            if tool is not None:
+                self._structured.tool(tool)
         if logprobs is not None:
             self._emit_logprobs(logprobs)
 

@@ -248,6 +248,11 @@ class EventEncoder(common.EventEncoder):
         self._started = False  # message_start went out
         self._block = -1  # the open block's index, -1 for none
         self._kind = ""  # the open block's kind: text, thinking, tool_use, redacted_thinking
+        # Anthropic's blocks follow one another; an OpenAI upstream's parallel calls
+        # interleave. The call whose block is open streams; the others wait here, in order,
+        # until it ends.
+        self._open_call: int | None = None
+        self._waiting: dict[int, list[dict[str, Any]]] = {}
 
     def encode_one(self, event: Event) -> bytes:
         kind = event.type
@@ -339,15 +344,33 @@ class EventEncoder(common.EventEncoder):
         return out
 
     def _tool_call(self, call: dict[str, Any]) -> bytes:
-        if call["phase"] == "start":
+        index, phase = call["index"], call["phase"]
+        busy = self._kind == "tool_use" and self._open_call != index
+        if busy or index in self._waiting:
+            self._waiting.setdefault(index, []).append(call)
+            return b""
+        if phase == "start":
+            self._open_call = index
             block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
             return self._open("tool_use", block)
-        if call["phase"] == "delta":
+        if phase == "delta":
             return self._delta({"type": "input_json_delta", "partial_json": call["arguments"]})
-        return self._close()
+        self._open_call = None
+        return self._close() + self._next_waiting()
+
+    def _next_waiting(self) -> bytes:
+        """The first waiting call's block, as far as it has come (and the next's, if it ended)."""
+        if not self._waiting:
+            return b""
+        index = next(iter(self._waiting))
+        return b"".join(self._tool_call(call) for call in self._waiting.pop(index))
 
     def _stop(self, stop_reason: str, ending: dict[str, Any]) -> bytes:
-        out = self._close()
+        out = b""
+        while self._waiting:  # calls cut short: what they had, each in its block
+            self._open_call = None
+            out += self._close() + self._next_waiting()
+        out += self._close()
         if self._block < 0:  # nothing was said: an empty text block, as the API gives one
             out = self._open("text", {"type": "text", "text": ""}) + self._close()
         delta = {"stop_reason": stop_reason, "stop_sequence": None}
