@@ -95,3 +95,10 @@ async def test_tools_and_image_parts_are_accepted(client: httpx.AsyncClient) -> 
     body = {**_openai([*OPENAI_TEXT, image]), "tools": [tool]}
     r = await client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200
+
+
+async def test_a_callers_own_key_is_named_whatever_its_shape(client: httpx.AsyncClient) -> None:
+    body = {"model": "sim/fast", "message": "x", "Temperature": 0.5, "list[x]": 1}
+    r = await client.post("/api/chat", json=body)
+    fields = [f["field"] for f in r.json()["error"]["fields"]]
+    assert fields == ["Temperature", "list[x]"]

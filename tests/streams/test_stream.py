@@ -213,3 +213,12 @@ async def test_held_words_go_out_before_a_tool_call() -> None:
     assert kinds[first_call:] == ["tool_call", "tool_call", "tool_call", "done"]
     text = "".join(e.payload()["content"] for e in events if e.type == "token")
     assert text == "Let me check"
+
+
+async def test_an_answer_with_calls_ends_with_tool_calls_whatever_the_server_said() -> None:
+    script: list[Delta | float | Exception] = [
+        Delta(tool=ToolDelta(0, "call_1", "f", "{}")),
+        Delta(finish_reason="stop"),  # as Ollama and vLLM end one
+    ]
+    events, _ = await _run(ScriptedProvider(script))
+    assert events[-1].payload()["finish_reason"] == "tool_calls"

@@ -74,3 +74,17 @@ def test_calls_cut_short_still_close_their_blocks() -> None:
     )
     assert [b["id"] for b in _blocks(sent)] == ["a", "b"]
     assert sent[-2]["delta"]["stop_reason"] == "refusal"
+
+
+def test_message_start_waits_past_a_retrys_status_for_the_prompts_count() -> None:
+    sent = _encode(
+        [
+            ("start", {"stream_id": "s", "model": "m"}),
+            ("status", {"message": "retrying"}),
+            ("usage", {"usage": {"prompt_tokens": 1000}}),
+            ("token", {"content": "Hi"}),
+            ("done", {"finish_reason": "stop", "token_count": 1, "usage": None}),
+        ]
+    )
+    assert sent[0]["type"] == "message_start"
+    assert sent[0]["message"]["usage"]["input_tokens"] == 1000

@@ -389,7 +389,8 @@ def validate_compat(model: type[M], data: Any, max_tokens_limit: int) -> M:
         parsed = model.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest(problems_of(exc)) from None
-    limit = getattr(parsed, "max_completion_tokens", None) or getattr(parsed, "max_tokens", None)
-    if isinstance(limit, int) and limit > max_tokens_limit:
-        raise InvalidRequest([FieldProblem("max_tokens", f"must be at most {max_tokens_limit}")])
+    for name in ("max_completion_tokens", "max_tokens"):  # as the caller named it
+        limit = getattr(parsed, name, None)
+        if isinstance(limit, int) and limit > max_tokens_limit:
+            raise InvalidRequest([FieldProblem(name, f"must be at most {max_tokens_limit}")])
     return parsed

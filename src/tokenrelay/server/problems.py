@@ -14,9 +14,10 @@ and says what is wrong in words of our own. Two things pydantic does are undone 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tokenrelay.errors import FieldProblem
 
@@ -31,8 +32,18 @@ _PATTERN_TEXT = {
 Loc = tuple[int | str, ...]
 
 
+class _Key(str):
+    """A location part that is the caller's key (an unknown field): never a union's branch,
+    whatever it looks like."""
+
+
 def problems_of(error: ValidationError) -> list[FieldProblem]:
-    items = error.errors(include_url=False, include_input=False)
+    items = [
+        {**item, "loc": (*item["loc"][:-1], _Key(item["loc"][-1]))}
+        if item["type"] == "extra_forbidden"
+        else item
+        for item in error.errors(include_url=False, include_input=False)
+    ]
     kept = _furthest_branches(items)
     problems: list[FieldProblem] = []
     for item in kept:
@@ -60,12 +71,29 @@ def _text(item: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+_BRANCH_TYPES = frozenset({"str", "int", "float", "bool", "none"})
+_BRANCH_PREFIXES = ("list[", "dict[", "literal[", "function-", "tagged-union[", "nullable[")
+
+
 def _is_branch(part: int | str) -> bool:
-    """Whether a location part names a union's branch rather than a field: our fields are
-    snake_case; branches are types (`str`, `list[...]`, `NamedToolIn`, `literal[...]`)."""
-    if isinstance(part, int):
+    """Whether a location part names a union's branch (`str`, `list[...]`, `literal[...]`, one
+    of our models) rather than a field or a key, which may be the caller's own words."""
+    if isinstance(part, int | _Key):
         return False
-    return "[" in part or part[:1].isupper() or part in ("str", "int", "float", "bool", "none")
+    return part in _BRANCH_TYPES or part.startswith(_BRANCH_PREFIXES) or part in _model_names()
+
+
+@cache
+def _model_names() -> frozenset[str]:
+    """Our request models' class names, as pydantic names a union's branches."""
+    found: set[str] = set()
+    pending: list[type[BaseModel]] = [BaseModel]
+    while pending:
+        for model in pending.pop().__subclasses__():
+            pending.append(model)
+            if model.__module__.startswith("tokenrelay."):
+                found.add(model.__name__)
+    return frozenset(found)
 
 
 def _clean(loc: Loc) -> Loc:

@@ -147,6 +147,10 @@ class Stream:
                     finish, usage = await self._generate_with_retries()
             except TimeoutError:
                 raise UpstreamTimeout("total deadline") from None
+            if finish == "stop" and self._structured.calls:
+                # Some OpenAI-compatible servers (Ollama, vLLM) end an answer with calls as
+                # "stop"; agent loops run the tools on tool_calls / tool_use only.
+                finish = "tool_calls"
             parsed = self._shaper.finish() if self._shaper is not None else NOTHING
             await self._end(self._done_event(finish, usage, parsed))
         except asyncio.CancelledError:

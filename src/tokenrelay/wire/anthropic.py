@@ -235,6 +235,11 @@ class EventDecoder:
             raise ContentFiltered("anthropic: stop_reason refusal")
 
 
+# Events with no Anthropic form (a retry's status, JSON partials, log probabilities), and
+# `start`: message_start waits for the upstream's count of the prompt, or the first content.
+_NO_FORM = frozenset({"start", "status", "json", "logprobs"})
+
+
 class EventEncoder(common.EventEncoder):
     """Renders one stream's events as Anthropic's event sequence. One instance per response."""
 
@@ -256,8 +261,8 @@ class EventEncoder(common.EventEncoder):
 
     def encode_one(self, event: Event) -> bytes:
         kind = event.type
-        if kind == "start":
-            return b""  # message_start waits for the prompt's count, or the first content
+        if kind in _NO_FORM:  # nor do they start the message: it waits for the prompt's count
+            return b""
         if kind == "usage":
             self._usage = event.payload()["usage"]
             return self._message_start()
@@ -283,7 +288,7 @@ class EventEncoder(common.EventEncoder):
             return out + named_event(
                 "error", error_object("cancelled", client_message("cancelled"))
             )
-        return out  # status and json events have no Anthropic form
+        return out
 
     def _message_start(self) -> bytes:
         if self._started:

@@ -85,11 +85,17 @@ def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dic
 
 
 def unsupported_content(request: GenerationRequest) -> set[str]:
-    """What the Messages API cannot take: JSON answers with the caller's tools, and another
-    dialect's own keys (OpenAI's `strict`)."""
+    """What the Messages API cannot take: JSON answers with the caller's tools, another
+    dialect's own keys (OpenAI's `strict`), an image or document in a system prompt, and an
+    image's `detail`."""
     refused = {"response_format"} if request.response_format and request.tools else set()
     if request.dialect != "anthropic":
         refused.update(request.extras)
+    refused.update(  # a system prompt is text blocks only
+        f"{message.origin or 'messages'}.content"
+        for message in request.messages
+        if message.role == "system" and any(not isinstance(p, Text) for p in message.parts)
+    )
     detail = ".image_url.detail" if request.dialect == "openai" else ".detail"
     refused.update(  # Anthropic picks an image's resolution itself
         f"{message.origin or 'messages'}.content[{index}]{detail}"

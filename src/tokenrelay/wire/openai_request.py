@@ -75,7 +75,8 @@ def request_body(request: GenerationRequest, model: str, *, stream: bool) -> dic
 
 def unsupported_content(request: GenerationRequest) -> set[str]:
     """What Chat Completions has no form for, where the caller put it: a document by URL,
-    an image or document in a tool result or an assistant turn, and another dialect's own
+    an image or document in a tool result, an assistant turn or a system prompt, and another
+    dialect's own
     keys. Anthropic's `cache_control` is the exception: OpenAI caches long prompts by
     itself, so the hint has nothing to add there (README, "Across dialects")."""
     refused = {
@@ -83,7 +84,7 @@ def unsupported_content(request: GenerationRequest) -> set[str]:
         for message in request.messages
         for part in message.parts
         if (isinstance(part, Document) and not (part.data or part.text))
-        or (message.role in ("tool", "assistant") and not isinstance(part, Text))
+        or (message.role in ("tool", "assistant", "system") and not isinstance(part, Text))
     }
     if request.dialect != "openai":
         refused.update(path for path in request.extras if not path.endswith(".cache_control"))
