@@ -30,7 +30,7 @@ CASES = [
     (
         "/v1/chat/completions",
         _openai([{"type": "image_url", "image_url": {"url": "ftp://x.test/a.png"}}]),
-        "messages[0].content[0].image_url.url: must be an https:, http: or data: URL",
+        "messages[0].content[0].image_url.url: must be an https: or http: URL, or a base64 data: URL",
     ),
     (
         "/v1/chat/completions",
@@ -61,7 +61,7 @@ CASES = [
     (
         "/api/chat",
         _native(messages=[{"role": "user", "content": [{"type": "image", "url": "x"}]}]),
-        "messages[0].content[0].url: must be an https:, http: or data: URL",
+        "messages[0].content[0].url: must be an https: or http: URL, or a base64 data: URL",
     ),
     (
         "/api/chat",
@@ -72,6 +72,46 @@ CASES = [
         "/api/chat",
         _native(message="hi", tools=[{"name": "no spaces please"}]),
         "tools[0].name: must be 1 to 64 letters, digits, '_' or '-'",
+    ),
+]
+
+
+CASES += [
+    (
+        "/v1/chat/completions",
+        _openai([{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]),
+        "messages[0].content[0].image_url.url: "
+        "must be an https: or http: URL, or a base64 data: URL",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "sim/fast", "messages": [{"role": "user", "content": None}]},
+        "messages[0]: a user message needs content",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "sim/fast", "messages": [{"role": "tool", "content": "18 C"}]},
+        "messages[0]: tool_call_id goes with role tool, and only with it",
+    ),
+    (
+        "/v1/chat/completions",
+        {**_openai("hi"), "max_completion_tokens": 10**9},
+        "max_completion_tokens: must be at most 65536",
+    ),
+    (
+        "/v1/messages",
+        _anthropic([{"type": "tool_use", "id": "t", "name": "f", "input": {}}]),
+        "messages[0]: a user turn cannot hold tool_use",
+    ),
+    (
+        "/v1/messages",
+        {**_anthropic("hi"), "tool_choice": {"type": "tool"}},
+        "tool_choice: name goes with type tool, and only with it",
+    ),
+    (
+        "/v1/messages",
+        _anthropic([{"type": "image", "source": {"type": "text", "data": "x"}}]),
+        "messages[0].content[0]: an image's source is base64 or url",
     ),
 ]
 

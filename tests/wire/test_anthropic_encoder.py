@@ -7,16 +7,16 @@ from typing import Any
 
 import orjson
 
-from tokenrelay.events import Event, make_event
+from tokenrelay.events import Event, EventType, make_event
 from tokenrelay.sse import SSEDecoder
 from tokenrelay.wire import anthropic
 
 
-def _encode(events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def _encode(events: list[tuple[EventType, dict[str, Any]]]) -> list[dict[str, Any]]:
     encoder = anthropic.EventEncoder("msg_1", "m", 10)
     made: list[Event] = [
         make_event(seq, kind, **fields) for seq, (kind, fields) in enumerate(events, 1)
-    ]  # type: ignore[arg-type]
+    ]
     raw = b"".join(encoder.encode_one(event) for event in made)
     return [orjson.loads(e.data) for e in SSEDecoder().feed(raw) if e.data]
 

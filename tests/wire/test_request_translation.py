@@ -105,8 +105,8 @@ def test_citations_are_refused_by_an_openai_upstream_where_the_caller_put_them()
 
 
 def test_openai_strict_tools_go_to_openai_and_are_refused_by_anthropic() -> None:
-    tool = {"type": "function", "function": {"name": "weather", "parameters": WEATHER}}
-    tool["function"]["strict"] = True
+    function = {"name": "weather", "parameters": WEATHER, "strict": True}
+    tool = {"type": "function", "function": function}
     request = _openai(messages=[{"role": "user", "content": "Paris?"}], tools=[tool])
     body = openai_request.request_body(request, "gpt", stream=True)
     assert body["tools"][0]["function"]["strict"] is True
@@ -188,3 +188,15 @@ def test_a_failed_tool_result_says_so_in_its_text_to_an_openai_upstream() -> Non
     }
     anthropic_body = anthropic_request.request_body(request, "claude", stream=True)
     assert anthropic_body["messages"][-1]["content"][0]["is_error"] is True
+
+
+def test_a_system_prompt_with_an_image_is_refused_by_both_upstreams() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}
+    request = _openai(
+        messages=[
+            {"role": "system", "content": [{"type": "text", "text": "Be brief."}, image]},
+            {"role": "user", "content": "Hi"},
+        ]
+    )
+    assert OPENAI.unsupported(request) == {"messages[0].content"}
+    assert ANTHROPIC.unsupported(request) == {"messages[0].content"}

@@ -28,7 +28,7 @@ from tokenrelay._types import JSONObject
 from tokenrelay.errors import FieldProblem, InvalidRequest
 from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.server.chat_request import MODEL_NAME, same_named
-from tokenrelay.server.native_models import valid_schema
+from tokenrelay.server.native_models import DATA_URL, URL_OR_DATA, valid_schema
 from tokenrelay.server.problems import problems_of
 from tokenrelay.wire import anthropic_request, openai_request
 
@@ -48,7 +48,7 @@ class OpenAIText(BaseModel):
 
 class OpenAIImageURL(BaseModel):
     model_config = _FORBID
-    url: str = Field(pattern=r"^(https://|http://|data:)")
+    url: str = Field(pattern=URL_OR_DATA)
     detail: Literal["low", "high", "auto"] | None = None
 
 
@@ -60,7 +60,7 @@ class OpenAIImage(BaseModel):
 
 class OpenAIFileData(BaseModel):
     model_config = _FORBID
-    file_data: str = Field(pattern=r"^data:")
+    file_data: str = Field(pattern=DATA_URL)
     filename: str | None = None
 
 
@@ -116,6 +116,17 @@ class OpenAIMessage(BaseModel):
     parsed: Any = None
     audio: None = None
     function_call: None = None
+
+    @model_validator(mode="after")
+    def _fits_its_role(self) -> OpenAIMessage:
+        answered = self.tool_calls or self.thinking_blocks or self.reasoning_content
+        if answered and self.role != "assistant":
+            raise ValueError("tool_calls and reasoning belong to assistant messages")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("tool_call_id goes with role tool, and only with it")
+        if self.role in ("system", "developer", "user", "tool") and self.content is None:
+            raise ValueError(f"a {self.role} message needs content")
+        return self
 
 
 class OpenAIFunction(BaseModel):
@@ -250,6 +261,12 @@ class AnthropicImage(BaseModel):
     type: Literal["image"]
     source: AnthropicSource
 
+    @model_validator(mode="after")
+    def _not_text(self) -> AnthropicImage:
+        if self.source.type == "text":
+            raise ValueError("an image's source is base64 or url")
+        return self
+
 
 class AnthropicDocument(BaseModel):
     model_config = _ALLOW
@@ -307,6 +324,17 @@ class AnthropicMessage(BaseModel):
     role: Literal["user", "assistant"]
     content: str | list[AnthropicBlock] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _blocks_fit_the_role(self) -> AnthropicMessage:
+        kinds = {block.type for block in self.content} if isinstance(self.content, list) else set()
+        misplaced = kinds & _ASSISTANT_ONLY if self.role == "user" else kinds & {"tool_result"}
+        if misplaced:
+            raise ValueError(f"a {self.role} turn cannot hold {', '.join(sorted(misplaced))}")
+        return self
+
+
+_ASSISTANT_ONLY = frozenset({"tool_use", "thinking", "redacted_thinking"})
+
 
 class AnthropicTool(BaseModel):
     model_config = _ALLOW  # `cache_control`, `type` of server tools: the upstream's business
@@ -322,6 +350,14 @@ class AnthropicToolChoice(BaseModel):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
+
+    @model_validator(mode="after")
+    def _fits_its_type(self) -> AnthropicToolChoice:
+        if (self.type == "tool") != (self.name is not None):
+            raise ValueError("name goes with type tool, and only with it")
+        if self.type == "none" and self.disable_parallel_tool_use is not None:
+            raise ValueError("disable_parallel_tool_use does not go with type none")
+        return self
 
 
 class AnthropicMetadata(BaseModel):

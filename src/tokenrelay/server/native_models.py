@@ -47,6 +47,9 @@ def valid_schema(schema: JSONObject) -> JSONObject:
 
 
 TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # what OpenAI and Anthropic both accept
+# Images and files by URL, or inline as a base64 data: URL (the form both APIs take).
+DATA_URL = r"^data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/]+=*$"
+URL_OR_DATA = r"^(https?://\S+|data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/]+=*)$"
 
 
 class TextIn(BaseModel):
@@ -58,7 +61,7 @@ class TextIn(BaseModel):
 class ImageIn(BaseModel):
     model_config = _FORBID
     type: Literal["image"]
-    url: str | None = Field(default=None, pattern=r"^(https://|http://|data:)")
+    url: str | None = Field(default=None, pattern=URL_OR_DATA)
     data: str | None = None
     media_type: str | None = None
     detail: Literal["low", "high", "auto"] | None = None

@@ -20,12 +20,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tokenrelay.errors import FieldProblem
+from tokenrelay.server.native_models import DATA_URL, URL_OR_DATA
 
 _PATTERN_TEXT = {
     r"^[^\x00-\x1f\x7f]+$": "must not contain control characters",
-    r"^(https://|http://|data:)": "must be an https:, http: or data: URL",
+    URL_OR_DATA: "must be an https: or http: URL, or a base64 data: URL",
     r"^https?://": "must be an http: or https: URL",
-    r"^data:": "must be a data: URL",
+    DATA_URL: "must be a base64 data: URL (data:<media type>;base64,<data>)",
     r"^[A-Za-z0-9_-]{1,64}$": "must be 1 to 64 letters, digits, '_' or '-'",
 }
 
