@@ -30,7 +30,8 @@ CASES = [
     (
         "/v1/chat/completions",
         _openai([{"type": "image_url", "image_url": {"url": "ftp://x.test/a.png"}}]),
-        "messages[0].content[0].image_url.url: must be an https: or http: URL, or a base64 data: URL",
+        "messages[0].content[0].image_url.url: "
+        "must be an https: or http: URL, or a base64 data: URL",
     ),
     (
         "/v1/chat/completions",
