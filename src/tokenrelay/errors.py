@@ -15,7 +15,9 @@
         ├── RateLimited              rate_limit
         ├── Overloaded               overloaded
         ├── UpstreamError            api_error (retryable: a 5xx)
-        │   └── UpstreamRejected     api_error (not retryable: the upstream refused the request)
+        │   └── UpstreamRejected     api_error (not retryable: the upstream refused our key)
+        │       └── RequestRefused   upstream_rejected, 400 (it refused this request: 400, 413,
+        │                            422, e.g. a context too long for the model)
         ├── UpstreamTimeout          timeout
         ├── Stalled                  stalled
         ├── NetworkError             network_error
@@ -51,6 +53,10 @@ CLIENT_MESSAGES: dict[str, str] = {
     "rate_limit": "The model provider is rate limiting requests; retry after a short wait.",
     "overloaded": "The model provider is overloaded; retry shortly.",
     "api_error": "The model provider returned an error.",
+    "upstream_rejected": (
+        "The model provider refused this request as invalid; the server log has its reason"
+        " under the request id."
+    ),
     "timeout": "The model provider did not answer in time.",
     "stalled": "The model provider stopped sending tokens.",
     "network_error": "The connection to the model provider failed.",
@@ -79,6 +85,7 @@ HTTP_STATUS: dict[str, int] = {
     "rate_limit": 429,
     "overloaded": 503,
     "api_error": 502,
+    "upstream_rejected": 400,
     "timeout": 504,
     "stalled": 504,
     "network_error": 502,
@@ -196,9 +203,19 @@ class UpstreamError(GenerationError):
 
 
 class UpstreamRejected(UpstreamError):
-    """A 4xx from the upstream (bad key, unknown model, bad request): retrying cannot help."""
+    """A 4xx from the upstream that is our side's fault (a bad key, a forbidden model): retrying
+    cannot help, and the caller is not to blame, so it stays a 502."""
 
     retryable = False
+
+
+class RequestRefused(UpstreamRejected):
+    """The upstream called this request invalid (400, 413, 422: a context too long, a
+    parameter it does not take). The caller gets a 400, which SDKs do not retry, in place of a
+    502, which they retried twice over for nothing. A 404 stays a 502: a wrong base URL or
+    model map is ours."""
+
+    error_type = "upstream_rejected"
 
 
 class UpstreamTimeout(GenerationError):

@@ -121,6 +121,8 @@ async def test_faults_map_to_error_types(
 @pytest.mark.parametrize(
     ("status", "error_type", "retryable"),
     [
+        (400, "upstream_rejected", False),
+        (401, "api_error", False),
         (429, "rate_limit", True),
         (500, "api_error", True),
         (503, "overloaded", True),

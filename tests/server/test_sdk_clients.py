@@ -158,6 +158,28 @@ def test_openai_sdk_gets_real_statuses_before_the_first_token(oai: openai.OpenAI
         oai.chat.completions.create(model="nope/x", messages=_user())
 
 
+def test_a_request_the_upstream_refuses_is_a_400_the_sdks_do_not_retry(
+    server: RealServer, mock: MockUpstream
+) -> None:
+    """An upstream 400 (say, a context too long) was a 502, and each SDK retried it twice."""
+    before = len(mock.record())
+    retrying = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    with retrying, pytest.raises(openai.BadRequestError) as caught:
+        list(
+            retrying.chat.completions.create(
+                model="openai/fast+status-400+leak-secret", messages=_user(), stream=True
+            )
+        )
+    assert caught.value.code == "upstream_rejected"
+    assert MOCK_SECRET not in caught.value.response.text
+    retrying_claude = anthropic.Anthropic(base_url=server.url, api_key="unused")
+    with retrying_claude, pytest.raises(anthropic.BadRequestError):
+        retrying_claude.messages.create(
+            model="anthropic/fast+status-400", max_tokens=50, messages=_user()
+        )
+    assert len(mock.record()) == before + 2  # one upstream request each: nobody retried
+
+
 def test_openai_sdk_lists_models(oai: openai.OpenAI) -> None:
     ids = {m.id for m in oai.models.list()}
     assert {"sim/default", "sim/fast"} <= ids

@@ -3,7 +3,7 @@
 The model name is the sim's (`fast`, `default+error-after-5`, see providers/sim.py) plus parts
 only an HTTP upstream can show:
 
-    status-429 | status-500 | status-503 | status-529   fail with that status before streaming
+    status-N (N: 400 401 429 500 503 529)               fail with that status before streaming
     leak-secret                                         put MOCK_SECRET in every error body
     cached-N | cache-write-N                            report N more prompt tokens, read from
                                                         (written to) the prompt cache
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from tokenrelay.providers.sim import SimTiming, SimVariant, parse_variant
 
 MOCK_SECRET = "sk-mock-SECRET-0d6f3a"  # tests assert this never leaves tokenrelay
-_STATUSES = {"status-429": 429, "status-500": 500, "status-503": 503, "status-529": 529}
+_STATUSES = {f"status-{n}": n for n in (400, 401, 429, 500, 503, 529)}
 _CACHE_PART = re.compile(r"(cached|cache-write)-(\d{1,6})")
 
 

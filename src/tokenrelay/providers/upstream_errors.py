@@ -4,7 +4,8 @@
     HTTP 503, 529, *overloaded*       Overloaded
     HTTP 408, 504                     UpstreamTimeout
     other 5xx                         UpstreamError (retryable)
-    other 4xx                         UpstreamRejected (not retryable)
+    HTTP 400, 413, 422                RequestRefused (the request is at fault; a 400 to the caller)
+    other 4xx                         UpstreamRejected (not retryable: our key, our model list)
 
 An error body is read up to `ERROR_BODY_LIMIT` only to pick out identifier-like labels
 (`type`, `code`) for the log. Its message and the headers are never kept: none of them reach a
@@ -23,6 +24,7 @@ from tokenrelay.errors import (
     GenerationError,
     Overloaded,
     RateLimited,
+    RequestRefused,
     UpstreamError,
     UpstreamRejected,
     UpstreamTimeout,
@@ -30,6 +32,7 @@ from tokenrelay.errors import (
 from tokenrelay.wire.common import safe_label
 
 ERROR_BODY_LIMIT = 64 * 1024
+_REQUEST_AT_FAULT = frozenset((400, 413, 422))
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -81,4 +84,6 @@ def status_error(
         return UpstreamTimeout(detail)
     if status >= 500:
         return UpstreamError(detail, retry_after=retry_after)
+    if status in _REQUEST_AT_FAULT:
+        return RequestRefused(detail)
     return UpstreamRejected(detail)

@@ -69,6 +69,7 @@ ERROR_TYPES = {  # our error types as Anthropic's error `type` values
     "service_unavailable": "overloaded_error",
     "rate_limit": "rate_limit_error",
     "overloaded": "overloaded_error",
+    "upstream_rejected": "invalid_request_error",
     "timeout": "timeout_error",
 }
 

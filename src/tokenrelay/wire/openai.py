@@ -55,6 +55,7 @@ ERROR_TYPES = {
     "rate_limit": "rate_limit_exceeded",
     "overloaded": "server_error",
     "api_error": "server_error",
+    "upstream_rejected": "invalid_request_error",
     "timeout": "timeout",
     "cancelled": "cancelled",
 }
