@@ -49,6 +49,21 @@ def test_chat_prints_reasoning_apart_from_the_answer(server: RealServer) -> None
     assert f"{reasoning}\n\n{answer}" in out
 
 
+def test_piped_chat_keeps_reasoning_out_of_stdout(server: RealServer) -> None:
+    question = "Explain TCP handshakes"
+    command = [sys.executable, "-m", "tokenrelay", "chat", question, "--model", "sim/fast+think"]
+    process = subprocess.run(
+        [*command, "--url", server.url],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=30,
+    )
+    assert process.stdout.startswith(compose_answer(question).splitlines()[0])
+    assert compose_reasoning(question) in process.stderr
+    assert compose_reasoning(question)[:40] not in process.stdout
+
+
 def test_chat_reports_errors_mid_stream(server: RealServer) -> None:
     process = _chat(server, "x", "--model", "sim/fast+error-after-3")
     out, _ = process.communicate(timeout=30)

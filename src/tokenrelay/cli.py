@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,7 +167,7 @@ def _print_stream(console: Console, stream: ChatStream) -> None:
     thinking = False  # reasoning was printed last: a blank line sets the answer apart
     for event in stream:
         if thinking and not isinstance(event, Reasoning):
-            console.out("\n", end="\n")
+            (console.out if console.is_terminal else sys.stderr.write)("\n\n")
         thinking = isinstance(event, Reasoning)
         if _print_answer_piece(console, event):
             console.file.flush()
@@ -188,9 +189,12 @@ def _print_stream(console: Console, stream: ChatStream) -> None:
 
 def _print_answer_piece(console: Console, event: StreamEvent) -> bool:
     """Text as it comes; reasoning dimmed; a tool call as `→ name {arguments}` on a line of
-    its own. False for any other event."""
+    its own. False for any other event. Piped, reasoning goes to stderr, so that stdout holds
+    the answer alone."""
     if isinstance(event, Token):
         console.out(event.text, end="")
+    elif isinstance(event, Reasoning) and not console.is_terminal:
+        sys.stderr.write(event.content)
     elif isinstance(event, Reasoning):
         console.out(event.content, style="dim italic", end="")
     elif isinstance(event, ToolCall) and event.phase == "start":
