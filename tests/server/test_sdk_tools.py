@@ -621,6 +621,19 @@ def test_unsupported_parameters_are_refused_by_name(
     assert mock.sent(tag) == []  # refused before anything reached the upstream
 
 
+def test_parameters_at_their_neutral_defaults_are_not_refused(
+    oai: openai.OpenAI, mock: MockUpstream, tag: str
+) -> None:
+    """Many clients send `presence_penalty: 0` and `logprobs: false` on every request. They ask
+    for nothing an Anthropic upstream lacks, so they are left out rather than refused."""
+    neutral: Any = {"presence_penalty": 0, "frequency_penalty": 0.0, "logprobs": False}
+    answer = oai.chat.completions.create(
+        model=model_of("anthropic", tag=tag), messages=user(), **neutral
+    )
+    assert answer.choices[0].message.content
+    assert not set(neutral) & set(sent(mock, tag))
+
+
 # ---------------------------------------------------------------- images and documents
 
 OPENAI_PARTS: Any = [

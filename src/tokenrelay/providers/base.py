@@ -85,6 +85,16 @@ class Delta(NamedTuple):
     logprobs: list[Any] | None = None  # the text's tokens' log probabilities, OpenAI's entries
 
 
+# Parameter values that ask for nothing: the API's own defaults.
+NEUTRAL_VALUES: dict[str, object] = {
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": False,
+    "top_logprobs": 0,
+}
+_NO_NEUTRAL = object()
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """What a provider needs to know, with the provider prefix already stripped from `model`.
@@ -205,8 +215,14 @@ class Provider(ABC):
 
     def unsupported(self, request: GenerationRequest) -> set[str]:
         """The parameters `request` sets that this provider cannot honour: refused by name
-        before anything starts, never dropped silently."""
-        return request.given() - self.supported
+        before anything starts, never dropped silently. One set to the value that changes
+        nothing (`presence_penalty: 0`, `logprobs: false`, as clients send by default) is
+        honoured by leaving it out."""
+        return {
+            name
+            for name in request.given() - self.supported
+            if getattr(request, name) != NEUTRAL_VALUES.get(name, _NO_NEUTRAL)
+        }
 
     def continuation(self, request: GenerationRequest, partial: str, produced: int) -> Continuation:
         """The request that continues an answer cut short after `partial` (see module doc)."""
