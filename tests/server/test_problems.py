@@ -114,6 +114,26 @@ CASES += [
         _anthropic([{"type": "image", "source": {"type": "text", "data": "x"}}]),
         "messages[0].content[0]: an image's source is base64 or url",
     ),
+    # A forced call of a tool that is not there: every upstream refuses it, so we name it.
+    (
+        "/v1/chat/completions",
+        {
+            **_openai("hi"),
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}},
+        },
+        "tool_choice.function.name: names no tool in tools",
+    ),
+    (
+        "/v1/messages",
+        {**_anthropic("hi"), "tool_choice": {"type": "any"}},
+        "tool_choice: asks for a tool call, with no tools",
+    ),
+    (
+        "/api/chat",
+        _native(message="hi", tools=[{"name": "f"}], tool_choice={"name": "g"}),
+        "tool_choice.name: names no tool in tools",
+    ),
 ]
 
 

@@ -19,10 +19,26 @@ def refuse_unsupported(
 ) -> None:
     """InvalidRequest naming each field `provider` cannot honour (`names` maps our parameter
     names to the dialect's)."""
+    _refuse_a_choice_of_no_tool(generation)
     refused = sorted(provider.unsupported(generation))
     if refused:
         problem = f"is not supported by the {provider.name} provider"
         raise InvalidRequest([FieldProblem(names.get(name, name), problem) for name in refused])
+
+
+def _refuse_a_choice_of_no_tool(generation: GenerationRequest) -> None:
+    """A forced call needs a tool to call; every upstream refuses this, so it is ours to say
+    which field is wrong, before anything is billed."""
+    choice = generation.tool_choice
+    if choice is None or choice.mode in ("auto", "none"):
+        return
+    if not generation.tools:
+        raise InvalidRequest([FieldProblem("tool_choice", "asks for a tool call, with no tools")])
+    if choice.mode == "tool" and all(tool.name != choice.name for tool in generation.tools):
+        field = (
+            "tool_choice.function.name" if generation.dialect == "openai" else "tool_choice.name"
+        )
+        raise InvalidRequest([FieldProblem(field, "names no tool in tools")])
 
 
 async def start_generation(
