@@ -357,7 +357,7 @@ def test_the_upstream_refuses_thinking_that_did_not_come_back_whole(
                 tools=ANTHROPIC_TOOLS,
                 thinking=budget,
             )
-    assert caught.value.status_code == 502  # the upstream's 400, as tokenrelay reports it
+    assert caught.value.status_code == 400  # the upstream refused the request: upstream_rejected
 
 
 @pytest.mark.parametrize("streaming", [False, True])
