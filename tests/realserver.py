@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -55,9 +56,19 @@ class RealServer:
 
 @contextmanager
 def _running(
-    args: list[str], url: str, log_path: Path, env: dict[str, str] | None = None
+    args: list[str],
+    url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    open_files: int | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `python -m tokenrelay ARGS`, wait until /healthz answers, kill it afterwards."""
+    """Start `python -m tokenrelay ARGS`, wait until /healthz answers, kill it afterwards.
+    `open_files` sets its descriptor limit, soft and hard."""
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tokenrelay", *args],
@@ -65,6 +76,7 @@ def _running(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=limit_files,
         )
     try:
         deadline = time.monotonic() + 20
@@ -87,7 +99,10 @@ def _running(
 
 @contextmanager
 def real_server(
-    tmp_path: Path, config: str = "", env: dict[str, str] | None = None
+    tmp_path: Path,
+    config: str = "",
+    env: dict[str, str] | None = None,
+    open_files: int | None = None,
 ) -> Iterator[RealServer]:
     port = free_port()
     config_path = tmp_path / "tokenrelay.toml"
@@ -96,7 +111,7 @@ def real_server(
     env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, **(env or {})}
     url = f"http://127.0.0.1:{port}"
     args = ["serve", "--port", str(port), "--config", str(config_path)]
-    with _running(args, url, log_path, env) as process:
+    with _running(args, url, log_path, env, open_files) as process:
         yield RealServer(process, url, log_path)
 
 

@@ -54,7 +54,10 @@ def serve(
 
     if config is not None:
         os.environ[CONFIG_ENV] = str(config.resolve())  # workers read it too
+    from tokenrelay.server.connection import ConnectionGuard, raise_descriptor_limit
+
     settings = _settings_or_exit({"host": host, "port": port, "log_format": log_format})
+    raise_descriptor_limit()
     typer.echo(_startup_line(settings))
     uvicorn.run(
         "tokenrelay.server.app:serve_app",
@@ -63,10 +66,11 @@ def serve(
         port=settings.server.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=ConnectionGuard,
         ws="none",
         access_log=False,
         log_config=log_config(settings.server.log_format),
+        timeout_keep_alive=settings.server.keep_alive_timeout,
         timeout_graceful_shutdown=int(settings.streams.drain_timeout) + 5,
     )
 

@@ -62,6 +62,13 @@ class ServerSection(Section):
     max_body_bytes_v1: int = Field(default=20 * 1024 * 1024, ge=1)
     max_tokens_limit: int = Field(default=65536, ge=1)
     log_format: Literal["text", "json"] = "text"
+    # What one connection may hold (server/connection.py).
+    head_timeout: float = Field(default=10.0, gt=0)  # the request line and headers, whole
+    body_timeout: float = Field(default=30.0, gt=0)  # the longest pause inside a request body
+    keep_alive_timeout: int = Field(default=5, ge=1)  # seconds idle between requests
+    max_connections: int = Field(default=4096, ge=1)  # also kept under the descriptor limit
+    max_head_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=10)
 
 
 class StreamsSection(Section):
