@@ -49,6 +49,9 @@ def test_stalled_reader_then_resumes_every_token(server: RealServer, tokens: int
     server.wait_for("generation done", lambda: server.health()["active_streams"] == 0, 20)
     time.sleep(1.5)  # past send_timeout: the server gives up on this socket
     rss_during = _rss_kib(server.process.pid)
+    if tokens == max(SIZES):  # dropped: the server's end of the socket is gone, queue and all
+        client_port = sock.getsockname()[1]
+        server.wait_for("socket aborted", lambda: not _established(server, client_port), 5)
     received = head.split(b"\r\n\r\n", 1)[1]
     sock.settimeout(5)
     try:
@@ -72,6 +75,24 @@ def test_stalled_reader_then_resumes_every_token(server: RealServer, tokens: int
     if tokens == max(SIZES):
         assert len(rest) > 0, "the stalled socket should have been dropped before the end"
         assert f"stream {stream_id}: client did not drain in time" in server.log()
+        assert "without completing response" not in server.log()  # expected, not an error
+
+
+def _established(server: RealServer, client_port: int) -> bool:
+    """Whether the server holds an ESTABLISHED TCP connection to `client_port` (/proc/net/tcp:
+    local and remote addresses in hex, state 01)."""
+    server_port = int(server.url.rsplit(":", 1)[1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if state != "01":
+            continue
+        if (
+            int(local.split(":")[1], 16) == server_port
+            and int(remote.split(":")[1], 16) == client_port
+        ):
+            return True
+    return False
 
 
 def _dechunk(raw: bytes) -> bytes:

@@ -23,6 +23,10 @@ class AsgiWriter:
         self._held.append(data)
         return False
 
+    def abort(self) -> None:
+        """Cut the connection to a client that was dropped, without flushing what it did not
+        read. ASGI has no such message: the server closes it once the app returns."""
+
     async def drain(self) -> None:
         held = self._held
         while held:  # what is written while a send waits goes out in the next one

@@ -5,7 +5,8 @@
 for this `send`. A listener waits for `http.disconnect` meanwhile (`until_disconnect`):
 whichever ends first stops the other, so a client that leaves is noticed at once, whatever
 the producer is doing, with no polling. A client whose socket does not drain within
-`send_timeout` is dropped (the producer never waits for it; it can resume).
+`send_timeout` is dropped (the producer never waits for it; it can resume): its connection is
+aborted, so the socket and what was queued for it go at once (`AsgiWriter.abort`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tokenrelay.server.asgi_writer import AsgiWriter
 from tokenrelay.server.dialects import NATIVE, Dialect, retry_after_header
 from tokenrelay.server.middleware import IdentifiedSend
 from tokenrelay.streams.manager import StreamManager
-from tokenrelay.streams.subscription import Subscription, Writer
+from tokenrelay.streams.subscription import Subscription
 from tokenrelay.wire.common import EventEncoder
 from tokenrelay.wire.native import NativeEncoder
 
@@ -52,7 +53,7 @@ def sse_head(stream_id: str, headers: dict[str, str] | None = None) -> list[tupl
     return head
 
 
-def writer_for(send: Send) -> Writer:
+def writer_for(send: Send) -> AsgiWriter:
     """The writer for a response whose start went out through `send`, chosen once.
 
     The app's request-id wrapper (`IdentifiedSend`) acts on the response start only, so
@@ -154,16 +155,18 @@ class EventStreamResponse(Response):
         start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
         await send(start)
         settings = self.manager.settings
+        writer = writer_for(send)
         subscription = Subscription(
             self.manager.log,
             self.stream_id,
             self.after,
             self.encoder,
-            writer_for(send),
+            writer,
             keepalive=settings.keepalive,
             send_timeout=settings.send_timeout,
         )
         if not await subscription.run():
+            writer.abort()
             return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True

@@ -90,3 +90,10 @@ class UvicornWriter(AsgiWriter):
             return False
         cycle.transport.write(b"%x\r\n%s\r\n" % (len(data), data))  # uvicorn's chunk framing
         return True
+
+    def abort(self) -> None:
+        """uvicorn would `close()` the transport when the app returns, which waits to flush
+        megabytes the client is not reading, and log the response as incomplete. A dropped
+        client is expected: abort (the socket and its buffer go now), marked as a disconnect."""
+        self._cycle.disconnected = True
+        self._cycle.transport.abort()
