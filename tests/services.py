@@ -101,6 +101,50 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
         process.wait(10)
 
 
+class RedisProcess:
+    """A redis-server that a test can stop and start again on the same port: an outage.
+
+    With `persist`, it saves to its directory when shut down and loads it again on start (a
+    restart keeps the data); without, a restart comes back empty."""
+
+    def __init__(self, tmp_path: Path, persist: bool) -> None:
+        self.binary = require_binary("redis-server", "redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        save = ["--save", "3600 1"] if persist else ["--save", ""]
+        self.args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.args += [*save, "--appendonly", "no", "--dir", str(tmp_path)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = _spawn(self.args)
+        _wait_until_ready(
+            self.process, lambda: _answers_ping(self.port), lambda: "redis-server did not start"
+        )
+
+    def stop(self) -> None:
+        """SHUTDOWN, which saves first when persisting; then the port refuses connections."""
+        if self.process is None:
+            return
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(b"SHUTDOWN\r\n")
+            sock.recv(64)  # the server closes it as it goes
+        self.process.wait(10)
+        self.process = None
+
+
+@contextmanager
+def redis_process(tmp_path: Path, persist: bool = False) -> Iterator[RedisProcess]:
+    redis = RedisProcess(tmp_path, persist)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        if redis.process is not None:
+            redis.process.terminate()
+            redis.process.wait(10)
+
+
 NGINX_CONF = """\
 {user}worker_processes 1;
 worker_rlimit_nofile 65536;

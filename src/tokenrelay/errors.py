@@ -11,6 +11,7 @@
     │   └── UnknownStream            404
     │       └── StreamExpired        410: it existed, and its TTL has passed
     ├── ServiceUnavailable           503: shutting down, not accepting new streams
+    │   └── StoreUnavailable         503: the stream store (Redis) cannot be reached
     └── GenerationError              the generation failed; has an `error_type` and `retryable`
         ├── RateLimited              rate_limit
         ├── Overloaded               overloaded
@@ -48,6 +49,7 @@ CLIENT_MESSAGES: dict[str, str] = {
     "invalid_event_id": "Last-Event-ID must look like <stream_id>:<seq>.",
     "method_not_allowed": "That method is not allowed here.",
     "service_unavailable": "The server is shutting down and accepts no new streams; retry shortly.",
+    "store_unavailable": "The server cannot reach its stream store; retry shortly.",
     "internal_error": "Something went wrong on our side.",
     "cancelled": "The stream was cancelled before it finished.",
     "rate_limit": "The model provider is rate limiting requests; retry after a short wait.",
@@ -80,6 +82,7 @@ HTTP_STATUS: dict[str, int] = {
     "invalid_event_id": 400,
     "method_not_allowed": 405,
     "service_unavailable": 503,
+    "store_unavailable": 503,
     "internal_error": 500,
     "cancelled": 409,
     "rate_limit": 429,
@@ -169,6 +172,15 @@ class InvalidEventId(RequestError):
 
 class ServiceUnavailable(TokenRelayError):
     error_type = "service_unavailable"
+    retry_after: ClassVar[int] = 5  # seconds, for the Retry-After header
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """Redis cannot be reached (after `[redis] grace` for what was already under way): nothing
+    can be started, stored, read or resumed until it is back."""
+
+    error_type = "store_unavailable"
+    retry_after = 2
 
 
 # ---------------------------------------------------------------- the generation failed

@@ -104,6 +104,9 @@ class SimSection(Section):
 class RedisSection(Section):
     url: str = ""  # empty: streams live in this process only
     lease: float = Field(default=10.0, gt=0)  # seconds unrenewed before a producer is lost
+    # How long a stream under way rides out an outage (a restart, a failover) before it ends
+    # with store_unavailable; new requests are refused (503) from the first failure.
+    grace: float = Field(default=5.0, ge=0)
 
 
 class UpstreamSection(Section):

@@ -219,7 +219,7 @@ async def test_models_and_health(client: httpx.AsyncClient) -> None:
     assert models["default"] == "sim/default"
     assert {"sim/default", "sim/fast"} <= {m["id"] for m in models["models"]}
     health = await client.get("/healthz")
-    assert health.json() == {"status": "ok", "active_streams": 0}
+    assert health.json() == {"status": "ok", "active_streams": 0, "store": "ok"}
 
 
 async def test_draining_refuses_new_streams(app: Starlette, client: httpx.AsyncClient) -> None:

@@ -65,6 +65,7 @@ def build_log(settings: Settings) -> StreamLog:
         ttl=s.ttl,
         max_age=max_age,
         lease=settings.redis.lease,
+        grace=settings.redis.grace,
     )
 
 
@@ -82,8 +83,9 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceUnavailable)
     return dialect_of(request.scope).error_response(
-        "service_unavailable", request_id_of(request), headers={"retry-after": "5"}
+        exc.error_type, request_id_of(request), headers={"retry-after": str(exc.retry_after)}
     )
 
 

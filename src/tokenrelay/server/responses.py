@@ -12,6 +12,7 @@ aborted, so the socket and what was queued for it go at once (`AsgiWriter.abort`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -20,7 +21,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tokenrelay import logs
-from tokenrelay.events import Event
+from tokenrelay.errors import StoreUnavailable, UnknownStream, client_message
+from tokenrelay.events import Event, error_event
 from tokenrelay.server import uvicorn_writer
 from tokenrelay.server.asgi_writer import AsgiWriter
 from tokenrelay.server.dialects import NATIVE, Dialect, retry_after_header
@@ -165,11 +167,25 @@ class EventStreamResponse(Response):
             keepalive=settings.keepalive,
             send_timeout=settings.send_timeout,
         )
-        if not await subscription.run():
-            writer.abort()
-            return False
+        try:
+            if not await subscription.run():
+                writer.abort()
+                return False
+        except (StoreUnavailable, UnknownStream):  # the store went away (or lost the stream)
+            await self._end_unstored(writer, subscription.cursor)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
+
+    async def _end_unstored(self, writer: AsgiWriter, cursor: int) -> None:
+        """A terminal `error` the log never held (it could not be reached), so it repeats the
+        last event's id: a resume from there reads on, once the store is back."""
+        retry = StoreUnavailable.retry_after
+        message = client_message(StoreUnavailable.error_type)
+        event = error_event(cursor, StoreUnavailable.error_type, message, True, retry)
+        writer.write_now(self.encoder.encode_one(event))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.manager.settings.send_timeout):
+                await writer.drain()
 
     async def _until_news(self) -> list[Event]:
         """Events up to the first piece of the answer (text, reasoning, a call) or the ending,

@@ -157,12 +157,16 @@ async def list_models(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Ready (200) or not (503): draining for shutdown, or the stream store unreachable."""
     state = _state(request)
-    status = "draining" if state.manager.draining else "ok"
-    return JSONResponse(
-        {"status": status, "active_streams": state.manager.active_count},
-        status_code=503 if state.manager.draining else 200,
-    )
+    store_ready = await state.manager.log.ready()
+    status = "draining" if state.manager.draining else "ok" if store_ready else "unavailable"
+    body = {
+        "status": status,
+        "active_streams": state.manager.active_count,
+        "store": "ok" if store_ready else "unreachable",
+    }
+    return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
 
 ROUTES = [

@@ -26,6 +26,10 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
 - `add_subscriber` / `remove_subscriber` count readers across every process sharing the log
   and return the new count; the last one out lets the disconnect policy act.
 - `close()` releases the backend's resources; safe to call twice.
+- A backend that can become unreachable (Redis) raises `StoreUnavailable` from any call while
+  it is: at once for `create`, after riding out `grace` seconds for reads and for the writes
+  of a stream under way. A stream whose writes failed refuses every later append with it.
+  `ready()` says whether it is reachable now.
 
 Following: `attach(stream_id, after, follower)` registers a reader that has every event up to
 `after`; from then on the log calls `follower.push(event)` for each event it stores, in order:
@@ -159,6 +163,10 @@ class StreamLog(ABC):
 
     async def renew_leases(self) -> None:  # noqa: B027 - one process: nobody to convince
         """Refresh the leases of the streams this process produces."""
+
+    async def ready(self) -> bool:
+        """Whether the backend can be reached now (`/healthz`); it checks, briefly."""
+        return True
 
     async def close(self) -> None:  # noqa: B027 - nothing to release in the simplest backend
         """Release resources. Safe to call twice."""

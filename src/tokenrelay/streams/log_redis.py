@@ -24,6 +24,14 @@ task per stream writes whatever has accumulated in a single pipeline per round t
 terminal append waits, so an ending is durable before its producer finishes). Size and
 sequence checks are local to the producing replica, which is the only writer.
 
+An outage (Redis restarting, failing over, gone) is one state, logged once when it begins and
+once when it ends (`_Health`), never once per token. From the first failed call, `create`
+refuses (`StoreUnavailable`: a 503 with Retry-After). Streams under way ride it out for
+`grace` seconds: the flusher keeps their events and retries, readers retry their reads. If
+Redis is back by then, nothing was lost or doubled. If not, the producer's next append raises
+`StoreUnavailable` (its stream ends: the upstream is closed, and no terminal event can be
+stored), and readers get theirs, which the response turns into a retryable terminal `error`.
+
 Cancellation never lands inside redis-py. Its asyncio pool holds one pool-wide lock while a
 released connection disconnects, and a command cut by a cancel can leave that pending: every
 Redis call in the process then queues behind it (seen here with redis-py 8.1, a reader
@@ -35,15 +43,25 @@ XREAD BLOCK within READ_SLICE) and gives its connection back cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
-from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream, client_message
+from tokenrelay.errors import (
+    StoreUnavailable,
+    StreamExpired,
+    StreamTooLarge,
+    UnknownStream,
+    client_message,
+)
 from tokenrelay.events import Event, EventType, error_event
 from tokenrelay.streams.log import Follower, StreamLog, StreamMeta, StreamStatus, hand_over
 
@@ -52,6 +70,9 @@ logger = logging.getLogger("tokenrelay.redis")
 READ_SLICE = 0.5  # seconds: the longest one XREAD BLOCK waits (see read)
 PRODUCER_LOST = "producer_lost"
 CONTROL_CHANNEL = "tr:control"
+RETRY_PAUSE = 0.25  # seconds between tries while Redis is unreachable
+# What an unreachable Redis raises (refused, reset, timed out, still loading its data).
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 # Ends a stream whose producer's lease lapsed, unless it has ended or the lease is back.
 # KEYS: events, meta, lease, tomb. ARGV: payload of the error event, ttl in ms.
@@ -70,6 +91,14 @@ return seq + 1
 """
 
 
+# A reader leaves: one fewer, unless the count is gone (expired, or a Redis that came back
+# empty), where a DECR would make a key of -1 that never expires.
+_LEAVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('DECR', KEYS[1])
+"""
+
+
 def _keys(stream_id: str) -> dict[str, str]:
     base = f"tr:{{{stream_id}}}"
     return {k: f"{base}:{k}" for k in ("events", "meta", "lease", "tomb", "subs")}
@@ -82,6 +111,30 @@ def _seq_of(entry_id: bytes) -> int:
 def _event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     kind: EventType = fields[b"t"].decode()  # type: ignore[assignment]
     return Event(_seq_of(entry_id), kind, fields[b"d"])
+
+
+class _Health:
+    """Whether Redis answered the last call; a line in the log only when that changes."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self._down_since = 0.0
+
+    def ok(self) -> None:
+        if not self.up:
+            self.up = True
+            logger.warning(
+                "redis is reachable again, after %.1fs", time.monotonic() - self._down_since
+            )
+
+    def failed(self, exc: BaseException) -> None:
+        if self.up:
+            self.up = False
+            self._down_since = time.monotonic()
+            logger.error(
+                "redis is unreachable (%s): new streams get 503; streams under way wait for it",
+                type(exc).__name__,
+            )
 
 
 @dataclass(slots=True)
@@ -101,11 +154,22 @@ class RedisStreamLog(StreamLog):
         ttl: float,
         max_age: float = 3600.0,
         lease: float = 10.0,
+        grace: float = 5.0,
         max_connections: int = 1000,
     ) -> None:
         super().__init__(max_bytes=max_bytes, ttl=ttl)
         # Each waiting reader holds a connection for its XREAD BLOCK: size the pool for them.
-        self.redis = aioredis.Redis.from_url(url, max_connections=max_connections)
+        # A Redis that does not answer at all (a host gone) must fail as fast as one that
+        # refuses: 2 s to connect, and replies within 2 s of the longest XREAD BLOCK.
+        self.redis = aioredis.Redis.from_url(
+            url,
+            max_connections=max_connections,
+            socket_connect_timeout=2.0,
+            socket_timeout=READ_SLICE + 2.0,
+        )
+        self.grace = grace
+        self._health = _Health()
+        self._failed: set[str] = set()  # streams produced here whose writes gave up
         self.max_age = max_age
         self.lease = lease
         self.renew_every = lease / 3
@@ -116,6 +180,7 @@ class RedisStreamLog(StreamLog):
         self._fanouts: dict[str, _Fanout] = {}
         self._closed = False
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
+        self._leave = self.redis.register_script(_LEAVE)
 
     # ------------------------------------------------------------------ writing
 
@@ -138,6 +203,10 @@ class RedisStreamLog(StreamLog):
     def append_nowait(self, stream_id: str, event: Event) -> None:
         # Checks and bookkeeping happen now, synchronously, so the next append sees them while
         # earlier events are still being written; the flusher keeps the writes in order.
+        if stream_id in self._failed:  # its events could not be stored: it cannot go on
+            if event.terminal:  # its producer's last word: forget it
+                self._failed.discard(stream_id)
+            raise StoreUnavailable()
         if stream_id not in self._written:
             raise ValueError(f"stream {stream_id} has ended or is not produced here")
         last, size = self._written[stream_id]
@@ -161,11 +230,20 @@ class RedisStreamLog(StreamLog):
             await asyncio.shield(flusher)  # the ending is durable before the producer ends
 
     async def _flush(self, stream_id: str) -> None:
-        """Write queued events in order, as many per round trip as have accumulated."""
+        """Write queued events in order, as many per round trip as have accumulated; through
+        an outage, for up to `grace` seconds (the events wait here meanwhile)."""
         try:
             while batch := self._queues.get(stream_id):
                 self._queues[stream_id] = []
-                await self._write_batch(stream_id, batch)
+                await self._store(stream_id, batch)
+        except (StoreUnavailable, UnknownStream):
+            # Its producer learns it at its next append, and its lease is no longer renewed:
+            # once Redis is back, readers anywhere find it lost (producer_lost).
+            self._failed.add(stream_id)
+            self._queues.pop(stream_id, None)
+            if self._written.pop(stream_id, None) is not None:
+                logger.info("stream %s: its events could not be stored; it ends", stream_id)
+            raise
         except Exception as exc:
             logger.error("stream %s: writing to Redis failed (%s)", stream_id, type(exc).__name__)
             raise
@@ -173,6 +251,20 @@ class RedisStreamLog(StreamLog):
             if not self._queues.get(stream_id):
                 self._queues.pop(stream_id, None)
                 self._flushers.pop(stream_id, None)
+
+    async def _store(self, stream_id: str, batch: list[Event]) -> None:
+        try:
+            await self._guard(self._write_batch(stream_id, batch))
+        except StoreUnavailable:
+            await self._patiently(functools.partial(self._write_after_outage, stream_id, batch))
+
+    async def _write_after_outage(self, stream_id: str, batch: list[Event]) -> None:
+        """A Redis that came back may have come back empty (restarted with no persistence):
+        then this stream's start and its readers' cursors are gone, and an XADD would only
+        recreate its events with no expiry. UnknownStream: the stream ends."""
+        if not await self.redis.exists(_keys(stream_id)["meta"]):
+            raise UnknownStream()
+        await self._write_batch(stream_id, batch)
 
     async def _write_batch(self, stream_id: str, batch: list[Event]) -> None:
         k = _keys(stream_id)
@@ -204,7 +296,39 @@ class RedisStreamLog(StreamLog):
             task.exception()  # mark it seen: a cancelled caller cannot; the log has it if any
 
     async def _guard(self, work: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.shield(self._spawn(work))
+        """Run `work` shielded; an unreachable Redis becomes StoreUnavailable."""
+        try:
+            result = await asyncio.shield(self._spawn(work))
+        except UNREACHABLE as exc:
+            self._health.failed(exc)
+            raise StoreUnavailable() from None
+        self._health.ok()
+        return result
+
+    async def _patiently(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """`_guard(make())`, tried again while Redis is unreachable, for up to `grace`."""
+        loop = asyncio.get_running_loop()
+        give_up: float | None = None
+        while True:
+            try:
+                return await self._guard(make())
+            except StoreUnavailable:
+                now = loop.time()
+                give_up = now + self.grace if give_up is None else give_up
+                if now >= give_up:
+                    raise
+                await asyncio.sleep(min(RETRY_PAUSE, give_up - now))
+
+    async def ready(self) -> bool:
+        try:
+            await self._guard(self._ping())
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def _ping(self) -> None:
+        async with asyncio.timeout(1.0):
+            await self.redis.ping()
 
     async def create(self, stream_id: str, meta: StreamMeta) -> None:
         await self._guard(self._create(stream_id, meta))
@@ -216,12 +340,13 @@ class RedisStreamLog(StreamLog):
         deadline = loop.time() + wait
         while True:
             remaining = deadline - loop.time()
-            events = await self._guard(self._read(stream_id, after, min(remaining, READ_SLICE)))
+            read = functools.partial(self._read, stream_id, after, min(remaining, READ_SLICE))
+            events = await self._patiently(read)
             if events or remaining <= READ_SLICE:
                 return events
 
     async def status(self, stream_id: str) -> StreamStatus:
-        return await self._guard(self._status(stream_id))
+        return await self._patiently(lambda: self._status(stream_id))
 
     async def add_subscriber(self, stream_id: str) -> int:
         return await self._guard(self._add_subscriber(stream_id))
@@ -286,6 +411,8 @@ class RedisStreamLog(StreamLog):
                     hand_over(fanout.followers, event)
                 if events and events[-1].terminal:
                     break
+        except UNREACHABLE as exc:  # its followers read by themselves now, patiently
+            self._health.failed(exc)
         except Exception as exc:
             logger.warning("stream %s: shared read failed (%s)", stream_id, type(exc).__name__)
         finally:
@@ -351,7 +478,7 @@ class RedisStreamLog(StreamLog):
         return int(count)
 
     async def _remove_subscriber(self, stream_id: str) -> int:
-        return int(await self.redis.decr(_keys(stream_id)["subs"]))
+        return int(await self._leave(keys=[_keys(stream_id)["subs"]]))
 
     async def _subscribers(self, stream_id: str) -> int:
         return int(await self.redis.get(_keys(stream_id)["subs"]) or 0)
@@ -361,8 +488,8 @@ class RedisStreamLog(StreamLog):
 
     async def control_messages(self) -> AsyncIterator[dict[str, Any]]:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(CONTROL_CHANNEL)
         try:
+            await pubsub.subscribe(CONTROL_CHANNEL)
             async for raw in pubsub.listen():
                 try:
                     message = orjson.loads(raw["data"])
@@ -370,8 +497,12 @@ class RedisStreamLog(StreamLog):
                     continue
                 if isinstance(message, dict):
                     yield message
+        except UNREACHABLE as exc:
+            self._health.failed(exc)
+            raise StoreUnavailable() from None
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(*UNREACHABLE):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _meta(self, stream_id: str) -> StreamMeta | None:
         raw: Any = await self.redis.hgetall(_keys(stream_id)["meta"])

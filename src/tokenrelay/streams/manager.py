@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay._types import DisconnectPolicy
-from tokenrelay.errors import ServiceUnavailable
+from tokenrelay.errors import ServiceUnavailable, StoreUnavailable
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import GenerationRequest, Provider
 from tokenrelay.settings import StreamsSection
@@ -122,7 +122,13 @@ class StreamManager:
             yield
         finally:
             METRICS.active_subscribers -= 1
-            if await self.log.remove_subscriber(stream_id) <= 0:
+            try:
+                left = await self.log.remove_subscriber(stream_id)
+            except StoreUnavailable:
+                # Uncounted, so nobody can tell whether it was the last reader: the stream
+                # goes on (if the store stays away, its producer stops within the grace).
+                left = 1
+            if left <= 0:
                 await self._abandoned(stream_id)
 
     async def _abandoned(self, stream_id: str) -> None:
@@ -190,6 +196,8 @@ class StreamManager:
                 return  # a single-process log has no messages
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable:  # the log has said so, once for the whole outage
+                await asyncio.sleep(1.0)
             except Exception:
                 logger.exception("control channel failed; reconnecting in 1s")
                 await asyncio.sleep(1.0)
@@ -200,6 +208,8 @@ class StreamManager:
             await asyncio.sleep(every)
             try:
                 await self.log.renew_leases()
+            except StoreUnavailable:
+                pass  # said once by the log; the streams under way find out for themselves
             except Exception:
                 logger.exception("lease renewal failed")
 

@@ -45,6 +45,7 @@ from tokenrelay import logs
 from tokenrelay.errors import (
     GenerationError,
     Stalled,
+    StoreUnavailable,
     StreamTooLarge,
     UpstreamTimeout,
     client_message,
@@ -139,6 +140,21 @@ class Stream:
     async def run(self) -> None:
         logs.stream_id.set(self.stream_id)  # this task's own context: every line it logs
         try:
+            await self._run()
+        except StoreUnavailable:
+            # The log could not store this stream's events: nothing more can reach a reader,
+            # not even an ending. Leaving closes the upstream; readers get their own error.
+            if not self.ended:
+                self.ended = True
+                METRICS.stream_ended("error", "store_unavailable")
+            ending = ev.error_event(
+                self._seq + 1, "store_unavailable", client_message("store_unavailable"), True
+            )
+            with contextlib.suppress(StoreUnavailable, ValueError):
+                self._log.append_nowait(self.stream_id, ending)  # refused; the log forgets it
+
+    async def _run(self) -> None:
+        try:
             await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
             if self._shaping is not None:
                 self._shaper = Shaper(self._shaping, self._emit_token, self._emit_json)
@@ -167,6 +183,8 @@ class Stream:
             await self._end_with_error(
                 exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after
             )
+        except StoreUnavailable:
+            raise  # not this stream's fault, and no ending can be stored: see run()
         except Exception:
             logger.exception(
                 "stream %s crashed (request %s)", self.stream_id, self._request.request_id

@@ -67,6 +67,7 @@ ERROR_TYPES = {  # our error types as Anthropic's error `type` values
     "method_not_allowed": "invalid_request_error",
     "payload_too_large": "request_too_large",
     "service_unavailable": "overloaded_error",
+    "store_unavailable": "overloaded_error",
     "rate_limit": "rate_limit_error",
     "overloaded": "overloaded_error",
     "upstream_rejected": "invalid_request_error",
