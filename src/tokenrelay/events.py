@@ -118,8 +118,11 @@ def json_event(seq: int, partial: Any) -> Event:
     return make_event(seq, "json", partial=partial)
 
 
-def status_event(seq: int, message: str) -> Event:
-    return make_event(seq, "status", message=message)
+def status_event(seq: int, message: str, retry_in: float | None = None) -> Event:
+    """A note on the stream's progress; `retry_in`: a retry is due in that many seconds."""
+    if retry_in is None:
+        return make_event(seq, "status", message=message)
+    return make_event(seq, "status", message=message, retry_in=round(retry_in, 3))
 
 
 def error_event(

@@ -115,3 +115,21 @@ def test_the_served_app_freezes_start_up_objects_and_collects_young_ones_less_of
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
     )
     assert done.stdout.split() == ["True", "True"], done.stderr
+
+
+@pytest.mark.parametrize("path", ["/api/chat/stream", "/v1/chat/completions", "/api/chat"])
+def test_a_persistent_429_keeps_its_status_with_the_default_settings(
+    server: RealServer, path: str
+) -> None:
+    """Two retries after `Retry-After: 1` outlast the 2 s commit deadline; the deadline waits
+    for them, so the caller still gets the 429 the README promises, with its Retry-After."""
+    body: dict[str, object] = {"model": "sim/fast+rate-limit", "message": "hi"}
+    if path.startswith("/v1"):
+        body = {"model": body["model"], "messages": [{"role": "user", "content": "hi"}]}
+        body["stream"] = True
+    started = time.monotonic()
+    r = httpx.post(f"{server.url}{path}", json=body, timeout=30)
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "1"
+    assert r.headers["content-type"] == "application/json"
+    assert time.monotonic() - started > 2.0  # both retries were made (1 s, then 1 s or more)

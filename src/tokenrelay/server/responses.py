@@ -191,9 +191,13 @@ class EventStreamResponse(Response):
         """Events up to the first piece of the answer (text, reasoning, a call) or the ending,
         or whatever came within the commit deadline.
 
+        A retry before the first token moves the deadline to `commit_deadline` after the
+        retry is due: a persistent 429 ends as a 429 with Retry-After, however long the
+        retries' waits (the status events that say so are written when the status is).
         They decide the status; the subscription then writes them from the log."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.manager.settings.commit_deadline
+        commit_deadline = self.manager.settings.commit_deadline
+        deadline = loop.time() + commit_deadline
         events: list[Event] = []
         cursor = self.after
         while (remaining := deadline - loop.time()) > 0:
@@ -204,6 +208,9 @@ class EventStreamResponse(Response):
             cursor = batch[-1].seq
             if any(e.type in _ANSWER or e.terminal for e in batch):
                 break
+            for event in batch:
+                if event.type == "status" and "retry_in" in (note := event.payload()):
+                    deadline = max(deadline, loop.time() + note["retry_in"] + commit_deadline)
         return events
 
     async def _send_error_status(self, send: Send, error: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from tokenrelay.server.chat_request import (
 )
 from tokenrelay.server.collect import collect_answer
 from tokenrelay.server.compat_request import NATIVE_NAMES
-from tokenrelay.server.dialects import NATIVE
+from tokenrelay.server.dialects import NATIVE, retry_after_header
 from tokenrelay.server.generation import start_generation
 from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.responses import EventStreamResponse
@@ -126,6 +126,7 @@ def _completion_response(request_id: str, stream_id: str, model: str, answer: An
         return JSONResponse(body, headers=headers)
     if ending.get("type") == "error":
         error_type = ending["error_type"]
+        headers |= retry_after_header(ending.get("retry_after"))
         return NATIVE.error_response(
             error_type, request_id, headers=headers, retryable=ending["retryable"]
         )

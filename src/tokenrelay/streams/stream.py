@@ -247,7 +247,7 @@ class Stream:
                     f"The model provider answered {exc.error_type}; {what} in {delay:.1f}s "
                     f"(attempt {attempt + 1} of {max_retries + 1})."
                 )
-                await self._append(ev.status_event(self._next_seq(), note))
+                await self._append(ev.status_event(self._next_seq(), note, retry_in=delay))
                 await asyncio.sleep(delay)
 
     def _continue(self) -> GenerationRequest:
