@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -133,3 +134,25 @@ def test_a_persistent_429_keeps_its_status_with_the_default_settings(
     assert r.headers["retry-after"] == "1"
     assert r.headers["content-type"] == "application/json"
     assert time.monotonic() - started > 2.0  # both retries were made (1 s, then 1 s or more)
+
+
+def test_requests_during_the_drain_get_503_not_a_refused_connection(tmp_path: Path) -> None:
+    """The listener stays open while streams drain: a load balancer's health check reads
+    "draining", and a new request gets the documented 503 with Retry-After."""
+    with real_server(tmp_path, CONFIG) as srv:
+        body = {"message": "x", "model": "sim/default+endless"}
+        with httpx.stream("POST", f"{srv.url}/api/chat/stream", json=body, timeout=30) as r:
+            events = _read_events(r)
+            next(events)  # the stream is under way
+            srv.process.send_signal(signal.SIGTERM)
+            srv.wait_for("draining", lambda: "draining" in srv.log(), 5)
+            health = httpx.get(f"{srv.url}/healthz", timeout=5)
+            assert health.status_code == 503
+            assert health.json()["status"] == "draining"
+            refused = httpx.post(f"{srv.url}/api/chat/stream", json=body, timeout=5)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "5"
+            assert refused.json()["error"]["type"] == "service_unavailable"
+            ending = next(e for _, e in events if e["type"] in ("done", "error", "cancelled"))
+        assert ending.get("error_type") == "server_shutdown"
+        assert srv.process.wait(15) in (0, -15)

@@ -1,10 +1,17 @@
-"""Shutdown signals reach the app, so open streams end with a terminal event before exit.
+"""Shutdown signals reach the app first, so open streams end with a terminal event, and new
+requests meanwhile get the documented 503, not "connection refused".
 
-uvicorn, on SIGTERM, stops accepting connections and then waits for open responses to finish
-before it runs the lifespan shutdown. A stream that is still generating would hold it there,
-and its client would see the connection drop without an ending. So the app chains its own
-handler in front of uvicorn's (in every worker: uvicorn's workers run a plain `Server`, so a
-`Server` subclass would not see the signal), and starts draining the moment the signal lands.
+uvicorn, on SIGTERM, closes its listener at once, then waits for open responses before it
+runs the lifespan shutdown. A stream still generating would hold it there, its client would
+see the connection drop without an ending, and a load balancer's health check and every new
+request would meet a closed port rather than `/healthz` saying "draining". So the app chains
+its own handler in front of uvicorn's (in every worker: uvicorn's workers run a plain
+`Server`, so a `Server` subclass would not see the signal). On the signal it drains: new
+streams are refused with 503 while the listener stays open, and open streams finish, or are
+cancelled at `drain_timeout` with a `server_shutdown` ending. Only then does it hand the
+signal to uvicorn, which closes the listener and the idle connections and exits.
+
+A second signal while draining goes to uvicorn at once: the operator means it.
 """
 
 from __future__ import annotations
@@ -12,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def chain_shutdown_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
-    """Call `on_signal` in the event loop on SIGTERM/SIGINT, then the previous handler.
+def chain_shutdown_signals(drain: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """On SIGTERM/SIGINT, run `drain()` in the event loop, then the previous handler.
 
     Returns a function that puts the previous handlers back. Does nothing off the main thread.
     """
@@ -28,15 +35,33 @@ def chain_shutdown_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
         return lambda: None
     loop = asyncio.get_running_loop()
     previous: dict[int, Any] = {}
+    draining: set[asyncio.Task[None]] = set()  # the drain under way, kept referenced
+    signalled = False
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(on_signal)
+    def pass_on(signum: int, frame: FrameType | None) -> None:
         before = previous.get(signum)
         if callable(before):
             before(signum, frame)
         elif before == signal.SIG_DFL:  # nobody else handles it: let it do what it always does
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
+
+    async def drain_then_pass_on(signum: int) -> None:
+        try:
+            await drain()
+        finally:
+            pass_on(signum, None)
+
+    def start_draining(signum: int) -> None:
+        draining.add(loop.create_task(drain_then_pass_on(signum)))
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal signalled
+        if signalled:
+            pass_on(signum, frame)
+        else:
+            signalled = True
+            loop.call_soon_threadsafe(start_draining, signum)
 
     for sig in _SIGNALS:
         previous[sig] = signal.getsignal(sig)

@@ -250,6 +250,13 @@ class StreamManager:
         )
         asyncio.get_running_loop().call_later(self.settings.drain_timeout, self._cancel_all)
 
+    async def drain(self) -> None:
+        """`begin_drain`, then return once every stream here has ended and written its ending
+        (within `drain_timeout`, after which they are cancelled)."""
+        self.begin_drain()
+        while self._running or self._endings:  # an ending may be spawned as a task ends
+            await asyncio.wait([*(r.task for r in self._running.values()), *self._endings])
+
     def _cancel_all(self, reason: str = SHUTDOWN) -> None:
         for running in list(self._running.values()):
             self._cancel(running, reason)
