@@ -162,4 +162,20 @@ async def test_a_callers_own_key_is_named_whatever_its_shape(client: httpx.Async
     body = {"model": "sim/fast", "message": "x", "Temperature": 0.5, "list[x]": 1}
     r = await client.post("/api/chat", json=body)
     fields = [f["field"] for f in r.json()["error"]["fields"]]
-    assert fields == ["Temperature", "list[x]"]
+    assert fields == ["Temperature", '"list[x]"']  # quoted: not an index
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions", "/v1/messages"])
+async def test_a_callers_key_comes_back_quoted_and_cut_never_as_markup(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    body = _native(message="hi") if path == "/api/chat" else _anthropic("hi")
+    body["<img src=x onerror=alert(1)>" + "x" * 500] = 1
+    r = await client.post(path, json=body)
+    assert r.status_code in (400, 422)
+    message = r.json()["error"]["message"]
+    assert "<" not in message
+    assert ">" not in message
+    assert '"\\u003cimg src=x onerror=alert(1)\\u003exxxx' in message
+    assert '…": unknown field' in message
+    assert len(message) < 200

@@ -25,7 +25,7 @@ from tokenrelay.providers.base import GenerationRequest
 from tokenrelay.providers.content import Message
 from tokenrelay.schemas import schema_problem
 from tokenrelay.server.native_models import MessageIn, NamedToolIn, ToolIn, tool_choice
-from tokenrelay.server.problems import problems_of
+from tokenrelay.server.problems import problems_of, shown_key
 from tokenrelay.shaping.shaper import Shaping
 
 _FORBID = ConfigDict(extra="forbid")
@@ -213,7 +213,7 @@ def query_to_data(params: list[tuple[str, str]]) -> JSONObject:
         if key in _QUERY_NOT_FIELDS:
             continue
         if key in data:
-            problems.append(FieldProblem(key, "given more than once"))
+            problems.append(FieldProblem(shown_key(key), "given more than once"))
             continue
         if key in _JSON_QUERY_FIELDS:
             try:

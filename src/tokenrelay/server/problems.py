@@ -13,10 +13,12 @@ and says what is wrong in words of our own. Two things pydantic does are undone 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from tokenrelay.errors import FieldProblem
@@ -179,5 +181,23 @@ def _kinds(items: Sequence[Any], site: Loc) -> list[str]:
 def _field_path(loc: Loc) -> str:
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{shown_key(part)}" if path else shown_key(part)
     return path or "body"
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_SHOWN_KEY_CHARS = 32
+
+
+def shown_key(key: str) -> str:
+    """A key as a message may show it: as is if it is a plain name, else quoted as JSON,
+    cut at 32 characters, with `<`, `>` and `&` escaped. A caller's key is the caller's
+    input: it must not come back as markup, nor at any length."""
+    if _PLAIN_KEY.fullmatch(key):
+        return key
+    cut = key[:_SHOWN_KEY_CHARS] + ("…" if len(key) > _SHOWN_KEY_CHARS else "")
+    quoted = orjson.dumps(cut).decode()
+    return quoted.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
