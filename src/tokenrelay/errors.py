@@ -7,6 +7,7 @@
     │   ├── UnsupportedMediaType     415
     │   ├── PayloadTooLarge          413
     │   ├── InvalidEventId           400, a Last-Event-ID that is not `<stream_id>:<seq>`
+    │   ├── CrossSiteStart           403, a GET from another site that would start a generation
     │   ├── UnknownModel             404, listing the known models
     │   └── UnknownStream            404
     │       └── StreamExpired        410: it existed, and its TTL has passed
@@ -47,6 +48,10 @@ CLIENT_MESSAGES: dict[str, str] = {
     "unknown_stream": "No such stream.",
     "stream_expired": "That stream has expired; start a new one.",
     "invalid_event_id": "Last-Event-ID must look like <stream_id>:<seq>.",
+    "cross_site": (
+        "A generation starts by GET only from this server's own pages or an origin in"
+        " cors_origins; POST it instead."
+    ),
     "method_not_allowed": "That method is not allowed here.",
     "service_unavailable": "The server is shutting down and accepts no new streams; retry shortly.",
     "store_unavailable": "The server cannot reach its stream store; retry shortly.",
@@ -80,6 +85,7 @@ HTTP_STATUS: dict[str, int] = {
     "unknown_stream": 404,
     "stream_expired": 410,
     "invalid_event_id": 400,
+    "cross_site": 403,
     "method_not_allowed": 405,
     "service_unavailable": 503,
     "store_unavailable": 503,
@@ -168,6 +174,10 @@ class StreamExpired(UnknownStream):
 
 class InvalidEventId(RequestError):
     error_type = "invalid_event_id"
+
+
+class CrossSiteStart(RequestError):
+    error_type = "cross_site"
 
 
 class ServiceUnavailable(TokenRelayError):

@@ -296,3 +296,39 @@ async def test_reasoning_is_sent_unless_the_request_leaves_it_out(
     usage = [s[-1]["usage"] for s in (shown, hidden)]
     assert usage[0]["completion_tokens"] == usage[1]["completion_tokens"]
     assert usage[1]["completion_tokens_details"]["reasoning_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),  # curl, scripts
+        ({"sec-fetch-site": "same-origin"}, 200),  # the chat page's own EventSource
+        ({"sec-fetch-site": "none"}, 200),  # typed into the address bar
+        ({"sec-fetch-site": "cross-site", "origin": "https://evil.test"}, 403),
+        ({"sec-fetch-site": "same-site"}, 403),
+        ({"origin": "https://evil.test"}, 403),  # a browser without Sec-Fetch-Site
+        ({"origin": "http://tokenrelay.test"}, 200),  # its own origin
+    ],
+)
+async def test_a_get_from_another_site_cannot_start_a_generation(
+    client: httpx.AsyncClient, headers: dict[str, str], status: int
+) -> None:
+    r = await client.get("/api/chat/stream?message=hi&model=sim/fast", headers=headers)
+    assert r.status_code == status
+    if status == 403:
+        assert r.json()["error"]["type"] == "cross_site"
+
+
+async def test_a_configured_origin_may_start_by_get_and_anyone_may_resume() -> None:
+    settings = quick_settings().with_changes(server={"cors_origins": ["https://app.test"]})
+    app = create_app(settings)
+    cross = {"sec-fetch-site": "cross-site"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get(
+            "/api/chat/stream?message=hi&model=sim/fast",
+            headers={**cross, "origin": "https://app.test"},
+        )
+        assert r.status_code == 200
+        first_id = next(line for line in r.text.splitlines() if line.startswith("id: "))[4:]
+        resumed = await c.get("/api/chat/stream", headers={**cross, "last-event-id": first_id})
+        assert resumed.status_code == 200

@@ -22,6 +22,7 @@ from tokenrelay.server.compat_request import NATIVE_NAMES
 from tokenrelay.server.dialects import NATIVE, retry_after_header
 from tokenrelay.server.generation import start_generation
 from tokenrelay.server.middleware import note_stream
+from tokenrelay.server.origins import refuse_cross_site_start
 from tokenrelay.server.responses import EventStreamResponse
 from tokenrelay.server.resume import last_event_id, resume_point
 from tokenrelay.server.state import AppState, request_id_of
@@ -70,6 +71,7 @@ async def chat_stream_get(request: Request) -> Response:
     resume = last_event_id(request)
     if resume is not None:
         return await _resume(request, *resume)
+    refuse_cross_site_start(request, state.settings.server.cors_origins)
     data = query_to_data(request.query_params.multi_items())
     chat = validate_chat(
         data, strict=False, max_tokens_limit=state.settings.server.max_tokens_limit
