@@ -121,6 +121,7 @@ async def test_faults_map_to_error_types(
 @pytest.mark.parametrize(
     ("status", "error_type", "retryable"),
     [
+        (302, "api_error", False),  # not followed: the Location is another host
         (400, "upstream_rejected", False),
         (401, "api_error", False),
         (429, "rate_limit", True),

@@ -46,7 +46,7 @@ from tokenrelay.errors import (
     client_message,
 )
 from tokenrelay.mock.record import Exchange, Recorder
-from tokenrelay.mock.scenario import MOCK_SECRET, Scenario, read_scenario
+from tokenrelay.mock.scenario import MOCK_SECRET, REDIRECT_TARGET, Scenario, read_scenario
 from tokenrelay.providers import sim_agent
 from tokenrelay.providers.base import GenerationRequest, Usage
 from tokenrelay.providers.sim import SimProvider, SimTiming
@@ -130,7 +130,9 @@ def create_mock_app(timing: SimTiming | None = None) -> Starlette:
             recorder.end(exchange, "failed")
             error_type = {429: "rate_limit", 529: "overloaded"}.get(scenario.status, "api_error")
             error = dialect.error_body(error_type, _error_message(scenario, "api_error"))
-            headers = {"retry-after": "1"} if scenario.status == 429 else None
+            headers = {"retry-after": "1"} if scenario.status == 429 else {}
+            if scenario.status == 302:  # somewhere else entirely: a client must not follow
+                headers["location"] = REDIRECT_TARGET
             return JSONResponse(error, status_code=scenario.status, headers=headers)
         json_tool = dialect.name == "anthropic" and anthropic_request.forced_json_tool(body)
         prompt = _counted_prompt(generation, scenario)

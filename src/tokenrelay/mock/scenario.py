@@ -3,7 +3,8 @@
 The model name is the sim's (`fast`, `default+error-after-5`, see providers/sim.py) plus parts
 only an HTTP upstream can show:
 
-    status-N (N: 400 401 429 500 503 529)               fail with that status before streaming
+    status-N (N: 302 400 401 429 500 503 529)           fail with that status before streaming
+                                                        (302: to REDIRECT_TARGET, elsewhere)
     leak-secret                                         put MOCK_SECRET in every error body
     cached-N | cache-write-N                            report N more prompt tokens, read from
                                                         (written to) the prompt cache
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from tokenrelay.providers.sim import SimTiming, SimVariant, parse_variant
 
 MOCK_SECRET = "sk-mock-SECRET-0d6f3a"  # tests assert this never leaves tokenrelay
-_STATUSES = {f"status-{n}": n for n in (400, 401, 429, 500, 503, 529)}
+_STATUSES = {f"status-{n}": n for n in (302, 400, 401, 429, 500, 503, 529)}
+REDIRECT_TARGET = "http://192.0.2.1/v1/elsewhere"  # TEST-NET-1: nothing answers there
 _CACHE_PART = re.compile(r"(cached|cache-write)-(\d{1,6})")
 
 

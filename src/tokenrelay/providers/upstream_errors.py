@@ -5,7 +5,8 @@
     HTTP 408, 504                     UpstreamTimeout
     other 5xx                         UpstreamError (retryable)
     HTTP 400, 413, 422                RequestRefused (the request is at fault; a 400 to the caller)
-    other 4xx                         UpstreamRejected (not retryable: our key, our model list)
+    other 4xx, and any 3xx            UpstreamRejected (not retryable: our key, our model list,
+                                      our base URL; a redirect is never followed)
 
 An error body is read up to `ERROR_BODY_LIMIT` only to pick out identifier-like labels
 (`type`, `code`) for the log. Its message and the headers are never kept: none of them reach a
