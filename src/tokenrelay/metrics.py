@@ -17,6 +17,8 @@ worker counts its own streams and a scrape answers for the worker that took it.
     tokenrelay_cancellations_total{phase,reason}          counter
     tokenrelay_cancel_upstream_close_seconds{phase}       histogram cancel asked -> upstream closed
     tokenrelay_resumes_total                   counter   Last-Event-ID resumes accepted
+    tokenrelay_ended_stream_bytes              gauge     payload bytes kept for ended streams
+    tokenrelay_ended_streams_evicted_total     counter   ended streams dropped before their TTL
     tokenrelay_retries_total{error_type}       counter   upstream attempts retried
     tokenrelay_upstream_requests_total{provider,status}   counter   HTTP status or failure kind
 """
@@ -69,6 +71,8 @@ class Metrics:
         self.active_subscribers = 0
         self.tokens = 0
         self.resumes = 0
+        self.ended_bytes = 0  # the memory log's, for resumes of ended streams
+        self.ended_evicted = 0
         self.ttft = Histogram(LATENCY_BUCKETS)
         self.token_gap = Histogram(TOKEN_GAP_BUCKETS)
         self.streams: dict[tuple[str, str], int] = {}
@@ -128,6 +132,13 @@ class MetricsCollector(Collector):
             close.add_metric([phase], histogram.cumulative(), histogram.total)
         yield close
         yield _counter("resumes", "Resumes from a Last-Event-ID.", m.resumes)
+        kept = "Payload bytes kept for ended streams (memory log)."
+        yield _gauge("ended_stream_bytes", kept, m.ended_bytes)
+        yield _counter(
+            "ended_streams_evicted",
+            "Ended streams dropped before their TTL to stay under max_ended_bytes.",
+            m.ended_evicted,
+        )
         retries = {(kind,): n for kind, n in m.retries.items()}
         yield _labelled("retries", "Upstream attempts retried.", ("error_type",), retries)
         yield _labelled(

@@ -80,6 +80,9 @@ class StreamsSection(Section):
     resume_window: float = Field(default=30.0, ge=0)  # on_disconnect = "detach"
     drain_timeout: float = Field(default=10.0, ge=0)  # on SIGTERM
     ttl: float = Field(default=600.0, gt=0)  # how long an ended stream stays readable
+    # What the memory log keeps of ended streams, all together; the oldest go first (then a
+    # resume answers 410, as after the TTL). 256 MiB: ~30,000 answers of 200 tokens.
+    max_ended_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     max_log_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_retries: int = Field(default=2, ge=0)
     retry_base_delay: float = Field(default=0.5, ge=0)

@@ -11,6 +11,7 @@ import pytest
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import Event, cancelled_event, start_event, token_event
+from tokenrelay.metrics import METRICS
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
 from tokenrelay.streams.log_memory import MemoryStreamLog
 from tokenrelay.streams.log_redis import READ_SLICE, RedisStreamLog
@@ -150,6 +151,28 @@ async def test_the_sweep_keeps_what_ended_later_and_streams_still_running() -> N
     assert await log.status("str_late") == StreamStatus(1, True)
     assert await log.status("str_running") == StreamStatus(0, False)
     assert len(log) == 3
+
+
+async def test_ended_streams_stay_under_their_byte_cap_oldest_going_first() -> None:
+    """What ended streams hold together is capped: past it the oldest go, and a resume of
+    one answers as expired (410), as after its TTL. The metrics show the bytes and evictions."""
+    events = [start_event(1, "x", "m"), *(token_event(i, "word") for i in range(2, 40))]
+    one = sum(len(e.data) for e in events) + len(cancelled_event(40, "test").data)
+    log = MemoryStreamLog(max_bytes=1 << 20, ttl=600.0, max_ended_bytes=3 * one)
+    evicted_before = METRICS.ended_evicted
+    for n in range(5):
+        sid = f"str_{n}"
+        await log.create(sid, StreamMeta(sid, "m"))
+        for event in events:
+            await log.append(sid, event)
+        await log.append(sid, cancelled_event(40, "test"))
+    for sid in ("str_0", "str_1"):
+        with pytest.raises(StreamExpired):
+            await log.read(sid, 0, wait=0)
+    for sid in ("str_2", "str_3", "str_4"):
+        assert len(await log.read(sid, 0, wait=0)) == 40
+    assert METRICS.ended_bytes == 3 * one
+    assert METRICS.ended_evicted - evicted_before == 2
 
 
 async def test_an_ended_stream_leaves_nothing_for_the_garbage_collector() -> None:

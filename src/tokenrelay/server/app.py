@@ -57,7 +57,9 @@ logger = logging.getLogger("tokenrelay.http")
 def build_log(settings: Settings) -> StreamLog:
     s = settings.streams
     if not settings.redis.url:
-        return MemoryStreamLog(max_bytes=s.max_log_bytes, ttl=s.ttl)
+        return MemoryStreamLog(
+            max_bytes=s.max_log_bytes, ttl=s.ttl, max_ended_bytes=s.max_ended_bytes
+        )
     max_age = s.total_timeout + s.resume_window + s.ttl
     return RedisStreamLog(
         settings.redis.url,

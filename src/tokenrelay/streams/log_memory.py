@@ -16,7 +16,10 @@ reader may instead attach a follower, which the append hands each event to direc
 producer then delivers a live token without waking the reader's task at all.
 Expired streams are swept lazily when streams are created, at most once per `sweep_interval`;
 their ids are remembered (a bounded tombstone list, for another TTL) so that a late resume gets
-410 "expired" rather than 404 "never existed".
+410 "expired" rather than 404 "never existed". Ended streams together keep at most
+`max_ended_bytes` of payloads: past it, the oldest go at once, as if their TTL were over (a
+busy replica ending 100 answers a second would otherwise hold ~480 MB of them, whatever its
+memory).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, NamedTuple
 
 from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import TERMINAL_TYPES, Event, EventType
+from tokenrelay.metrics import METRICS
 from tokenrelay.streams.log import (
     Follower,
     StreamLog,
@@ -103,6 +107,14 @@ class _Ended(NamedTuple):
         meta, *rest = record
         return cls(StreamMeta._make(meta), *rest)
 
+    @property
+    def size(self) -> int:
+        """The payload bytes it keeps (as `_Entry.size` counted them)."""
+        lines = self.payloads
+        if isinstance(lines, bytes):
+            return len(lines) - max(0, self.last_seq - 1)  # less the line breaks
+        return sum(map(len, lines))
+
     def events_after(self, after: int) -> list[Event]:
         if after >= self.last_seq:
             return []
@@ -126,10 +138,19 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 
 
 class MemoryStreamLog(StreamLog):
-    def __init__(self, *, max_bytes: int, ttl: float, sweep_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        ttl: float,
+        sweep_interval: float = 5.0,
+        max_ended_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         super().__init__(max_bytes=max_bytes, ttl=ttl)
         self._entries: dict[str, _Entry] = {}  # streams that have not ended
         self._ended: OrderedDict[str, _Record] = OrderedDict()  # by ending time, until expiry
+        self._ended_bytes = 0  # their payloads, all together
+        self.max_ended_bytes = max_ended_bytes
         self._tombstones: OrderedDict[str, float] = OrderedDict()  # id -> forget after
         self._subscribers: dict[str, int] = {}
         self._sweep_interval = sweep_interval
@@ -176,6 +197,10 @@ class MemoryStreamLog(StreamLog):
         if terminal:  # readers woken above still read their events from the live entry
             del self._entries[stream_id]
             self._ended[stream_id] = entry.retired(time.monotonic() + self.ttl)
+            self._ended_bytes += entry.size
+            if self._ended_bytes > self.max_ended_bytes:
+                self._evict_oldest()
+            METRICS.ended_bytes = self._ended_bytes
 
     def _refuse(self, stream_id: str, event: Event) -> None:
         """Why an append cannot go in: an unknown, expired or ended stream (always raises)."""
@@ -243,6 +268,7 @@ class MemoryStreamLog(StreamLog):
             entry.wake()
         self._entries.clear()
         self._ended.clear()
+        self._ended_bytes = 0
 
     def _live_entry(self, stream_id: str) -> _Entry | _Ended:
         """The stream's entry, live or ended, unless its TTL is over."""
@@ -263,14 +289,26 @@ class MemoryStreamLog(StreamLog):
     def _expired(entry: _Entry | _Ended) -> bool:
         return isinstance(entry, _Ended) and entry.expires_at <= time.monotonic()
 
+    def _evict_oldest(self) -> None:
+        """Drop ended streams, oldest first, until they fit under `max_ended_bytes`."""
+        now = time.monotonic()
+        while self._ended_bytes > self.max_ended_bytes and self._ended:
+            self._forget_oldest(now)
+            METRICS.ended_evicted += 1
+
+    def _forget_oldest(self, now: float) -> None:
+        stream_id, record = self._ended.popitem(last=False)
+        self._ended_bytes -= _Ended.of(record).size
+        self._tombstones[stream_id] = now + self.ttl
+
     def _sweep(self) -> None:
         now = time.monotonic()
         if now - self._last_sweep < self._sweep_interval:
             return
         self._last_sweep = now
         while self._ended and _Ended.of(next(iter(self._ended.values()))).expires_at <= now:
-            stream_id, _ = self._ended.popitem(last=False)
-            self._tombstones[stream_id] = now + self.ttl
+            self._forget_oldest(now)
+        METRICS.ended_bytes = self._ended_bytes
         while self._tombstones and (
             len(self._tombstones) > MAX_TOMBSTONES or next(iter(self._tombstones.values())) < now
         ):
