@@ -215,3 +215,28 @@ def test_trickling_connections_past_the_descriptor_limit_do_not_stop_service(
             for sock in held:
                 sock.close()
         assert "Too many open files" not in server.log()
+
+
+def test_start_up_raises_the_open_file_limit_to_the_hard_one() -> None:
+    import resource
+    import subprocess
+    import sys
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+    script = (
+        "import resource\n"
+        "from tokenrelay.server.connection import raise_descriptor_limit, connections_fit\n"
+        "print(raise_descriptor_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0],"
+        " connections_fit())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        preexec_fn=low_soft_limit,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    assert out == ["1024", "1024", str((1024 - 64) // 2)]
