@@ -25,6 +25,8 @@ keep_alive_timeout = 1
 max_connections = 40
 max_head_bytes = 8192
 max_headers = 20
+max_body_bytes = 65536
+max_body_bytes_v1 = 65536
 [sim]
 ttft = 0.0
 tokens_per_second = 20.0
@@ -61,6 +63,8 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
         try:
             if sock.recv(65536) == b"":
                 return True
+        except ConnectionResetError:  # closed with our bytes unread: the kernel resets
+            return True
         except TimeoutError:
             return False
     return False
@@ -240,3 +244,82 @@ def test_start_up_raises_the_open_file_limit_to_the_hard_one() -> None:
         timeout=30,
     ).stdout.split()
     assert out == ["1024", "1024", str((1024 - 64) // 2)]
+
+
+def test_trailers_count_against_the_body_and_are_never_buffered_whole(server: RealServer) -> None:
+    """A chunked body ends with `0\\r\\n`, and trailer fields may follow: a trailer that never
+    ends grew memory without bound, past every head limit."""
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: "
+        )
+        cut = False
+        try:
+            for _ in range(256):  # 16 MiB offered; the cap is a little over 64 KiB
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            cut = True
+        assert cut, "the server read a 16 MiB trailer"
+
+
+def test_a_blank_line_after_a_response_does_not_hold_the_connection(server: RealServer) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"\r\n")  # skipped by the parser: no request begins
+        assert _closed_by_server(sock, within=4)
+
+
+def test_a_body_that_trickles_is_cut_once_it_falls_behind(server: RealServer) -> None:
+    """Each byte within body_timeout of the last, but far below MIN_BODY_RATE overall."""
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 5:
+                time.sleep(0.3)
+                sock.sendall(b" ")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, _, _ = _answer(sock)
+    assert status == 408
+    assert time.monotonic() - started < 4
+
+
+def test_a_refusal_never_lands_inside_a_streaming_answer(server: RealServer) -> None:
+    """A pipelined request whose body stalls is cut, with no 408 spliced into the first
+    answer's body."""
+    body = b'{"model": "sim/default", "message": "Explain TCP handshakes", "max_tokens": 60}'
+    first = (
+        b"POST /api/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    stalled = (
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    with _connect(server) as sock:
+        sock.sendall(first + stalled)
+        received = b""
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert received.count(b"HTTP/1.1 ") == 1
+    assert b"request_timeout" not in received
+
+
+def test_refusals_are_counted_not_logged_one_by_one(server: RealServer) -> None:
+    for _ in range(5):
+        with _connect(server) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            _answer(sock)
+    log = server.log()
+    assert "Invalid HTTP request received" not in log
+    assert "Traceback" not in log

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, StatelessLifespan
 
@@ -102,6 +102,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return dialect.error_response(error_type, request_id_of(request), headers=exc.headers)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left while its request was read: nobody is there to answer or to blame."""
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.error("request %s failed", request_id_of(request), exc_info=exc)
     return dialect_of(request.scope).error_response("internal_error", request_id_of(request))
@@ -112,6 +117,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     RequestError: _request_error,
     ServiceUnavailable: _unavailable,
     HTTPException: _http_error,
+    ClientDisconnect: _client_gone,
     Exception: _unexpected,
 }
 
