@@ -138,8 +138,10 @@ def test_a_persistent_429_keeps_its_status_with_the_default_settings(
 
 def test_requests_during_the_drain_get_503_not_a_refused_connection(tmp_path: Path) -> None:
     """The listener stays open while streams drain: a load balancer's health check reads
-    "draining", and a new request gets the documented 503 with Retry-After."""
-    with real_server(tmp_path, CONFIG) as srv:
+    "draining", and a new request gets the documented 503 with Retry-After. A second signal
+    ends what still runs at once."""
+    config = CONFIG.replace("drain_timeout = 1.0", "drain_timeout = 30.0")
+    with real_server(tmp_path, config) as srv:
         body = {"message": "x", "model": "sim/default+endless"}
         with httpx.stream("POST", f"{srv.url}/api/chat/stream", json=body, timeout=30) as r:
             events = _read_events(r)
@@ -153,6 +155,9 @@ def test_requests_during_the_drain_get_503_not_a_refused_connection(tmp_path: Pa
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "5"
             assert refused.json()["error"]["type"] == "service_unavailable"
+            second = time.monotonic()
+            srv.process.send_signal(signal.SIGTERM)  # not the 30 s drain: now
             ending = next(e for _, e in events if e["type"] in ("done", "error", "cancelled"))
         assert ending.get("error_type") == "server_shutdown"
         assert srv.process.wait(15) in (0, -15)
+        assert time.monotonic() - second < 10

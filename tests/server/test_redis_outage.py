@@ -25,11 +25,12 @@ pytestmark = pytest.mark.server
 MESSAGES = [{"role": "user", "content": "Explain TCP handshakes"}]
 
 
-def _config(redis: RedisProcess, grace: float) -> str:
+def _config(redis: RedisProcess, grace: float, lease: float = 10.0) -> str:
     return f"""
 [redis]
 url = "{redis.url}"
 grace = {grace}
+lease = {lease}
 [sim]
 ttft = 0.0
 tokens_per_second = 40.0
@@ -147,9 +148,11 @@ def test_an_outage_ends_readers_honestly_and_refuses_new_work(
     again = httpx.post(f"{server.url}/api/chat", json={"message": "hi", "model": "sim/fast"})
     assert again.status_code == 200
 
+    # A line per change of state, the last one within _Health.QUIET (5 s) of the one before.
+    server.wait_for("the recovery line", lambda: "redis serves again" in server.log(), 10)
     log = server.log()
-    assert log.count("redis is unreachable") == 1  # one line per change of state
-    assert log.count("redis is reachable again") == 1
+    assert log.count("redis is unavailable") == 1
+    assert log.count("redis serves again") == 1
     assert "Traceback" not in log
     assert "Exception in ASGI application" not in log
 
@@ -187,3 +190,29 @@ def test_a_restart_within_the_grace(tmp_path: Path, persist: bool) -> None:
         with redis_client.Redis.from_url(redis.url) as check:  # every key still expires
             forever = [key for key in check.scan_iter() if check.pttl(key) < 0]
             assert forever == []
+
+
+def test_redis_refusing_writes_ends_the_stream_once_and_readers_learn_it(tmp_path: Path) -> None:
+    """Out of memory: reads work, writes are refused. The stream ends, its readers get a
+    retryable store_unavailable, and the log says so in a few lines, not one per token."""
+    _dirs(tmp_path)
+    with (
+        redis_process(tmp_path / "redis") as redis,
+        real_server(tmp_path / "server", _config(redis, grace=1.0, lease=1.0)) as server,
+    ):
+        reader = _Reader(server, max_tokens=400)
+        try:
+            reader.until(5)
+            with redis_client.Redis.from_url(redis.url) as admin:
+                admin.config_set("maxmemory", "1")
+            ending = reader.to_the_end()
+        finally:
+            reader.close()
+        assert ending["type"] == "error"
+        assert ending["error_type"] == "store_unavailable"
+        ids = _ids_in_order(reader.events)
+        assert ids[:-1] == list(range(1, len(ids)))  # no gap: nothing after the refusal
+        log = server.log()
+        assert log.count("tokenrelay.redis") <= 4
+        assert "Traceback" not in log
+        assert "Exception in ASGI application" not in log

@@ -169,7 +169,11 @@ def _middleware(settings: Settings) -> list[Middleware]:
 def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starlette]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        restore = chain_shutdown_signals(state.manager.drain) if handle_signals else None
+        restore = (
+            chain_shutdown_signals(state.manager.drain, state.manager.hurry)
+            if handle_signals
+            else None
+        )
         if not uvicorn_writer.available():
             logger.warning("uvicorn's connection state has changed: tokens go through ASGI send")
         state.manager.start_background()

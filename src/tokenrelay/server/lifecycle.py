@@ -11,12 +11,14 @@ streams are refused with 503 while the listener stays open, and open streams fin
 cancelled at `drain_timeout` with a `server_shutdown` ending. Only then does it hand the
 signal to uvicorn, which closes the listener and the idle connections and exits.
 
-A second signal while draining goes to uvicorn at once: the operator means it.
+A second signal while draining ends the streams still running at once (each with its
+`server_shutdown` ending) and goes to uvicorn: the operator means it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import threading
 from collections.abc import Callable, Coroutine
@@ -24,10 +26,14 @@ from types import FrameType
 from typing import Any
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+logger = logging.getLogger("tokenrelay.lifecycle")
 
 
-def chain_shutdown_signals(drain: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
-    """On SIGTERM/SIGINT, run `drain()` in the event loop, then the previous handler.
+def chain_shutdown_signals(
+    drain: Callable[[], Coroutine[Any, Any, None]], hurry: Callable[[], None]
+) -> Callable[[], None]:
+    """On SIGTERM/SIGINT, run `drain()` in the event loop, then the previous handler. On a
+    second signal, `hurry()` (end what still runs, now) and the previous handler at once.
 
     Returns a function that puts the previous handlers back. Does nothing off the main thread.
     """
@@ -36,9 +42,11 @@ def chain_shutdown_signals(drain: Callable[[], Coroutine[Any, Any, None]]) -> Ca
     loop = asyncio.get_running_loop()
     previous: dict[int, Any] = {}
     draining: set[asyncio.Task[None]] = set()  # the drain under way, kept referenced
-    signalled = False
+    signalled = passed_on = False
 
     def pass_on(signum: int, frame: FrameType | None) -> None:
+        nonlocal passed_on
+        passed_on = True
         before = previous.get(signum)
         if callable(before):
             before(signum, frame)
@@ -49,8 +57,11 @@ def chain_shutdown_signals(drain: Callable[[], Coroutine[Any, Any, None]]) -> Ca
     async def drain_then_pass_on(signum: int) -> None:
         try:
             await drain()
+        except Exception:
+            logger.exception("draining failed; shutting down")
         finally:
-            pass_on(signum, None)
+            if not passed_on:  # a second signal has already passed it on
+                pass_on(signum, None)
 
     def start_draining(signum: int) -> None:
         draining.add(loop.create_task(drain_then_pass_on(signum)))
@@ -58,6 +69,7 @@ def chain_shutdown_signals(drain: Callable[[], Coroutine[Any, Any, None]]) -> Ca
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal signalled
         if signalled:
+            loop.call_soon_threadsafe(hurry)
             pass_on(signum, frame)
         else:
             signalled = True

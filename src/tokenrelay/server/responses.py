@@ -12,7 +12,6 @@ aborted, so the socket and what was queued for it go at once (`AsgiWriter.abort`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -172,20 +171,26 @@ class EventStreamResponse(Response):
                 writer.abort()
                 return False
         except (StoreUnavailable, UnknownStream):  # the store went away (or lost the stream)
-            await self._end_unstored(writer, subscription.cursor)
+            if not await self._end_unstored(writer, subscription.cursor):
+                writer.abort()
+                return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
 
-    async def _end_unstored(self, writer: AsgiWriter, cursor: int) -> None:
+    async def _end_unstored(self, writer: AsgiWriter, cursor: int) -> bool:
         """A terminal `error` the log never held (it could not be reached), so it repeats the
-        last event's id: a resume from there reads on, once the store is back."""
+        last event's id: a resume from there reads on, once the store is back. False if the
+        client did not take it within `send_timeout`."""
         retry = StoreUnavailable.retry_after
         message = client_message(StoreUnavailable.error_type)
         event = error_event(cursor, StoreUnavailable.error_type, message, True, retry)
         writer.write_now(self.encoder.encode_one(event))
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self.manager.settings.send_timeout):
                 await writer.drain()
+        except TimeoutError:
+            return False
+        return True
 
     async def _until_news(self) -> list[Event]:
         """Events up to the first piece of the answer (text, reasoning, a call) or the ending,

@@ -71,8 +71,11 @@ READ_SLICE = 0.5  # seconds: the longest one XREAD BLOCK waits (see read)
 PRODUCER_LOST = "producer_lost"
 CONTROL_CHANNEL = "tr:control"
 RETRY_PAUSE = 0.25  # seconds between tries while Redis is unreachable
-# What an unreachable Redis raises (refused, reset, timed out, still loading its data).
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+FAIL_FAST = 1.0  # seconds after a failure in which new streams are refused without a try
+# What a Redis that cannot serve us raises: unreachable (refused, reset, timed out), still
+# loading its data, a replica a failover has not yet promoted, refusing writes (out of
+# memory, a failed save). Any of these is an outage to ride out, then StoreUnavailable.
+UNAVAILABLE = (redis.exceptions.RedisError, OSError)
 
 # Ends a stream whose producer's lease lapsed, unless it has ended or the lease is back.
 # KEYS: events, meta, lease, tomb. ARGV: payload of the error event, ttl in ms.
@@ -114,27 +117,63 @@ def _event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
 
 
 class _Health:
-    """Whether Redis answered the last call; a line in the log only when that changes."""
+    """Whether Redis served the last call, and a line in the log when that changes: at once,
+    or, within QUIET seconds of the last line, once those seconds are over (if it still
+    differs). A Redis that serves reads and refuses writes (out of memory) flips it on every
+    read; the log gets a line per QUIET seconds at most, and its last line is always true."""
+
+    QUIET = 5.0
 
     def __init__(self) -> None:
         self.up = True
         self._down_since = 0.0
+        self._failed_at = 0.0
+        self._said_up = True  # what the last line said
+        self._said_at = -self.QUIET
+        self._flips = 0  # changes since the last line
+        self._cause = ""
+        self._pending: asyncio.TimerHandle | None = None
+
+    def failed_within(self, seconds: float) -> bool:
+        return not self.up and time.monotonic() - self._failed_at < seconds
 
     def ok(self) -> None:
         if not self.up:
             self.up = True
-            logger.warning(
-                "redis is reachable again, after %.1fs", time.monotonic() - self._down_since
-            )
+            self._changed()
 
     def failed(self, exc: BaseException) -> None:
+        self._failed_at = time.monotonic()
         if self.up:
             self.up = False
-            self._down_since = time.monotonic()
+            self._down_since = self._failed_at
+            self._cause = type(exc).__name__
+            self._changed()
+
+    def _changed(self) -> None:
+        self._flips += 1
+        wait = self._said_at + self.QUIET - time.monotonic()
+        if wait <= 0:
+            self._report()
+        elif self._pending is None:
+            self._pending = asyncio.get_running_loop().call_later(wait, self._report)
+
+    def _report(self) -> None:
+        self._pending = None
+        if self.up == self._said_up:
+            return  # it flipped and flipped back: nothing to correct
+        flips = f" ({self._flips} changes since the last line)" if self._flips > 1 else ""
+        if self.up:
+            since = time.monotonic() - self._down_since
+            logger.warning("redis serves again, after %.1fs%s", since, flips)
+        else:
             logger.error(
-                "redis is unreachable (%s): new streams get 503; streams under way wait for it",
-                type(exc).__name__,
+                "redis is unavailable (%s): new streams get 503; streams under way wait for "
+                "it%s",
+                self._cause,
+                flips,
             )
+        self._said_up, self._said_at, self._flips = self.up, time.monotonic(), 0
 
 
 @dataclass(slots=True)
@@ -236,17 +275,17 @@ class RedisStreamLog(StreamLog):
             while batch := self._queues.get(stream_id):
                 self._queues[stream_id] = []
                 await self._store(stream_id, batch)
-        except (StoreUnavailable, UnknownStream):
-            # Its producer learns it at its next append, and its lease is no longer renewed:
-            # once Redis is back, readers anywhere find it lost (producer_lost).
-            self._failed.add(stream_id)
-            self._queues.pop(stream_id, None)
-            if self._written.pop(stream_id, None) is not None:
-                logger.info("stream %s: its events could not be stored; it ends", stream_id)
-            raise
         except Exception as exc:
-            logger.error("stream %s: writing to Redis failed (%s)", stream_id, type(exc).__name__)
-            raise
+            # Unreachable past the grace, come back empty, or refusing writes (out of memory,
+            # a failed save): the stream cannot go on. Its producer learns it at its next
+            # append (or the one it awaits), and its lease is no longer renewed: once Redis
+            # answers, readers anywhere find it lost (producer_lost).
+            self._queues.pop(stream_id, None)
+            if self._written.pop(stream_id, None) is not None:  # it had not ended yet
+                self._failed.add(stream_id)
+            if not isinstance(exc, StoreUnavailable | UnknownStream):
+                logger.exception("stream %s: its events could not be stored; it ends", stream_id)
+            raise StoreUnavailable() from None
         finally:
             if not self._queues.get(stream_id):
                 self._queues.pop(stream_id, None)
@@ -259,18 +298,29 @@ class RedisStreamLog(StreamLog):
             await self._patiently(functools.partial(self._write_after_outage, stream_id, batch))
 
     async def _write_after_outage(self, stream_id: str, batch: list[Event]) -> None:
-        """A Redis that came back may have come back empty (restarted with no persistence):
-        then this stream's start and its readers' cursors are gone, and an XADD would only
-        recreate its events with no expiry. UnknownStream: the stream ends."""
-        if not await self.redis.exists(_keys(stream_id)["meta"]):
-            raise UnknownStream()
-        await self._write_batch(stream_id, batch)
+        """The failed write may have been carried out with only its reply lost: what Redis
+        already has is not written twice (an XADD of an id it has is an error)."""
+        last: Any = await self.redis.xrevrange(_keys(stream_id)["events"], count=1)
+        stored = _seq_of(last[0][0]) if last else 0
+        rest = [event for event in batch if event.seq > stored]
+        if rest:
+            await self._write_batch(stream_id, rest)
 
     async def _write_batch(self, stream_id: str, batch: list[Event]) -> None:
+        """One transaction. After the first event, XADD does not create the events key
+        (NOMKSTREAM): if it is gone, Redis came back empty (restarted with no persistence),
+        this stream's start and its readers' cursors are lost, and writing on would only
+        make keys without an expiry. UnknownStream: the stream ends."""
         k = _keys(stream_id)
+        follows = batch[0].seq != 1
         async with self.redis.pipeline(transaction=True) as pipe:
             for event in batch:
-                pipe.xadd(k["events"], {"t": event.type, "d": event.data}, id=f"0-{event.seq}")
+                pipe.xadd(
+                    k["events"],
+                    {"t": event.type, "d": event.data},
+                    id=f"0-{event.seq}",
+                    nomkstream=follows,
+                )
             if batch[0].seq == 1:  # the events key exists from now on: give it its expiry
                 pipe.pexpire(k["events"], int(self.max_age * 1000))
             if batch[-1].terminal:
@@ -280,7 +330,9 @@ class RedisStreamLog(StreamLog):
                 pipe.pexpire(k["meta"], ttl_ms)
                 pipe.delete(k["lease"])
                 pipe.pexpire(k["tomb"], ttl_ms * 2)
-            await pipe.execute()
+            written = await pipe.execute()
+        if written[0] is None:
+            raise UnknownStream()
 
     # ------------------------------------------------------------------ shielded entry points
 
@@ -299,7 +351,7 @@ class RedisStreamLog(StreamLog):
         """Run `work` shielded; an unreachable Redis becomes StoreUnavailable."""
         try:
             result = await asyncio.shield(self._spawn(work))
-        except UNREACHABLE as exc:
+        except UNAVAILABLE as exc:
             self._health.failed(exc)
             raise StoreUnavailable() from None
         self._health.ok()
@@ -320,6 +372,7 @@ class RedisStreamLog(StreamLog):
                 await asyncio.sleep(min(RETRY_PAUSE, give_up - now))
 
     async def ready(self) -> bool:
+        """A PING, bounded by the client's socket timeout (never cancelled: see above)."""
         try:
             await self._guard(self._ping())
         except StoreUnavailable:
@@ -327,10 +380,11 @@ class RedisStreamLog(StreamLog):
         return True
 
     async def _ping(self) -> None:
-        async with asyncio.timeout(1.0):
-            await self.redis.ping()
+        await self.redis.ping()
 
     async def create(self, stream_id: str, meta: StreamMeta) -> None:
+        if self._health.failed_within(FAIL_FAST):
+            raise StoreUnavailable()  # a host gone silent would hold each request 2 s
         await self._guard(self._create(stream_id, meta))
 
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
@@ -352,7 +406,9 @@ class RedisStreamLog(StreamLog):
         return await self._guard(self._add_subscriber(stream_id))
 
     async def remove_subscriber(self, stream_id: str) -> int:
-        return await self._guard(self._remove_subscriber(stream_id))
+        # Through a blip too: a count left one too high would keep the stream generating
+        # (and billing) after its last reader left.
+        return await self._patiently(functools.partial(self._remove_subscriber, stream_id))
 
     async def subscribers(self, stream_id: str) -> int:
         return await self._guard(self._subscribers(stream_id))
@@ -411,7 +467,7 @@ class RedisStreamLog(StreamLog):
                     hand_over(fanout.followers, event)
                 if events and events[-1].terminal:
                     break
-        except UNREACHABLE as exc:  # its followers read by themselves now, patiently
+        except UNAVAILABLE as exc:  # its followers read by themselves now, patiently
             self._health.failed(exc)
         except Exception as exc:
             logger.warning("stream %s: shared read failed (%s)", stream_id, type(exc).__name__)
@@ -497,11 +553,11 @@ class RedisStreamLog(StreamLog):
                     continue
                 if isinstance(message, dict):
                     yield message
-        except UNREACHABLE as exc:
+        except UNAVAILABLE as exc:
             self._health.failed(exc)
             raise StoreUnavailable() from None
         finally:
-            with contextlib.suppress(*UNREACHABLE):
+            with contextlib.suppress(*UNAVAILABLE):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _meta(self, stream_id: str) -> StreamMeta | None:

@@ -257,6 +257,10 @@ class StreamManager:
         while self._running or self._endings:  # an ending may be spawned as a task ends
             await asyncio.wait([*(r.task for r in self._running.values()), *self._endings])
 
+    def hurry(self) -> None:
+        """End every stream here now, as `drain_timeout` would (a second shutdown signal)."""
+        self._cancel_all()
+
     def _cancel_all(self, reason: str = SHUTDOWN) -> None:
         for running in list(self._running.values()):
             self._cancel(running, reason)
