@@ -216,3 +216,19 @@ def test_redis_refusing_writes_ends_the_stream_once_and_readers_learn_it(tmp_pat
         assert log.count("tokenrelay.redis") <= 4
         assert "Traceback" not in log
         assert "Exception in ASGI application" not in log
+
+
+def test_an_outage_with_nothing_running_is_one_line_however_long(
+    outage: tuple[RedisProcess, RealServer],
+) -> None:
+    """Lease renewals with no stream to renew touch no Redis, and must not read as news that
+    Redis is back (they did, every 3.3 s)."""
+    redis, server = outage
+    redis.stop()
+    deadline = time.monotonic() + 8  # more than two renewal ticks (lease / 3)
+    while time.monotonic() < deadline:
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 503
+        time.sleep(0.5)
+    log = server.log()
+    assert log.count("redis is unavailable") == 1
+    assert "redis serves again" not in log

@@ -420,7 +420,8 @@ class RedisStreamLog(StreamLog):
         return await self._guard(self._meta(stream_id))
 
     async def renew_leases(self) -> None:
-        await self._guard(self._renew_leases())
+        if self._written:  # nothing produced here: no call, so no news of Redis either way
+            await self._guard(self._renew_leases())
 
     async def _renew_leases(self) -> None:
         """Called periodically by the producing replica for the streams it is writing."""
