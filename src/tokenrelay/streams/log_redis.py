@@ -168,8 +168,7 @@ class _Health:
             logger.warning("redis serves again, after %.1fs%s", since, flips)
         else:
             logger.error(
-                "redis is unavailable (%s): new streams get 503; streams under way wait for "
-                "it%s",
+                "redis is unavailable (%s): new streams get 503; streams under way wait for it%s",
                 self._cause,
                 flips,
             )
