@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from tokenrelay import __version__
+from tokenrelay.auth.cli import keys as keys_commands
 from tokenrelay.bench.cli import bench as bench_command
 from tokenrelay.client import (
     Cancelled,
@@ -213,6 +214,7 @@ def _print_answer_piece(console: Console, event: StreamEvent) -> bool:
 
 
 app.command("bench")(bench_command)
+app.add_typer(keys_commands, name="keys")
 
 
 def main() -> None:

@@ -8,6 +8,8 @@
     │   ├── PayloadTooLarge          413
     │   ├── InvalidEventId           400, a Last-Event-ID that is not `<stream_id>:<seq>`
     │   ├── CrossSiteStart           403, a GET from another site that would start a generation
+    │   ├── Unauthorized             401, no API key where one is required, or a wrong one
+    │   ├── ModelNotAllowed          403, a model the caller's key may not use
     │   ├── UnknownModel             404, listing the known models
     │   └── UnknownStream            404
     │       └── StreamExpired        410: it existed, and its TTL has passed
@@ -48,6 +50,10 @@ CLIENT_MESSAGES: dict[str, str] = {
     "unknown_stream": "No such stream.",
     "stream_expired": "That stream has expired; start a new one.",
     "invalid_event_id": "Last-Event-ID must look like <stream_id>:<seq>.",
+    "unauthorized": (
+        "A valid API key is required: Authorization: Bearer <key>, or x-api-key: <key>."
+    ),
+    "model_not_allowed": "This API key may not use that model.",
     "cross_site": (
         "A generation starts by GET only from this server's own pages or an origin in"
         " cors_origins; POST it instead."
@@ -86,6 +92,8 @@ HTTP_STATUS: dict[str, int] = {
     "stream_expired": 410,
     "invalid_event_id": 400,
     "cross_site": 403,
+    "unauthorized": 401,
+    "model_not_allowed": 403,
     "method_not_allowed": 405,
     "service_unavailable": 503,
     "store_unavailable": 503,
@@ -178,6 +186,14 @@ class InvalidEventId(RequestError):
 
 class CrossSiteStart(RequestError):
     error_type = "cross_site"
+
+
+class Unauthorized(RequestError):
+    error_type = "unauthorized"
+
+
+class ModelNotAllowed(RequestError):
+    error_type = "model_not_allowed"
 
 
 class ServiceUnavailable(TokenRelayError):

@@ -40,6 +40,7 @@ CONFIG_ENV = "TOKENRELAY_CONFIG"
 ENVIRONMENT: dict[str, tuple[str, str]] = {
     "TOKENRELAY_REDIS_URL": ("redis", "url"),  # replicas can share one file and differ in nothing
     "TOKENRELAY_LOG_FORMAT": ("server", "log_format"),
+    "TOKENRELAY_KEYS_FILE": ("auth", "keys_file"),
 }
 
 
@@ -112,6 +113,13 @@ class RedisSection(Section):
     grace: float = Field(default=5.0, ge=0)
 
 
+class AuthSection(Section):
+    # Keys are required as soon as one exists, or always with `required`. They live in Redis
+    # when it is configured, else in this file (TOKENRELAY_KEYS_FILE wins).
+    required: bool = False
+    keys_file: str = "tokenrelay-keys.json"
+
+
 class UpstreamSection(Section):
     kind: Literal["openai", "anthropic"] = "openai"
     base_url: str = Field(pattern=r"^https?://[^\s/]+")
@@ -125,6 +133,7 @@ class Settings(Section):
     streams: StreamsSection = StreamsSection()
     sim: SimSection = SimSection()
     redis: RedisSection = RedisSection()
+    auth: AuthSection = AuthSection()
     aliases: dict[str, str] = Field(default_factory=dict)
     upstreams: dict[str, UpstreamSection] = Field(default_factory=dict)
 

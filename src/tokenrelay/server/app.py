@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, StatelessLifespan
 
 from tokenrelay import logs
+from tokenrelay.auth.keys import key_store
 from tokenrelay.errors import (
     InvalidRequest,
     RequestError,
@@ -140,7 +141,9 @@ def create_app(
     """The app; with no `settings`, those of `$TOKENRELAY_CONFIG` and the environment."""
     settings = settings or load_settings()
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
-    state = AppState(settings, registry, StreamManager(build_log(settings), settings.streams))
+    manager = StreamManager(build_log(settings), settings.streams)
+    keys = key_store(settings.redis.url, settings.auth.keys_file)
+    state = AppState(settings, registry, manager, keys)
     app = TokenRelayApp(
         routes=(
             routes_native.ROUTES + routes_compat.ROUTES + routes_metrics.ROUTES + routes_ui.ROUTES
@@ -185,6 +188,7 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
             await state.manager.close()
             await state.manager.log.close()
             await state.registry.aclose()
+            await state.keys.aclose()
 
     return lifespan
 

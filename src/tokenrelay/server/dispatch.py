@@ -5,6 +5,9 @@ streaming routes.
 build_middleware_stack`). Every HTTP request gets its id here: the `x-request-id` header, the
 request line in the log, the log context (`middleware.py`).
 
+Every request to `/api/` and `/v1/` is authenticated here too, before any route or middleware
+(`auth.py`): one place, so no route can forget it.
+
 The streaming routes (`POST` and `GET /api/chat/stream`, `POST /v1/chat/completions` and
 `/v1/messages`, `GET /api/streams/{id}`) live as long as a stream, and every frame and closure
 on their way in stays in memory until the answer ends, on top of a share of each request's
@@ -37,6 +40,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay.server import routes_compat
+from tokenrelay.server.auth import authenticate, guarded
 from tokenrelay.server.middleware import IdentifiedSend, begin_request
 from tokenrelay.server.routes_native import attach_stream, chat_stream_get, chat_stream_post
 
@@ -92,6 +96,13 @@ class Dispatcher:
             await self.stack(scope, receive, send)
             return
         identified = IdentifiedSend(scope, send, begin_request(scope))
+        if guarded(scope["path"]):
+            state = self.app.state.tokenrelay
+            try:
+                await authenticate(scope, state.keys, state.settings.auth.required)
+            except Exception as exc:  # a 401 in the route's dialect, or the store's 503
+                await self._answer(Request(scope, receive), identified, exc)
+                return
         endpoint = endpoint_for(scope, self.direct_routes) if self.direct_routes else None
         if endpoint is None:
             await self.stack(scope, receive, identified)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from tokenrelay.errors import FieldProblem, InvalidRequest
 from tokenrelay.providers.base import GenerationRequest, Provider
+from tokenrelay.server.auth import check_model, owner_of
 from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.state import AppState
 
@@ -50,8 +51,11 @@ async def start_generation(
     names: Mapping[str, str],
     **options: Any,
 ) -> str:
-    """Start `generation` on `provider` (StreamManager.start's `options`); its stream id."""
+    """Start `generation` on `provider` (StreamManager.start's `options`); its stream id,
+    owned by the caller's key."""
+    check_model(request, canonical)
     refuse_unsupported(provider, generation, names)
-    stream_id = await state.manager.start(generation, provider, canonical, **options)
+    owner = owner_of(request)
+    stream_id = await state.manager.start(generation, provider, canonical, owner=owner, **options)
     note_stream(request.scope, stream_id, canonical)
     return stream_id

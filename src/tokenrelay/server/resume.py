@@ -9,8 +9,8 @@ fetch clients). The answer replays every later event exactly once, then follows 
     existed, TTL passed                  410 stream_expired
     client already has the ending        204 (EventSource stops reconnecting on 204)
 
-Stream ids are the capability until authentication exists; `authorize` is where an owner check
-goes then (the owner is already recorded with each stream).
+Without API keys the stream id is the capability. With them, a stream belongs to the key that
+started it, and any other key is told it does not exist (`authorize`).
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ def authorize(meta: StreamMeta, principal: str) -> None:
         raise UnknownStream()  # not 403: do not confirm that someone else's stream exists
 
 
-async def resume_point(log: StreamLog, stream_id: str, after: int) -> int | None:
+async def resume_point(
+    log: StreamLog, stream_id: str, after: int, principal: str
+) -> int | None:
     """The cursor to replay from, or None when the client already has the terminal event."""
     status = await log.status(stream_id)  # raises UnknownStream / StreamExpired
     meta = await log.meta(stream_id)
     if meta is None:
         raise UnknownStream()
-    authorize(meta, principal="")
+    authorize(meta, principal)
     if after > status.last_seq:
         raise InvalidEventId()  # an id from the future: not one we sent
     if status.ended and after >= status.last_seq:

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from tokenrelay.answer import Answer, native_call, native_reasoning
 from tokenrelay.errors import InvalidEventId
 from tokenrelay.metrics import METRICS
+from tokenrelay.server.auth import owner_of
 from tokenrelay.server.chat_request import (
     ChatRequest,
     query_to_data,
@@ -24,7 +25,7 @@ from tokenrelay.server.generation import start_generation
 from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.origins import refuse_cross_site_start
 from tokenrelay.server.responses import EventStreamResponse
-from tokenrelay.server.resume import last_event_id, resume_point
+from tokenrelay.server.resume import authorize, last_event_id, resume_point
 from tokenrelay.server.state import AppState, request_id_of
 
 
@@ -82,7 +83,7 @@ async def chat_stream_get(request: Request) -> Response:
 
 async def _resume(request: Request, stream_id: str, after: int) -> Response:
     state = _state(request)
-    cursor = await resume_point(state.manager.log, stream_id, after)
+    cursor = await resume_point(state.manager.log, stream_id, after, owner_of(request))
     note_stream(request.scope, stream_id)
     if cursor is None:
         return Response(status_code=204, headers={"x-stream-id": stream_id})
@@ -138,6 +139,9 @@ def _completion_response(request_id: str, stream_id: str, model: str, answer: An
 async def cancel_stream(request: Request) -> Response:
     state = _state(request)
     stream_id = request.path_params["stream_id"]
+    meta = await state.manager.log.meta(stream_id)
+    if meta is not None:
+        authorize(meta, owner_of(request))
     cancelled = await state.manager.cancel(stream_id)
     return JSONResponse(
         {"id": stream_id, "cancelled": cancelled}, status_code=202 if cancelled else 200

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from tokenrelay.auth.keys import KeyStore
 from tokenrelay.providers.registry import ProviderRegistry
 from tokenrelay.settings import Settings
 from tokenrelay.streams.manager import StreamManager
@@ -16,6 +17,7 @@ class AppState:
     settings: Settings
     registry: ProviderRegistry
     manager: StreamManager
+    keys: KeyStore
 
     @property
     def default_model(self) -> str:

@@ -71,6 +71,8 @@ ERROR_TYPES = {  # our error types as Anthropic's error `type` values
     "rate_limit": "rate_limit_error",
     "overloaded": "overloaded_error",
     "upstream_rejected": "invalid_request_error",
+    "unauthorized": "authentication_error",
+    "model_not_allowed": "permission_error",
     "timeout": "timeout_error",
 }
 

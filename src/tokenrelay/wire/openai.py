@@ -56,6 +56,8 @@ ERROR_TYPES = {
     "overloaded": "server_error",
     "api_error": "server_error",
     "upstream_rejected": "invalid_request_error",
+    "unauthorized": "invalid_request_error",  # with code unauthorized; the SDK reads the 401
+    "model_not_allowed": "invalid_request_error",
     "timeout": "timeout",
     "cancelled": "cancelled",
 }

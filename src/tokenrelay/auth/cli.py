@@ -1,0 +1,117 @@
+"""`tokenrelay keys create | list | revoke`: the keys of a deployment, from its own settings
+(Redis if `[redis] url` is set, else the keys file)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tokenrelay.auth.keys import KeyExists, KeyLimits, KeyStore, key_store, new_key, run
+from tokenrelay.settings import CONFIG_ENV, SettingsError, load_settings
+
+keys = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+
+Config = Annotated[Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)]
+
+
+def _store(config: Path | None) -> KeyStore:
+    import os
+
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config.resolve())
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return key_store(settings.redis.url, settings.auth.keys_file)
+
+
+def _expiry(date: str | None) -> float | None:
+    if date is None:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(date)
+    except ValueError:
+        typer.echo("tokenrelay: --expires takes a date, 2027-01-31 or 2027-01-31T12:00", err=True)
+        raise typer.Exit(2) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+@keys.command()
+def create(
+    name: Annotated[str, typer.Argument(help="A name for the key: who or what uses it.")],
+    max_concurrent: Annotated[int | None, typer.Option(min=1, help="Streams at once.")] = None,
+    requests_per_minute: Annotated[int | None, typer.Option(min=1)] = None,
+    tokens_per_minute: Annotated[
+        int | None, typer.Option(min=1, help="Output tokens, counted as they stream.")
+    ] = None,
+    models: Annotated[
+        list[str] | None, typer.Option("--models", help="A model glob it may use; repeatable.")
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="A date (UTC unless given).")] = None,
+    config: Config = None,
+) -> None:
+    """Create a key. It is printed once, alone on the last line: keep it."""
+    limits = KeyLimits(max_concurrent, requests_per_minute, tokens_per_minute)
+    secret, key = new_key(name, limits, tuple(models or ()), _expiry(expires))
+    store = _store(config)
+    try:
+        run(store.add(key))
+    except KeyExists:
+        typer.echo(f"tokenrelay: a key named {name!r} exists; revoke it first", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        run(store.aclose())
+    typer.echo(f"created key {name!r}; it is shown once, on the next line", err=True)
+    typer.echo(secret)
+
+
+@keys.command("list")
+def list_keys(config: Config = None) -> None:
+    """Names, limits, creation and last use; never a key."""
+    store = _store(config)
+    try:
+        found = run(store.all())
+    finally:
+        run(store.aclose())
+    if not found:
+        typer.echo("no keys: the server takes requests without one")
+        return
+    for key in found:
+        limits = key.limits
+        parts = [
+            key.name,
+            f"created {_day(key.created_at)}",
+            f"last used {_day(key.last_used) if key.last_used else 'never'}",
+            f"concurrent {limits.max_concurrent or '-'}",
+            f"rpm {limits.requests_per_minute or '-'}",
+            f"tpm {limits.tokens_per_minute or '-'}",
+            f"models {','.join(key.models) or '*'}",
+        ]
+        if key.expires_at is not None:
+            parts.append(f"expires {_day(key.expires_at)}")
+        typer.echo("  ".join(parts))
+
+
+@keys.command()
+def revoke(name: str, config: Config = None) -> None:
+    """Revoke a key at once, on every replica."""
+    store = _store(config)
+    try:
+        revoked = run(store.revoke(name))
+    finally:
+        run(store.aclose())
+    if not revoked:
+        typer.echo(f"tokenrelay: no key named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked key {name!r}")
+
+
+def _day(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,266 @@
+"""tokenrelay's own API keys: made once, kept hashed, looked up per request.
+
+A key is `tr-` and 32 random bytes (URL-safe base64). Only its SHA-256 is kept: the key is
+random, so a slow hash would add nothing a brute force could notice, and the lookup is by
+digest then confirmed with a constant-time comparison. The key itself is shown once, by
+`tokenrelay keys create`, and never written to a file, a log or a response.
+
+Where keys live:
+- **Redis**, when it is configured: `tr:keys` maps a digest to the key's record (JSON), and
+  `tr:keynames` a name to its digest. Every replica reads them on each request, so a
+  revocation holds everywhere at once.
+- **A keys file** otherwise (`[auth] keys_file`, or `TOKENRELAY_KEYS_FILE`): JSON, written
+  whole to a temporary file and renamed (mode 0600), and read again whenever it changes.
+
+`last_used` is kept to the minute: writing it on every request would make every request a
+write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from tokenrelay.errors import StoreUnavailable
+
+PREFIX = "tr-"
+LAST_USED_EVERY = 60.0  # seconds: how fresh `last_used` is kept
+_KEYS, _NAMES = "tr:keys", "tr:keynames"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    max_concurrent: int | None = None  # streams at once
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None  # output tokens, counted as they stream
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str
+    digest: str  # SHA-256 of the key, hex
+    created_at: float
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    models: tuple[str, ...] = ()  # globs ("sim/*"); empty: every model
+    expires_at: float | None = None
+    last_used: float | None = None
+
+    def allows(self, model: str) -> bool:
+        return not self.models or any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def record(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def of(cls, raw: bytes | str) -> ApiKey:
+        data: dict[str, Any] = orjson.loads(raw)
+        data["limits"] = KeyLimits(**data.get("limits") or {})
+        data["models"] = tuple(data.get("models") or ())
+        return cls(**data)
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def digest_of(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_key(
+    name: str, limits: KeyLimits, models: tuple[str, ...], expires_at: float | None
+) -> tuple[str, ApiKey]:
+    """A new key: its secret (to show once) and its record."""
+    secret = new_secret()
+    return secret, ApiKey(name, digest_of(secret), time.time(), limits, models, expires_at)
+
+
+class KeyExists(ValueError):
+    pass
+
+
+class KeyStore(ABC):
+    """Where keys are kept; see the module docstring."""
+
+    @abstractmethod
+    async def add(self, key: ApiKey) -> None:
+        """Keep `key`; KeyExists if its name is taken."""
+
+    @abstractmethod
+    async def all(self) -> list[ApiKey]: ...
+
+    @abstractmethod
+    async def revoke(self, name: str) -> bool:
+        """Forget the key of that name; False if there was none."""
+
+    @abstractmethod
+    async def by_digest(self, digest: str) -> ApiKey | None: ...
+
+    @abstractmethod
+    async def any(self) -> bool:
+        """Whether any key exists (then every request needs one)."""
+
+    @abstractmethod
+    async def note_use(self, key: ApiKey, now: float) -> None: ...
+
+    async def find(self, secret: str) -> ApiKey | None:
+        """The live key `secret` is, or None (unknown, revoked or expired)."""
+        if not secret.startswith(PREFIX):
+            return None
+        digest = digest_of(secret)
+        key = await self.by_digest(digest)
+        if key is None or not hmac.compare_digest(key.digest, digest):
+            return None
+        now = time.time()
+        if key.expired(now):
+            return None
+        if key.last_used is None or now - key.last_used >= LAST_USED_EVERY:
+            await self.note_use(key, now)
+        return key
+
+    async def aclose(self) -> None:  # noqa: B027 - a file holds nothing open
+        """Release connections."""
+
+
+class FileKeyStore(KeyStore):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._keys: dict[str, ApiKey] = {}  # by digest
+        self._read_at: tuple[float, int] | None = None  # the file's mtime and size when read
+
+    def _current(self) -> dict[str, ApiKey]:
+        """The keys as the file has them now (read again only when it changed)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._keys, self._read_at = {}, None
+            return self._keys
+        seen = (stat.st_mtime, stat.st_size)
+        if seen != self._read_at:
+            records = orjson.loads(self.path.read_bytes()) if stat.st_size else []
+            self._keys = {k.digest: k for k in map(ApiKey.of, map(orjson.dumps, records))}
+            self._read_at = seen
+        return self._keys
+
+    def _write(self, keys: dict[str, ApiKey]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = orjson.dumps([asdict(k) for k in keys.values()], option=orjson.OPT_INDENT_2)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-")
+        try:
+            os.fchmod(handle, 0o600)
+            os.write(handle, data)
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        os.replace(temporary, self.path)
+        self._keys, self._read_at = dict(keys), None
+
+    async def add(self, key: ApiKey) -> None:
+        keys = self._current()
+        if any(k.name == key.name for k in keys.values()):
+            raise KeyExists(key.name)
+        self._write({**keys, key.digest: key})
+
+    async def all(self) -> list[ApiKey]:
+        return sorted(self._current().values(), key=lambda k: k.created_at)
+
+    async def revoke(self, name: str) -> bool:
+        keys = self._current()
+        kept = {d: k for d, k in keys.items() if k.name != name}
+        if len(kept) == len(keys):
+            return False
+        self._write(kept)
+        return True
+
+    async def by_digest(self, digest: str) -> ApiKey | None:
+        return self._current().get(digest)
+
+    async def any(self) -> bool:
+        return bool(self._current())
+
+    async def note_use(self, key: ApiKey, now: float) -> None:
+        keys = self._current()
+        if key.digest in keys:
+            with contextlib.suppress(OSError):  # a read-only file: last use goes unrecorded
+                self._write({**keys, key.digest: replace(key, last_used=now)})
+
+
+class RedisKeyStore(KeyStore):
+    """Keys in Redis. While Redis cannot be reached no key can be checked, so every guarded
+    request is refused with StoreUnavailable (503), as new streams are then anyway."""
+
+    def __init__(self, url: str) -> None:
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self._any: tuple[float, bool] = (-1.0, False)  # when last asked, and the answer
+
+    async def add(self, key: ApiKey) -> None:
+        if not await self.redis.hsetnx(_NAMES, key.name, key.digest):
+            raise KeyExists(key.name)
+        await self.redis.hset(_KEYS, key.digest, key.record())
+
+    async def all(self) -> list[ApiKey]:
+        records = await self.redis.hgetall(_KEYS)
+        return sorted(map(ApiKey.of, records.values()), key=lambda k: k.created_at)
+
+    async def revoke(self, name: str) -> bool:
+        digest = await self.redis.hget(_NAMES, name)
+        if digest is None:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(_KEYS, digest)
+            pipe.hdel(_NAMES, name)
+            await pipe.execute()
+        return True
+
+    async def by_digest(self, digest: str) -> ApiKey | None:
+        try:
+            raw = await self.redis.hget(_KEYS, digest)
+        except (redis.exceptions.RedisError, OSError):
+            raise StoreUnavailable() from None
+        return None if raw is None else ApiKey.of(raw)
+
+    async def any(self) -> bool:
+        """Asked at most once a second: a request with no key must not cost a round trip."""
+        asked, answer = self._any
+        now = time.monotonic()
+        if asked < 0 or now - asked >= 1.0:
+            try:
+                answer = bool(await self.redis.hlen(_KEYS))
+            except (redis.exceptions.RedisError, OSError):
+                raise StoreUnavailable() from None
+            self._any = (now, answer)
+        return answer
+
+    async def note_use(self, key: ApiKey, now: float) -> None:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):  # only bookkeeping
+            await self.redis.hset(_KEYS, key.digest, replace(key, last_used=now).record())
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def key_store(redis_url: str, keys_file: str) -> KeyStore:
+    return RedisKeyStore(redis_url) if redis_url else FileKeyStore(keys_file)
+
+
+def run(work: Any) -> Any:
+    """Run a store's coroutine from the command line."""
+    return asyncio.run(work)
