@@ -10,6 +10,7 @@
     │   ├── CrossSiteStart           403, a GET from another site that would start a generation
     │   ├── Unauthorized             401, no API key where one is required, or a wrong one
     │   ├── ModelNotAllowed          403, a model the caller's key may not use
+    │   ├── KeyOverLimit             429, the caller's key is over one of its limits
     │   ├── UnknownModel             404, listing the known models
     │   └── UnknownStream            404
     │       └── StreamExpired        410: it existed, and its TTL has passed
@@ -54,6 +55,7 @@ CLIENT_MESSAGES: dict[str, str] = {
         "A valid API key is required: Authorization: Bearer <key>, or x-api-key: <key>."
     ),
     "model_not_allowed": "This API key may not use that model.",
+    "key_limit": "This API key is over one of its limits; retry after Retry-After seconds.",
     "cross_site": (
         "A generation starts by GET only from this server's own pages or an origin in"
         " cors_origins; POST it instead."
@@ -94,6 +96,7 @@ HTTP_STATUS: dict[str, int] = {
     "cross_site": 403,
     "unauthorized": 401,
     "model_not_allowed": 403,
+    "key_limit": 429,
     "method_not_allowed": 405,
     "service_unavailable": 503,
     "store_unavailable": 503,
@@ -194,6 +197,37 @@ class Unauthorized(RequestError):
 
 class ModelNotAllowed(RequestError):
     error_type = "model_not_allowed"
+
+
+class KeyOverLimit(RequestError):
+    """`limit`: "concurrent", "requests" or "tokens". The figures make each dialect's rate
+    limit headers (`server/dialects.py`)."""
+
+    error_type = "key_limit"
+    _WHICH: ClassVar[dict[str, str]] = {
+        "concurrent": "This API key has as many streams open as it may.",
+        "requests": "This API key has made as many requests this minute as it may.",
+        "tokens": "This API key has used as many output tokens this minute as it may.",
+    }
+
+    def __init__(
+        self,
+        limit: str,
+        *,
+        retry_after: float,
+        limit_requests: int | None,
+        remaining_requests: int | None,
+        reset_requests: float,
+        limit_tokens: int | None,
+        remaining_tokens: int | None,
+        reset_tokens: float,
+    ) -> None:
+        super().__init__(self._WHICH.get(limit, client_message("key_limit")))
+        self.limit = limit
+        self.retry_after = retry_after
+        self.limit_requests, self.remaining_requests = limit_requests, remaining_requests
+        self.limit_tokens, self.remaining_tokens = limit_tokens, remaining_tokens
+        self.reset_requests, self.reset_tokens = reset_requests, reset_tokens
 
 
 class ServiceUnavailable(TokenRelayError):

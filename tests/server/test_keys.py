@@ -144,3 +144,107 @@ def test_a_revoked_key_is_refused_at_once(setup: tuple[RealServer, Path]) -> Non
     )
     for line in server.log().splitlines():
         assert carol not in line
+
+
+def test_a_third_stream_over_max_concurrent_2_waits_for_a_slot(
+    setup: tuple[RealServer, Path],
+) -> None:
+    server, config = setup
+    dave = create_key(config, "dave", "--max-concurrent", "2", "--requests-per-minute", "100")
+    headers = {"authorization": f"Bearer {dave}"}
+    body = {"message": "hi", "model": "sim/fast+endless"}
+    url = f"{server.url}/api/chat/stream"
+    with (
+        httpx.stream("POST", url, json=body, headers=headers, timeout=10) as first,
+        httpx.stream("POST", url, json=body, headers=headers, timeout=10) as second,
+    ):
+        assert first.status_code == second.status_code == 200
+        third = httpx.post(url, json=body, headers=headers, timeout=10)
+        assert third.status_code == 429
+        assert third.json()["error"]["type"] == "key_limit"
+        assert third.headers["retry-after"] == "1"
+        assert third.headers["x-ratelimit-limit-requests"] == "100"
+        assert int(third.headers["x-ratelimit-remaining-requests"]) == 98
+        openai_dialect = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "sim/fast", "messages": MESSAGES},
+            headers=headers,
+        )
+        assert openai_dialect.status_code == 429
+        assert openai_dialect.json()["error"]["code"] == "key_limit"
+        anthropic_dialect = httpx.post(
+            f"{server.url}/v1/messages",
+            json={"model": "sim/fast", "messages": MESSAGES, "max_tokens": 5},
+            headers=headers,
+        )
+        assert anthropic_dialect.status_code == 429
+        assert anthropic_dialect.headers["anthropic-ratelimit-requests-limit"] == "100"
+        stream_id = first.headers["x-stream-id"]
+        assert (
+            httpx.delete(f"{server.url}/api/streams/{stream_id}", headers=headers).status_code
+            == 202
+        )
+        server.wait_for(
+            "the slot back",
+            lambda: (
+                httpx.post(
+                    f"{server.url}/api/chat",
+                    json={"message": "hi", "model": "sim/fast"},
+                    headers=headers,
+                ).status_code
+                == 200
+            ),
+            5,
+        )
+
+
+def test_requests_per_minute(setup: tuple[RealServer, Path]) -> None:
+    server, config = setup
+    erin = create_key(config, "erin", "--requests-per-minute", "2")
+    headers = {"x-api-key": erin}
+    body = {"message": "hi", "model": "sim/fast"}
+    for _ in range(2):
+        assert httpx.post(f"{server.url}/api/chat", json=body, headers=headers).status_code == 200
+    refused = httpx.post(f"{server.url}/api/chat", json=body, headers=headers)
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 50 <= int(refused.headers["retry-after"]) <= 60
+
+
+def test_limits_and_revocation_hold_across_two_replicas(tmp_path: Path, redis_url: str) -> None:
+    """Two real replicas sharing redis-server: keys live in Redis, a slot taken on one counts
+    on the other, and a revocation holds on both within a second."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    config = f'[redis]\nurl = "{redis_url}"\n[sim]\nttft = 0.0\n'
+    with real_server(tmp_path / "a", config) as one, real_server(tmp_path / "b", config) as two:
+        config_file = tmp_path / "a" / "tokenrelay.toml"
+        frank = create_key(config_file, "frank", "--max-concurrent", "1")
+        headers = {"authorization": f"Bearer {frank}"}
+        body = {"message": "hi", "model": "sim/fast+endless"}
+        with httpx.stream(
+            "POST", f"{one.url}/api/chat/stream", json=body, headers=headers, timeout=10
+        ) as held:
+            assert held.status_code == 200
+            other = httpx.post(f"{two.url}/api/chat/stream", json=body, headers=headers)
+            assert other.status_code == 429  # the slot is taken, on the other replica
+        two.wait_for(
+            "the slot back",
+            lambda: (
+                httpx.post(
+                    f"{two.url}/api/chat",
+                    json={"message": "hi", "model": "sim/fast"},
+                    headers=headers,
+                ).status_code
+                == 200
+            ),
+            5,
+        )
+        assert keys_command(config_file, "revoke", "frank").returncode == 0
+        for replica in (one, two):
+            refused = httpx.post(
+                f"{replica.url}/api/chat",
+                json={"message": "hi", "model": "sim/fast"},
+                headers=headers,
+            )
+            assert refused.status_code == 401

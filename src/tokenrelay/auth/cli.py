@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
-from tokenrelay.auth.keys import KeyExists, KeyLimits, KeyStore, key_store, new_key, run
+from tokenrelay.auth.keys import KeyExists, KeyLimits, KeyStore, key_store, new_key
 from tokenrelay.settings import CONFIG_ENV, SettingsError, load_settings
 
+T = TypeVar("T")
 keys = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 
 Config = Annotated[Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)]
@@ -28,6 +31,19 @@ def _store(config: Path | None) -> KeyStore:
         typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     return key_store(settings.redis.url, settings.auth.keys_file)
+
+
+def _with_store(config: Path | None, work: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """`work` on the deployment's store, in one event loop (a Redis client is bound to it)."""
+    store = _store(config)
+
+    async def run() -> T:
+        try:
+            return await work(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
 
 
 def _expiry(date: str | None) -> float | None:
@@ -60,14 +76,11 @@ def create(
     """Create a key. It is printed once, alone on the last line: keep it."""
     limits = KeyLimits(max_concurrent, requests_per_minute, tokens_per_minute)
     secret, key = new_key(name, limits, tuple(models or ()), _expiry(expires))
-    store = _store(config)
     try:
-        run(store.add(key))
+        _with_store(config, lambda store: store.add(key))
     except KeyExists:
         typer.echo(f"tokenrelay: a key named {name!r} exists; revoke it first", err=True)
         raise typer.Exit(1) from None
-    finally:
-        run(store.aclose())
     typer.echo(f"created key {name!r}; it is shown once, on the next line", err=True)
     typer.echo(secret)
 
@@ -75,11 +88,7 @@ def create(
 @keys.command("list")
 def list_keys(config: Config = None) -> None:
     """Names, limits, creation and last use; never a key."""
-    store = _store(config)
-    try:
-        found = run(store.all())
-    finally:
-        run(store.aclose())
+    found = _with_store(config, lambda store: store.all())
     if not found:
         typer.echo("no keys: the server takes requests without one")
         return
@@ -102,11 +111,7 @@ def list_keys(config: Config = None) -> None:
 @keys.command()
 def revoke(name: str, config: Config = None) -> None:
     """Revoke a key at once, on every replica."""
-    store = _store(config)
-    try:
-        revoked = run(store.revoke(name))
-    finally:
-        run(store.aclose())
+    revoked = _with_store(config, lambda store: store.revoke(name))
     if not revoked:
         typer.echo(f"tokenrelay: no key named {name!r}", err=True)
         raise typer.Exit(1)

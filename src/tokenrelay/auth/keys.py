@@ -18,7 +18,6 @@ write.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fnmatch
 import hashlib
@@ -259,8 +258,3 @@ class RedisKeyStore(KeyStore):
 
 def key_store(redis_url: str, keys_file: str) -> KeyStore:
     return RedisKeyStore(redis_url) if redis_url else FileKeyStore(keys_file)
-
-
-def run(work: Any) -> Any:
-    """Run a store's coroutine from the command line."""
-    return asyncio.run(work)

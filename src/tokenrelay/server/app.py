@@ -26,8 +26,10 @@ from starlette.types import ASGIApp, StatelessLifespan
 
 from tokenrelay import logs
 from tokenrelay.auth.keys import key_store
+from tokenrelay.auth.limits import limiter_for
 from tokenrelay.errors import (
     InvalidRequest,
+    KeyOverLimit,
     RequestError,
     ServiceUnavailable,
     UnknownModel,
@@ -42,7 +44,7 @@ from tokenrelay.server import (
     routes_ui,
     uvicorn_writer,
 )
-from tokenrelay.server.dialects import dialect_of
+from tokenrelay.server.dialects import dialect_of, limit_headers
 from tokenrelay.server.dispatch import Dispatcher
 from tokenrelay.server.lifecycle import chain_shutdown_signals
 from tokenrelay.server.state import AppState, request_id_of
@@ -80,8 +82,9 @@ async def _request_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, UnknownModel):
         extra["known_models"] = exc.known
     dialect = dialect_of(request.scope)
+    headers = limit_headers(dialect, exc) if isinstance(exc, KeyOverLimit) else None
     return dialect.error_response(
-        exc.error_type, request_id_of(request), message=exc.detail, **extra
+        exc.error_type, request_id_of(request), message=exc.detail, headers=headers, **extra
     )
 
 
@@ -141,7 +144,8 @@ def create_app(
     """The app; with no `settings`, those of `$TOKENRELAY_CONFIG` and the environment."""
     settings = settings or load_settings()
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
-    manager = StreamManager(build_log(settings), settings.streams)
+    limiter = limiter_for(settings.redis.url, settings.redis.lease)
+    manager = StreamManager(build_log(settings), settings.streams, limiter)
     keys = key_store(settings.redis.url, settings.auth.keys_file)
     state = AppState(settings, registry, manager, keys)
     app = TokenRelayApp(
@@ -189,6 +193,7 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
             await state.manager.log.close()
             await state.registry.aclose()
             await state.keys.aclose()
+            await state.manager.limiter.aclose()
 
     return lifespan
 

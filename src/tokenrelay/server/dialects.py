@@ -13,6 +13,7 @@ request id is in the `x-request-id` header of every response, and in the native 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Scope
 
-from tokenrelay.errors import client_message, http_status
+from tokenrelay.errors import KeyOverLimit, client_message, http_status
 from tokenrelay.wire import anthropic, native, openai
 
 ErrorObject = Callable[..., dict[str, Any]]
@@ -91,3 +92,28 @@ def dialect_of(scope: Scope) -> Dialect:
 def retry_after_header(seconds: float | None) -> dict[str, str]:
     """`Retry-After` in whole seconds (at least 1), or no header."""
     return {} if seconds is None else {"retry-after": str(max(1, round(seconds)))}
+
+
+def limit_headers(dialect: Dialect, exc: KeyOverLimit) -> dict[str, str]:
+    """A key's limits as its caller's API states them, with `Retry-After`: Anthropic's
+    `anthropic-ratelimit-*` on its routes, OpenAI's `x-ratelimit-*` everywhere else. A limit
+    the key does not have is left out."""
+    headers = retry_after_header(exc.retry_after)
+    rows = (
+        ("requests", exc.limit_requests, exc.remaining_requests, exc.reset_requests),
+        ("tokens", exc.limit_tokens, exc.remaining_tokens, exc.reset_tokens),
+    )
+    for kind, limit, remaining, reset in rows:
+        if limit is None:
+            continue
+        if dialect is ANTHROPIC:
+            name = "requests" if kind == "requests" else "output-tokens"
+            at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=reset)
+            headers[f"anthropic-ratelimit-{name}-limit"] = str(limit)
+            headers[f"anthropic-ratelimit-{name}-remaining"] = str(remaining or 0)
+            headers[f"anthropic-ratelimit-{name}-reset"] = at.isoformat(timespec="seconds")
+        else:
+            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining or 0)
+            headers[f"x-ratelimit-reset-{kind}"] = f"{max(0.0, reset):.3f}s"
+    return headers

@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from tokenrelay.errors import FieldProblem, InvalidRequest
 from tokenrelay.providers.base import GenerationRequest, Provider
-from tokenrelay.server.auth import check_model, owner_of
+from tokenrelay.server.auth import check_model, key_of
 from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.state import AppState
 
@@ -55,7 +55,7 @@ async def start_generation(
     owned by the caller's key."""
     check_model(request, canonical)
     refuse_unsupported(provider, generation, names)
-    owner = owner_of(request)
-    stream_id = await state.manager.start(generation, provider, canonical, owner=owner, **options)
+    key = key_of(request)
+    stream_id = await state.manager.start(generation, provider, canonical, key=key, **options)
     note_stream(request.scope, stream_id, canonical)
     return stream_id

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay._types import DisconnectPolicy
+from tokenrelay.auth.keys import ApiKey
+from tokenrelay.auth.limits import Limiter, MemoryLimiter
 from tokenrelay.errors import ServiceUnavailable, StoreUnavailable
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import GenerationRequest, Provider
@@ -44,12 +46,17 @@ class _Running:
     task: asyncio.Task[None]
     policy: DisconnectPolicy
     detach_timer: asyncio.TimerHandle | None = None
+    owner: str = ""  # the API key's name that holds a slot for it ("": no key)
+    counted: int = 0  # its output pieces reported to the limiter so far
 
 
 class StreamManager:
-    def __init__(self, log: StreamLog, settings: StreamsSection) -> None:
+    def __init__(
+        self, log: StreamLog, settings: StreamsSection, limiter: Limiter | None = None
+    ) -> None:
         self.log = log
         self.settings = settings
+        self.limiter = limiter or MemoryLimiter()
         self._running: dict[str, _Running] = {}
         self._draining = False
         self._endings: set[asyncio.Task[None]] = set()
@@ -71,15 +78,25 @@ class StreamManager:
         *,
         on_disconnect: DisconnectPolicy = "cancel",
         continue_on_error: bool = False,
-        owner: str = "",
+        key: ApiKey | None = None,
         shaping: Shaping | None = None,
         include_reasoning: bool = True,
         validate_tool_arguments: bool = False,
     ) -> str:
+        """Start a stream; its id. With `key`, the stream is its (owner) and takes one of its
+        slots, or KeyOverLimit; the slot is given back when the stream's task ends."""
         if self._draining:
             raise ServiceUnavailable()
         stream_id = new_stream_id()
-        await self.log.create(stream_id, StreamMeta(stream_id, model, owner, time.time()))
+        owner = key.name if key is not None else ""
+        if key is not None:
+            await self.limiter.admit(key, stream_id)
+        try:
+            await self.log.create(stream_id, StreamMeta(stream_id, model, owner, time.time()))
+        except BaseException:
+            if key is not None:
+                await self.limiter.release(owner, stream_id)
+            raise
         stream = Stream(
             stream_id,
             model,
@@ -93,7 +110,7 @@ class StreamManager:
             validate_tool_arguments=validate_tool_arguments,
         )
         task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
-        self._running[stream_id] = _Running(stream, task, on_disconnect)
+        self._running[stream_id] = _Running(stream, task, on_disconnect, owner=owner)
         METRICS.active_streams += 1
         task.add_done_callback(lambda _task: self._finished(stream_id))
         logger.debug(  # the request line names the stream (server/middleware.py)
@@ -186,6 +203,7 @@ class StreamManager:
         self._background = [
             asyncio.create_task(self._listen(), name="tokenrelay-control"),
             asyncio.create_task(self._renew(), name="tokenrelay-leases"),
+            asyncio.create_task(self._count_tokens(), name="tokenrelay-token-counts"),
         ]
 
     async def _listen(self) -> None:
@@ -207,6 +225,8 @@ class StreamManager:
         while every:
             await asyncio.sleep(every)
             try:
+                held = {sid: r.owner for sid, r in self._running.items() if r.owner}
+                await self.limiter.renew(held)
                 await self.log.renew_leases()
             except StoreUnavailable:
                 pass  # said once by the log; the streams under way find out for themselves
@@ -233,10 +253,36 @@ class StreamManager:
         METRICS.active_streams -= 1
         if running.detach_timer is not None:
             running.detach_timer.cancel()
+        if running.owner:  # exactly once per stream, whatever ended it
+            self._spawn(self._give_back(stream_id, running))
         if not running.stream.ended:
             # Cancelled before its first step ran: the coroutine never started, so write the
             # ending here. Exactly one terminal event, whatever the timing.
             self._spawn(running.stream.end_cancelled())
+
+    async def _give_back(self, stream_id: str, running: _Running) -> None:
+        await self.limiter.release(running.owner, stream_id)
+        await self.limiter.count_tokens({running.owner: self._uncounted(running)})
+
+    @staticmethod
+    def _uncounted(running: _Running) -> int:
+        pieces = running.stream.output_pieces
+        new, running.counted = pieces - running.counted, pieces
+        return new
+
+    async def _count_tokens(self) -> None:
+        """Each key's output tokens, as they stream: reported once a second, by key."""
+        while True:
+            await asyncio.sleep(1.0)
+            counts: dict[str, int] = {}
+            for running in self._running.values():
+                if running.owner:
+                    counts[running.owner] = counts.get(running.owner, 0) + self._uncounted(running)
+            if counts:
+                try:
+                    await self.limiter.count_tokens(counts)
+                except Exception:
+                    logger.exception("counting tokens failed")
 
     def begin_drain(self) -> None:
         """Refuse new streams; cancel what still runs after `drain_timeout`. Idempotent."""

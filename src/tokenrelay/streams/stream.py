@@ -123,6 +123,11 @@ class Stream:
             include_reasoning=include_reasoning,
         )
 
+    @property
+    def output_pieces(self) -> int:
+        """What the model has written so far: text tokens, reasoning and call pieces."""
+        return self.token_count + self._structured.pieces
+
     def _next_seq(self) -> int:
         return self._seq + 1
 
