@@ -60,6 +60,12 @@ def serve(
     settings = _settings_or_exit({"host": host, "port": port, "log_format": log_format})
     raise_descriptor_limit()
     typer.echo(_startup_line(settings))
+    if _open_to_the_network(settings):
+        typer.echo(
+            f"tokenrelay: WARNING: serving {settings.server.host} with no API keys: anyone who"
+            " can reach it can spend your upstream keys. Create one: tokenrelay keys create NAME",
+            err=True,
+        )
     uvicorn.run(
         "tokenrelay.server.app:serve_app",
         factory=True,
@@ -84,6 +90,35 @@ def _settings_or_exit(server: dict[str, Any]) -> Settings:
     except SettingsError as exc:
         typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _open_to_the_network(settings: Settings) -> bool:
+    """Bound beyond loopback, and nothing asks for a key."""
+    import asyncio
+    import ipaddress
+
+    from tokenrelay.auth.keys import key_store
+
+    host = settings.server.host
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return False
+    except ValueError:
+        if host == "localhost":
+            return False
+    if settings.auth.required:
+        return False
+    store = key_store(settings.redis.url, settings.auth.keys_file)
+
+    async def any_key() -> bool:
+        try:
+            return await store.any()
+        except Exception:  # Redis not up yet: say nothing rather than something wrong
+            return True
+        finally:
+            await store.aclose()
+
+    return not asyncio.run(any_key())
 
 
 def _startup_line(settings: Settings) -> str:

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, StatelessLifespan
 from tokenrelay import logs
 from tokenrelay.auth.keys import key_store
 from tokenrelay.auth.limits import limiter_for
+from tokenrelay.auth.tokens import StreamTokens
 from tokenrelay.errors import (
     InvalidRequest,
     KeyOverLimit,
@@ -147,7 +148,7 @@ def create_app(
     limiter = limiter_for(settings.redis.url, settings.redis.lease)
     manager = StreamManager(build_log(settings), settings.streams, limiter)
     keys = key_store(settings.redis.url, settings.auth.keys_file)
-    state = AppState(settings, registry, manager, keys)
+    state = AppState(settings, registry, manager, keys, StreamTokens(settings.redis.url))
     app = TokenRelayApp(
         routes=(
             routes_native.ROUTES + routes_compat.ROUTES + routes_metrics.ROUTES + routes_ui.ROUTES
@@ -193,6 +194,7 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
             await state.manager.log.close()
             await state.registry.aclose()
             await state.keys.aclose()
+            await state.tokens.aclose()
             await state.manager.limiter.aclose()
 
     return lifespan

@@ -2,7 +2,9 @@
 dispatcher, before any route runs.
 
 A key comes as the SDKs send it: `Authorization: Bearer …` (OpenAI) or `x-api-key: …`
-(Anthropic); either works on every route. Keys are required as soon as one exists, or with
+(Anthropic); either works on every route. EventSource, which sends no headers, carries a
+short-lived stream token in the query instead (`?token=`, `auth/tokens.py`), on the two GET
+routes that start or read a stream. Keys are required as soon as one exists, or with
 `[auth] required = true`. Until then every request is served as before, whatever key it
 carries (SDKs insist on one: "unused" is common), and the stream id stays the capability.
 
@@ -13,14 +15,19 @@ as if the stream did not exist. A key is never logged; its name is, on the reque
 
 from __future__ import annotations
 
+import time
+import urllib.parse
+
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from tokenrelay.auth.keys import ApiKey, KeyStore
+from tokenrelay.auth.tokens import StreamTokens
 from tokenrelay.errors import ModelNotAllowed, Unauthorized
 
 _KEY = "tokenrelay.key"  # in the scope's state
 _GUARDED = ("/api/", "/v1/")
+_TOKEN_PATHS = ("/api/chat/stream", "/api/streams/")
 
 
 def guarded(path: str) -> bool:
@@ -40,19 +47,42 @@ def presented_secret(scope: Scope) -> str | None:
     return None
 
 
-async def authenticate(scope: Scope, store: KeyStore, required: bool) -> ApiKey | None:
+def presented_token(scope: Scope) -> str | None:
+    """A stream token in the query, where EventSource can carry one: the GET routes that
+    start or read a stream."""
+    if scope["method"] != "GET" or not scope["path"].startswith(_TOKEN_PATHS):
+        return None
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    values = query.get("token")
+    return values[0] if values else None
+
+
+async def authenticate(
+    scope: Scope, store: KeyStore, tokens: StreamTokens, required: bool
+) -> ApiKey | None:
     """The caller's key, put in the scope; None when keys are not required. Unauthorized for
     a missing, wrong, revoked or expired key when they are."""
     if not (required or await store.any()):
         return None  # an open server: what SDKs send as a placeholder ("unused") is ignored
     secret = presented_secret(scope)
-    if secret is None:
+    if secret is not None:
+        key = await store.find(secret)
+    elif (token := presented_token(scope)) is not None:
+        key = await _key_of_token(token, store, tokens)
+    else:
         raise Unauthorized()
-    key = await store.find(secret)
     if key is None:
         raise Unauthorized()
     scope.setdefault("state", {})[_KEY] = key
     return key
+
+
+async def _key_of_token(token: str, store: KeyStore, tokens: StreamTokens) -> ApiKey | None:
+    digest = await tokens.key_digest(token)
+    if digest is None:
+        return None
+    key = await store.by_digest(digest)  # a revoked key's tokens die with it
+    return None if key is None or key.expired(time.time()) else key
 
 
 def key_of(connection: HTTPConnection) -> ApiKey | None:

@@ -202,7 +202,7 @@ async def read_json_body(request: Request, limit: int) -> Any:
 
 
 _JSON_QUERY_FIELDS = ("messages", "response_format", "tools", "tool_choice", "stop")
-_QUERY_NOT_FIELDS = frozenset({"last_event_id"})
+_QUERY_NOT_FIELDS = frozenset({"last_event_id", "token"})  # a resume; auth (auth.py)
 
 
 def query_to_data(params: list[tuple[str, str]]) -> JSONObject:

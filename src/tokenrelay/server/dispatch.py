@@ -99,7 +99,7 @@ class Dispatcher:
         if guarded(scope["path"]):
             state = self.app.state.tokenrelay
             try:
-                await authenticate(scope, state.keys, state.settings.auth.required)
+                await authenticate(scope, state.keys, state.tokens, state.settings.auth.required)
             except Exception as exc:  # a 401 in the route's dialect, or the store's 503
                 await self._answer(Request(scope, receive), identified, exc)
                 return

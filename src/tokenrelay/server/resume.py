@@ -45,9 +45,7 @@ def authorize(meta: StreamMeta, principal: str) -> None:
         raise UnknownStream()  # not 403: do not confirm that someone else's stream exists
 
 
-async def resume_point(
-    log: StreamLog, stream_id: str, after: int, principal: str
-) -> int | None:
+async def resume_point(log: StreamLog, stream_id: str, after: int, principal: str) -> int | None:
     """The cursor to replay from, or None when the client already has the terminal event."""
     status = await log.status(stream_id)  # raises UnknownStream / StreamExpired
     meta = await log.meta(stream_id)

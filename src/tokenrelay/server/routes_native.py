@@ -9,9 +9,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrelay.answer import Answer, native_call, native_reasoning
+from tokenrelay.auth.tokens import TOKEN_SECONDS
 from tokenrelay.errors import InvalidEventId
 from tokenrelay.metrics import METRICS
-from tokenrelay.server.auth import owner_of
+from tokenrelay.server.auth import key_of, owner_of
 from tokenrelay.server.chat_request import (
     ChatRequest,
     query_to_data,
@@ -157,6 +158,19 @@ async def attach_stream(request: Request) -> Response:
     return await _resume(request, stream_id, resume[1] if resume else 0)
 
 
+async def stream_token(request: Request) -> Response:
+    """A token for EventSource, bound to the caller's key (`auth/tokens.py`); none is needed
+    (null) while the server takes requests without keys."""
+    state = _state(request)
+    key = key_of(request)
+    if key is None:
+        return JSONResponse({"token": None, "expires_in": None})
+    token = await state.tokens.issue(key.digest)
+    return JSONResponse(
+        {"token": token, "expires_in": TOKEN_SECONDS}, headers={"cache-control": "no-store"}
+    )
+
+
 async def list_models(request: Request) -> Response:
     state = _state(request)
     models = [{"id": name} for name in state.registry.known_models()]
@@ -183,5 +197,6 @@ ROUTES = [
     Route("/api/streams/{stream_id}", attach_stream, methods=["GET"]),
     Route("/api/streams/{stream_id}", cancel_stream, methods=["DELETE"]),
     Route("/api/models", list_models, methods=["GET"]),
+    Route("/api/stream-tokens", stream_token, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from tokenrelay.auth.keys import KeyStore
+from tokenrelay.auth.tokens import StreamTokens
 from tokenrelay.providers.registry import ProviderRegistry
 from tokenrelay.settings import Settings
 from tokenrelay.streams.manager import StreamManager
@@ -18,6 +19,7 @@ class AppState:
     registry: ProviderRegistry
     manager: StreamManager
     keys: KeyStore
+    tokens: StreamTokens
 
     @property
     def default_model(self) -> str:
