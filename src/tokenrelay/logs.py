@@ -53,7 +53,8 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: ts (UTC, ISO 8601), level, logger, message, and the ids."""
+    """One JSON object a line: ts (UTC, ISO 8601), level, logger, message, the ids, and the
+    caller's API key name on request lines."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -62,7 +63,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        for key in ("request_id", "stream_id"):
+        for key in ("request_id", "stream_id", "key"):  # key: an API key's name, never a key
             value = getattr(record, key, "")
             if value:
                 entry[key] = value

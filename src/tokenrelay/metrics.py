@@ -19,6 +19,8 @@ worker counts its own streams and a scrape answers for the worker that took it.
     tokenrelay_resumes_total                   counter   Last-Event-ID resumes accepted
     tokenrelay_ended_stream_bytes              gauge     payload bytes kept for ended streams
     tokenrelay_ended_streams_evicted_total     counter   ended streams dropped before their TTL
+    tokenrelay_key_streams_total{key,state,error_type}    counter   by API key name
+    tokenrelay_key_tokens_total{key,kind}      counter   input, output, cached, reasoning
     tokenrelay_retries_total{error_type}       counter   upstream attempts retried
     tokenrelay_upstream_requests_total{provider,status}   counter   HTTP status or failure kind
 """
@@ -73,6 +75,8 @@ class Metrics:
         self.resumes = 0
         self.ended_bytes = 0  # the memory log's, for resumes of ended streams
         self.ended_evicted = 0
+        self.key_streams: dict[tuple[str, str, str], int] = {}  # by key *name*, never the key
+        self.key_tokens: dict[tuple[str, str], int] = {}
         self.ttft = Histogram(LATENCY_BUCKETS)
         self.token_gap = Histogram(TOKEN_GAP_BUCKETS)
         self.streams: dict[tuple[str, str], int] = {}
@@ -80,6 +84,16 @@ class Metrics:
         self.cancel_close: dict[str, Histogram] = {}
         self.retries: dict[str, int] = {}
         self.upstream_requests: dict[tuple[str, str], int] = {}
+
+    def key_stream_ended(
+        self, key_name: str, ending: tuple[str, str], counts: dict[str, int]
+    ) -> None:
+        at = (key_name, *ending)
+        self.key_streams[at] = self.key_streams.get(at, 0) + 1
+        for kind, n in counts.items():
+            if kind != "requests" and n:
+                row = (key_name, kind.removesuffix("_tokens"))
+                self.key_tokens[row] = self.key_tokens.get(row, 0) + n
 
     def stream_ended(self, state: str, error_type: str = "") -> None:
         key = (state, error_type)
@@ -132,6 +146,15 @@ class MetricsCollector(Collector):
             close.add_metric([phase], histogram.cumulative(), histogram.total)
         yield close
         yield _counter("resumes", "Resumes from a Last-Event-ID.", m.resumes)
+        yield _labelled(
+            "key_streams",
+            "Streams by API key name and terminal event.",
+            ("key", "state", "error_type"),
+            m.key_streams,
+        )
+        yield _labelled(
+            "key_tokens", "Tokens by API key name and kind.", ("key", "kind"), m.key_tokens
+        )
         kept = "Payload bytes kept for ended streams (memory log)."
         yield _gauge("ended_stream_bytes", kept, m.ended_bytes)
         yield _counter(

@@ -286,3 +286,29 @@ def test_a_token_dies_with_its_key(setup: tuple[RealServer, Path]) -> None:
         params={"message": "hi", "model": "sim/fast", "token": token},
     )
     assert refused.status_code == 401
+
+
+def test_usage_by_key_in_the_api_metrics_and_logs(setup: tuple[RealServer, Path]) -> None:
+    server, config = setup
+    heidi = create_key(config, "heidi")
+    headers = {"x-api-key": heidi}
+    for _ in range(2):
+        r = httpx.post(
+            f"{server.url}/api/chat", json={"message": "hi", "model": "sim/fast"}, headers=headers
+        )
+        assert r.status_code == 200
+    output = r.json()["usage"]["completion_tokens"]
+
+    def booked() -> bool:
+        usage = httpx.get(f"{server.url}/api/usage", headers=headers).json()
+        return bool(usage["models"].get("sim/fast", {}).get("requests") == 2)
+
+    server.wait_for("usage booked", booked, 5)
+    usage = httpx.get(f"{server.url}/api/usage", headers=headers).json()
+    assert usage["key"] == "heidi"
+    assert usage["models"]["sim/fast"]["output_tokens"] == 2 * output
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'tokenrelay_key_streams_total{error_type="",key="heidi",state="done"} 2.0' in metrics
+    assert f'tokenrelay_key_tokens_total{{key="heidi",kind="output"}} {2 * output}.0' in metrics
+    assert heidi not in metrics
+    assert ", key heidi" in server.log()

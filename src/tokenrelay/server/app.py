@@ -28,6 +28,7 @@ from tokenrelay import logs
 from tokenrelay.auth.keys import key_store
 from tokenrelay.auth.limits import limiter_for
 from tokenrelay.auth.tokens import StreamTokens
+from tokenrelay.auth.usage import usage_book_for
 from tokenrelay.errors import (
     InvalidRequest,
     KeyOverLimit,
@@ -146,7 +147,8 @@ def create_app(
     settings = settings or load_settings()
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
     limiter = limiter_for(settings.redis.url, settings.redis.lease)
-    manager = StreamManager(build_log(settings), settings.streams, limiter)
+    usage = usage_book_for(settings.redis.url)
+    manager = StreamManager(build_log(settings), settings.streams, limiter, usage)
     keys = key_store(settings.redis.url, settings.auth.keys_file)
     state = AppState(settings, registry, manager, keys, StreamTokens(settings.redis.url))
     app = TokenRelayApp(
@@ -196,6 +198,7 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
             await state.keys.aclose()
             await state.tokens.aclose()
             await state.manager.limiter.aclose()
+            await state.manager.usage.aclose()
 
     return lifespan
 

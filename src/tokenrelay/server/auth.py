@@ -24,8 +24,9 @@ from starlette.types import Scope
 from tokenrelay.auth.keys import ApiKey, KeyStore
 from tokenrelay.auth.tokens import StreamTokens
 from tokenrelay.errors import ModelNotAllowed, Unauthorized
+from tokenrelay.server.middleware import KEY_NOTE
 
-_KEY = "tokenrelay.key"  # in the scope's state
+_KEY = KEY_NOTE  # in the scope's state
 _GUARDED = ("/api/", "/v1/")
 _TOKEN_PATHS = ("/api/chat/stream", "/api/streams/")
 

@@ -3,7 +3,8 @@ gives each request one).
 
 Each request logs one line, when its response starts: the request id, method, path and
 status, and, for a request that started a stream, the stream's id and model (`note_stream`;
-a resume names the stream it follows).
+a resume names the stream it follows), and the name of the caller's API key (never the key;
+a `key` field in JSON logs).
 One line rather than a second one for the stream's start: a log line is a visible share of a
 short stream's whole CPU.
 """
@@ -26,6 +27,7 @@ def new_request_id() -> str:
 
 
 _STREAM_NOTE = "tokenrelay.stream"  # in the scope's state: "<stream id> (<model>)"
+KEY_NOTE = "tokenrelay.key"  # in the scope's state: the caller's ApiKey (server/auth.py)
 
 
 def note_stream(scope: Scope, stream_id: str, model: str = "") -> None:
@@ -62,13 +64,17 @@ class IdentifiedSend:
             self.started = True
             MutableHeaders(scope=message).append("x-request-id", self.request_id)
             scope = self._scope
-            stream = scope.get("state", {}).get(_STREAM_NOTE)
+            state = scope.get("state", {})
+            stream = state.get(_STREAM_NOTE)
+            key = state.get(KEY_NOTE)
             logger.info(
-                "%s %s %s -> %s%s",
+                "%s %s %s -> %s%s%s",
                 self.request_id,
                 scope["method"],
                 scope["path"],
                 message["status"],
                 f", stream {stream}" if stream else "",
+                f", key {key.name}" if key is not None else "",
+                extra={"key": key.name} if key is not None else None,
             )
         await self.passes_bodies_to(message)

@@ -171,6 +171,14 @@ async def stream_token(request: Request) -> Response:
     )
 
 
+async def usage(request: Request) -> Response:
+    """The caller's own usage over the last 24 hours, by model. Usage is booked to keys:
+    without them, this is empty (Prometheus has the server's totals)."""
+    state = _state(request)
+    by_model = await state.manager.usage.last_day(owner_of(request))
+    return JSONResponse({"key": owner_of(request) or None, "hours": 24, "models": by_model})
+
+
 async def list_models(request: Request) -> Response:
     state = _state(request)
     models = [{"id": name} for name in state.registry.known_models()]
@@ -198,5 +206,6 @@ ROUTES = [
     Route("/api/streams/{stream_id}", cancel_stream, methods=["DELETE"]),
     Route("/api/models", list_models, methods=["GET"]),
     Route("/api/stream-tokens", stream_token, methods=["POST"]),
+    Route("/api/usage", usage, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
 ]

@@ -24,6 +24,7 @@ from typing import Any
 from tokenrelay._types import DisconnectPolicy
 from tokenrelay.auth.keys import ApiKey
 from tokenrelay.auth.limits import Limiter, MemoryLimiter
+from tokenrelay.auth.usage import MemoryUsageBook, UsageBook, figures
 from tokenrelay.errors import ServiceUnavailable, StoreUnavailable
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import GenerationRequest, Provider
@@ -52,11 +53,16 @@ class _Running:
 
 class StreamManager:
     def __init__(
-        self, log: StreamLog, settings: StreamsSection, limiter: Limiter | None = None
+        self,
+        log: StreamLog,
+        settings: StreamsSection,
+        limiter: Limiter | None = None,
+        usage: UsageBook | None = None,
     ) -> None:
         self.log = log
         self.settings = settings
         self.limiter = limiter or MemoryLimiter()
+        self.usage = usage or MemoryUsageBook()
         self._running: dict[str, _Running] = {}
         self._draining = False
         self._endings: set[asyncio.Task[None]] = set()
@@ -261,8 +267,13 @@ class StreamManager:
             self._spawn(running.stream.end_cancelled())
 
     async def _give_back(self, stream_id: str, running: _Running) -> None:
-        await self.limiter.release(running.owner, stream_id)
-        await self.limiter.count_tokens({running.owner: self._uncounted(running)})
+        """The stream's slot back, its last tokens counted, its usage booked to its key."""
+        owner, stream = running.owner, running.stream
+        await self.limiter.release(owner, stream_id)
+        await self.limiter.count_tokens({owner: self._uncounted(running)})
+        counts = figures(stream.final_usage)
+        METRICS.key_stream_ended(owner, stream.ending, counts)
+        await self.usage.record(owner, stream.model, counts)
 
     @staticmethod
     def _uncounted(running: _Running) -> int:

@@ -107,6 +107,10 @@ class Stream:
         self.cancel_reason = "cancelled"
         self.cancel_requested_at: float | None = None  # monotonic; set by whoever cancels
         self.token_count = 0
+        # How it ended (terminal type, error type) and what it cost, once it has: for the
+        # caller's usage (auth/usage.py).
+        self.ending: tuple[str, str] = ("", "")
+        self.final_usage: dict[str, Any] = {}
         self._started_at = time.monotonic()
         self._first_token_at: float | None = None
         self._last_token_at: float | None = None
@@ -151,6 +155,8 @@ class Stream:
             # not even an ending. Leaving closes the upstream; readers get their own error.
             if not self.ended:
                 self.ended = True
+                self.ending = ("error", "store_unavailable")
+                self.final_usage = self._estimated_usage()
                 METRICS.stream_ended("error", "store_unavailable")
             ending = ev.error_event(
                 self._seq + 1, "store_unavailable", client_message("store_unavailable"), True
@@ -442,6 +448,8 @@ class Stream:
         if self.ended:
             return
         self.ended = True
+        self.ending = (event.type, error_type)
+        self.final_usage = event.payload().get("usage") or {}
         METRICS.stream_ended(event.type, error_type)
         await self._append(event)
 
