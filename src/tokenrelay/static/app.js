@@ -2,7 +2,23 @@
 // (both vendored: the page works offline and loads nothing from elsewhere).
 import { marked } from "/static/vendor/marked.js";
 import DOMPurify from "/static/vendor/purify.js";
-import { ResumableStream, StreamedAnswer, complete, streamingSupported } from "/static/tokenrelay.js";
+import {
+  ResumableStream, StreamedAnswer, authHeaders, complete, setApiKey, streamingSupported,
+} from "/static/tokenrelay.js";
+
+// --- The API key -----------------------------------------------------------------------------
+// Asked for when the server answers 401, kept for this tab only (sessionStorage), and sent
+// with every request (tokenrelay.js).
+const KEY_STORE = "tokenrelay.key";
+setApiKey(sessionStorage.getItem(KEY_STORE) || "");
+
+function askForKey() {
+  const key = window.prompt("This server needs an API key (tr-…). It is kept for this tab only.");
+  if (!key) return false;
+  sessionStorage.setItem(KEY_STORE, key.trim());
+  setApiKey(key.trim());
+  return true;
+}
 
 const $ = (selector) => document.querySelector(selector);
 const conversation = $("#conversation");
@@ -175,10 +191,13 @@ class AnswerView {
   }
 
   fail(error) {
+    this.unauthorized = error.status === 401;
     this.problem.hidden = false;
     this.problem.textContent = error.request_id
       ? `${error.message} (request ${error.request_id})` : error.message;
   }
+
+  remove() { this.node.remove(); }
 
   state(label) { this.node.dataset.state = label; this.stat("state", label); }
   stat(name, value) { this.node.querySelector(`.${name}`).textContent = value; }
@@ -217,7 +236,11 @@ async function answer() {
     for (let round = 0; round < MAX_TOOL_ROUNDS; round++) {
       const view = new AnswerView();
       const body = requestBody();
-      const folded = await answerOnce(view, body);
+      let folded = await answerOnce(view, body);
+      if (view.unauthorized && askForKey()) { // asked once per answer; then it tries again
+        view.remove();
+        folded = await answerOnce(new AnswerView(), body);
+      }
       const results = body.tools && folded?.ending?.finish_reason === "tool_calls"
         ? answerCalls(view, folded) : [];
       remember(folded, results);
@@ -327,7 +350,10 @@ function regenerate() {
 
 async function loadModels() {
   try {
-    const response = await fetch("/api/models");
+    let response = await fetch("/api/models", { headers: authHeaders() });
+    if (response.status === 401 && askForKey()) {
+      response = await fetch("/api/models", { headers: authHeaders() });
+    }
     const { default: preferred, models } = await response.json();
     for (const { id } of models) {
       const option = new Option(id, id, false, id === preferred);

@@ -6,6 +6,8 @@
 // ResumableStream does the same, and when the connection drops it resumes from the last event
 // id (GET /api/streams/{id} with Last-Event-ID) with exponential backoff. It never POSTs a
 // generation twice. complete(body) is the non-streaming fallback (POST /api/chat).
+// setApiKey(key) sends a key with every request; eventSourceUrl(fields) makes an EventSource
+// URL, with a stream token when a key is set.
 //
 // Handlers (all optional): onStart(data), onToken(text, data), onJson(partial, data),
 // onStatus(message, data), onDone(data), onError(error), onCancelled(data),
@@ -17,6 +19,25 @@
 // far (see StreamedAnswer): {index, id, name, argumentsText, arguments, error, ended}.
 
 const TERMINAL = new Set(["done", "error", "cancelled"]);
+
+// An API key, when the server asks for one (401): sent as `Authorization: Bearer` with every
+// request. EventSource cannot send it; eventSourceUrl() trades it for a short-lived token.
+let apiKey = "";
+export function setApiKey(key) { apiKey = key || ""; }
+export function authHeaders() { return apiKey ? { authorization: `Bearer ${apiKey}` } : {}; }
+
+// The URL for `new EventSource(...)` that starts a stream with these query fields, with a
+// stream token when a key is set (POST /api/stream-tokens; a token lives a minute).
+export async function eventSourceUrl(fields, { baseUrl = "" } = {}) {
+  const params = new URLSearchParams(fields);
+  if (apiKey) {
+    const response = await fetch(`${baseUrl}/api/stream-tokens`, { method: "POST", headers: authHeaders() });
+    if (!response.ok) throw Object.assign(new Error("tokenrelay error"), await errorOf(response));
+    const { token } = await response.json();
+    if (token) params.set("token", token);
+  }
+  return `${baseUrl}/api/chat/stream?${params}`;
+}
 
 // A stream's answer assembled from its events, kept by both streamChat and ResumableStream:
 // the text, the reasoning blocks ({content, signature, redacted}; the last may still be
@@ -235,7 +256,7 @@ async function readEvents(response, handlers, progress) {
 function jsonPost(url, body, signal) {
   return fetch(url, {
     method: "POST",
-    headers: { "content-type": "application/json", accept: "text/event-stream" },
+    headers: { "content-type": "application/json", accept: "text/event-stream", ...authHeaders() },
     body: JSON.stringify(body),
     signal,
   });
@@ -354,7 +375,7 @@ export class ResumableStream {
     const id = encodeURIComponent(this.progress.streamId);
     const headers = this.progress.lastEventId ? { "last-event-id": this.progress.lastEventId } : {};
     return fetch(`${this.baseUrl}/api/streams/${id}`, {
-      headers: { accept: "text/event-stream", ...headers },
+      headers: { accept: "text/event-stream", ...headers, ...authHeaders() },
       signal: this.controller.signal,
     });
   }
@@ -372,7 +393,7 @@ export class ResumableStream {
     let cancelled = false;
     try {
       const id = encodeURIComponent(this.progress.streamId);
-      const response = await fetch(`${this.baseUrl}/api/streams/${id}`, { method: "DELETE" });
+      const response = await fetch(`${this.baseUrl}/api/streams/${id}`, { method: "DELETE", headers: authHeaders() });
       cancelled = response.status === 202;
     } catch (_) { /* unreachable: the server's detach window ends the generation */ }
     this.controller.abort();
