@@ -180,6 +180,10 @@ def chat(
     url: Annotated[str, typer.Option(help="tokenrelay server.")] = "http://127.0.0.1:8000",
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TOKENRELAY_API_KEY", help="A key, if the server needs one."),
+    ] = None,
 ) -> None:
     """Stream an answer into the terminal. Ctrl-C cancels it on the server."""
     console = Console(highlight=False)
@@ -187,7 +191,7 @@ def chat(
     # Ctrl-C must stop the bill even before the first event names the stream (and DELETE can
     # reach it), so the connection's end cancels: this command does not resume after a drop.
     fields["on_disconnect"] = "cancel"
-    with Client(url) as client:
+    with Client(url, api_key=api_key or "") as client:
         stream = client.stream(question, **fields)
         try:
             _print_stream(console, stream)

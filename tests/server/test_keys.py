@@ -3,6 +3,7 @@ owning their streams (#11)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -312,3 +313,31 @@ def test_usage_by_key_in_the_api_metrics_and_logs(setup: tuple[RealServer, Path]
     assert f'tokenrelay_key_tokens_total{{key="heidi",kind="output"}} {2 * output}.0' in metrics
     assert heidi not in metrics
     assert ", key heidi" in server.log()
+
+
+def test_the_cli_and_python_client_send_a_key(setup: tuple[RealServer, Path], alice: str) -> None:
+    from tokenrelay.client import Client
+
+    server = setup[0]
+    with Client(server.url, api_key=alice) as client:
+        assert client.complete("hi", model="sim/fast").content
+    command = [sys.executable, "-m", "tokenrelay", "chat", "hi", "--model", "sim/fast"]
+    chat = subprocess.run(
+        [*command, "--url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "TOKENRELAY_API_KEY": alice},
+    )
+    assert chat.returncode == 0, chat.stdout + chat.stderr
+    refused = subprocess.run(
+        [sys.executable, "-m", "tokenrelay", "chat", "hi", "--url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "TOKENRELAY_API_KEY"},
+    )
+    assert refused.returncode == 1
+    assert "401" in refused.stdout

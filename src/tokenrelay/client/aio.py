@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,9 +96,15 @@ class AsyncClient:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         backoff: Backoff | None = None,
+        api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        # A key, when the server needs one: $TOKENRELAY_API_KEY unless given.
+        key = api_key if api_key is not None else os.environ.get("TOKENRELAY_API_KEY", "")
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, headers=headers
+        )
         self._backoff = backoff or Backoff()
 
     def stream(

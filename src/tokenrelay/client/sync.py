@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -94,9 +95,15 @@ class Client:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         backoff: Backoff | None = None,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        # A key, when the server needs one: $TOKENRELAY_API_KEY unless given.
+        key = api_key if api_key is not None else os.environ.get("TOKENRELAY_API_KEY", "")
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, transport=transport, headers=headers
+        )
         self._backoff = backoff or Backoff()
 
     def stream(
