@@ -341,3 +341,53 @@ def test_the_cli_and_python_client_send_a_key(setup: tuple[RealServer, Path], al
     )
     assert refused.returncode == 1
     assert "401" in refused.stdout
+
+
+def test_tokens_per_minute(setup: tuple[RealServer, Path]) -> None:
+    server, config = setup
+    ivan = create_key(config, "ivan", "--tokens-per-minute", "5")
+    headers = {"x-api-key": ivan}
+    body = {"message": "Explain TCP handshakes", "model": "sim/fast"}
+    first = httpx.post(f"{server.url}/api/chat", json=body, headers=headers)
+    assert first.status_code == 200  # admitted under the limit; it may cross it part-way
+    assert first.json()["usage"]["completion_tokens"] > 5
+
+    def refused() -> bool:
+        again = httpx.post(f"{server.url}/api/chat", json=body, headers=headers)
+        return again.status_code == 429 and again.headers["x-ratelimit-remaining-tokens"] == "0"
+
+    server.wait_for("the tokens counted", refused, 5)
+
+
+def test_a_killed_replicas_slots_come_back_when_its_lease_lapses(
+    tmp_path: Path, redis_url: str
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    config = f'[redis]\nurl = "{redis_url}"\nlease = 1.0\n[sim]\nttft = 0.0\n'
+    with real_server(tmp_path / "a", config) as doomed, real_server(tmp_path / "b", config) as two:
+        judy = create_key(tmp_path / "a" / "tokenrelay.toml", "judy", "--max-concurrent", "1")
+        headers = {"x-api-key": judy}
+        body = {"message": "hi", "model": "sim/fast+endless"}
+        with httpx.stream(
+            "POST", f"{doomed.url}/api/chat/stream", json=body, headers=headers, timeout=10
+        ) as held:
+            assert held.status_code == 200
+            assert (
+                httpx.post(f"{two.url}/api/chat/stream", json=body, headers=headers).status_code
+                == 429
+            )
+            doomed.process.kill()  # kill -9: nothing gives the slot back but its expiry
+            doomed.process.wait()
+        two.wait_for(
+            "the slot back",
+            lambda: (
+                httpx.post(
+                    f"{two.url}/api/chat",
+                    json={"message": "hi", "model": "sim/fast"},
+                    headers=headers,
+                ).status_code
+                == 200
+            ),
+            5,
+        )
