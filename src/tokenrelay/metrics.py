@@ -19,6 +19,7 @@ worker counts its own streams and a scrape answers for the worker that took it.
     tokenrelay_resumes_total                   counter   Last-Event-ID resumes accepted
     tokenrelay_ended_stream_bytes              gauge     payload bytes kept for ended streams
     tokenrelay_ended_streams_evicted_total     counter   ended streams dropped before their TTL
+    tokenrelay_key_requests_total{key}         counter   requests by API key name
     tokenrelay_key_streams_total{key,state,error_type}    counter   by API key name
     tokenrelay_key_tokens_total{key,kind}      counter   input, output, cached, reasoning
     tokenrelay_retries_total{error_type}       counter   upstream attempts retried
@@ -75,7 +76,8 @@ class Metrics:
         self.resumes = 0
         self.ended_bytes = 0  # the memory log's, for resumes of ended streams
         self.ended_evicted = 0
-        self.key_streams: dict[tuple[str, str, str], int] = {}  # by key *name*, never the key
+        self.key_requests: dict[str, int] = {}  # by key *name*, never the key
+        self.key_streams: dict[tuple[str, str, str], int] = {}
         self.key_tokens: dict[tuple[str, str], int] = {}
         self.ttft = Histogram(LATENCY_BUCKETS)
         self.token_gap = Histogram(TOKEN_GAP_BUCKETS)
@@ -146,6 +148,8 @@ class MetricsCollector(Collector):
             close.add_metric([phase], histogram.cumulative(), histogram.total)
         yield close
         yield _counter("resumes", "Resumes from a Last-Event-ID.", m.resumes)
+        requests = {(name,): n for name, n in m.key_requests.items()}
+        yield _labelled("key_requests", "Requests by API key name.", ("key",), requests)
         yield _labelled(
             "key_streams",
             "Streams by API key name and terminal event.",

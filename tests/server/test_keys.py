@@ -13,6 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+import redis as redis_client
 
 from tests.realserver import RealServer, real_server
 
@@ -29,6 +30,15 @@ def keys_command(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         stdin=subprocess.DEVNULL,
     )
+
+
+def own_database(redis_url: str, number: int) -> str:
+    """The session's redis-server, in a database of this test's own, emptied: a key made in
+    the shared one would make every other test's replicas require keys."""
+    url = redis_url.rsplit("/", 1)[0] + f"/{number}"
+    with redis_client.Redis.from_url(url) as admin:
+        admin.flushdb()
+    return url
 
 
 def create_key(config: Path, name: str, *options: str) -> str:
@@ -217,7 +227,7 @@ def test_limits_and_revocation_hold_across_two_replicas(tmp_path: Path, redis_ur
     on the other, and a revocation holds on both within a second."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    config = f'[redis]\nurl = "{redis_url}"\n[sim]\nttft = 0.0\n'
+    config = f'[redis]\nurl = "{own_database(redis_url, 5)}"\n[sim]\nttft = 0.0\n'
     with real_server(tmp_path / "a", config) as one, real_server(tmp_path / "b", config) as two:
         config_file = tmp_path / "a" / "tokenrelay.toml"
         frank = create_key(config_file, "frank", "--max-concurrent", "1")
@@ -311,6 +321,7 @@ def test_usage_by_key_in_the_api_metrics_and_logs(setup: tuple[RealServer, Path]
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'tokenrelay_key_streams_total{error_type="",key="heidi",state="done"} 2.0' in metrics
     assert f'tokenrelay_key_tokens_total{{key="heidi",kind="output"}} {2 * output}.0' in metrics
+    assert 'tokenrelay_key_requests_total{key="heidi"}' in metrics
     assert heidi not in metrics
     assert ", key heidi" in server.log()
 
@@ -364,7 +375,7 @@ def test_a_killed_replicas_slots_come_back_when_its_lease_lapses(
 ) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    config = f'[redis]\nurl = "{redis_url}"\nlease = 1.0\n[sim]\nttft = 0.0\n'
+    config = f'[redis]\nurl = "{own_database(redis_url, 6)}"\nlease = 1.0\n[sim]\nttft = 0.0\n'
     with real_server(tmp_path / "a", config) as doomed, real_server(tmp_path / "b", config) as two:
         judy = create_key(tmp_path / "a" / "tokenrelay.toml", "judy", "--max-concurrent", "1")
         headers = {"x-api-key": judy}

@@ -24,6 +24,7 @@ from starlette.types import Scope
 from tokenrelay.auth.keys import ApiKey, KeyStore
 from tokenrelay.auth.tokens import StreamTokens
 from tokenrelay.errors import ModelNotAllowed, Unauthorized
+from tokenrelay.metrics import METRICS
 from tokenrelay.server.middleware import KEY_NOTE
 
 _KEY = KEY_NOTE  # in the scope's state
@@ -75,6 +76,7 @@ async def authenticate(
     if key is None:
         raise Unauthorized()
     scope.setdefault("state", {})[_KEY] = key
+    METRICS.key_requests[key.name] = METRICS.key_requests.get(key.name, 0) + 1
     return key
 
 
