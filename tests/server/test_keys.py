@@ -32,6 +32,16 @@ def keys_command(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def wait_for_a_slot(server: RealServer, headers: dict[str, str]) -> None:
+    """Until the key is admitted again (a slot came back), for up to 5 s."""
+
+    def admitted() -> bool:
+        body = {"message": "hi", "model": "sim/fast"}
+        return httpx.post(f"{server.url}/api/chat", json=body, headers=headers).status_code == 200
+
+    server.wait_for("the slot back", admitted, 5)
+
+
 def own_database(redis_url: str, number: int) -> str:
     """The session's redis-server, in a database of this test's own, emptied: a key made in
     the shared one would make every other test's replicas require keys."""
@@ -195,18 +205,7 @@ def test_a_third_stream_over_max_concurrent_2_waits_for_a_slot(
             httpx.delete(f"{server.url}/api/streams/{stream_id}", headers=headers).status_code
             == 202
         )
-        server.wait_for(
-            "the slot back",
-            lambda: (
-                httpx.post(
-                    f"{server.url}/api/chat",
-                    json={"message": "hi", "model": "sim/fast"},
-                    headers=headers,
-                ).status_code
-                == 200
-            ),
-            5,
-        )
+        wait_for_a_slot(server, headers)
 
 
 def test_requests_per_minute(setup: tuple[RealServer, Path]) -> None:
@@ -239,18 +238,7 @@ def test_limits_and_revocation_hold_across_two_replicas(tmp_path: Path, redis_ur
             assert held.status_code == 200
             other = httpx.post(f"{two.url}/api/chat/stream", json=body, headers=headers)
             assert other.status_code == 429  # the slot is taken, on the other replica
-        two.wait_for(
-            "the slot back",
-            lambda: (
-                httpx.post(
-                    f"{two.url}/api/chat",
-                    json={"message": "hi", "model": "sim/fast"},
-                    headers=headers,
-                ).status_code
-                == 200
-            ),
-            5,
-        )
+        wait_for_a_slot(two, headers)
         assert keys_command(config_file, "revoke", "frank").returncode == 0
         for replica in (one, two):
             refused = httpx.post(
@@ -390,15 +378,4 @@ def test_a_killed_replicas_slots_come_back_when_its_lease_lapses(
             )
             doomed.process.kill()  # kill -9: nothing gives the slot back but its expiry
             doomed.process.wait()
-        two.wait_for(
-            "the slot back",
-            lambda: (
-                httpx.post(
-                    f"{two.url}/api/chat",
-                    json={"message": "hi", "model": "sim/fast"},
-                    headers=headers,
-                ).status_code
-                == 200
-            ),
-            5,
-        )
+        wait_for_a_slot(two, headers)
