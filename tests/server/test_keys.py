@@ -132,7 +132,7 @@ def test_a_model_outside_the_keys_globs_is_a_403(server: RealServer, bob: str) -
 
 def test_another_keys_stream_does_not_exist(server: RealServer, alice: str, bob: str) -> None:
     mine = {"x-api-key": alice}
-    body = {"message": "hi", "model": "sim/fast+endless"}
+    body = {"message": "hi", "model": "sim/default+endless"}
     with httpx.stream(
         "POST", f"{server.url}/api/chat/stream", json=body, headers=mine, timeout=10
     ) as r:
@@ -173,7 +173,7 @@ def test_a_third_stream_over_max_concurrent_2_waits_for_a_slot(
     server, config = setup
     dave = create_key(config, "dave", "--max-concurrent", "2", "--requests-per-minute", "100")
     headers = {"authorization": f"Bearer {dave}"}
-    body = {"message": "hi", "model": "sim/fast+endless"}
+    body = {"message": "hi", "model": "sim/default+endless"}
     url = f"{server.url}/api/chat/stream"
     with (
         httpx.stream("POST", url, json=body, headers=headers, timeout=10) as first,
@@ -231,7 +231,7 @@ def test_limits_and_revocation_hold_across_two_replicas(tmp_path: Path, redis_ur
         config_file = tmp_path / "a" / "tokenrelay.toml"
         frank = create_key(config_file, "frank", "--max-concurrent", "1")
         headers = {"authorization": f"Bearer {frank}"}
-        body = {"message": "hi", "model": "sim/fast+endless"}
+        body = {"message": "hi", "model": "sim/default+endless"}
         with httpx.stream(
             "POST", f"{one.url}/api/chat/stream", json=body, headers=headers, timeout=10
         ) as held:
@@ -367,7 +367,7 @@ def test_a_killed_replicas_slots_come_back_when_its_lease_lapses(
     with real_server(tmp_path / "a", config) as doomed, real_server(tmp_path / "b", config) as two:
         judy = create_key(tmp_path / "a" / "tokenrelay.toml", "judy", "--max-concurrent", "1")
         headers = {"x-api-key": judy}
-        body = {"message": "hi", "model": "sim/fast+endless"}
+        body = {"message": "hi", "model": "sim/default+endless"}
         with httpx.stream(
             "POST", f"{doomed.url}/api/chat/stream", json=body, headers=headers, timeout=10
         ) as held:
@@ -379,3 +379,49 @@ def test_a_killed_replicas_slots_come_back_when_its_lease_lapses(
             doomed.process.kill()  # kill -9: nothing gives the slot back but its expiry
             doomed.process.wait()
         wait_for_a_slot(two, headers)
+
+
+def test_a_keys_model_list_shows_what_it_may_use(server: RealServer, bob: str) -> None:
+    headers = {"x-api-key": bob}
+    native = httpx.get(f"{server.url}/api/models", headers=headers).json()
+    assert native["models"]
+    assert all(m["id"].startswith("sim/fast") for m in native["models"])
+    assert native["default"].startswith("sim/fast")
+    openai_list = httpx.get(f"{server.url}/v1/models", headers=headers).json()
+    assert all(m["id"].startswith("sim/fast") for m in openai_list["data"])
+
+
+def test_revoking_a_key_ends_its_running_streams(setup: tuple[RealServer, Path]) -> None:
+    server, config = setup
+    kim = create_key(config, "kim")
+    body = {"message": "hi", "model": "sim/default+endless"}
+    with httpx.stream(
+        "POST", f"{server.url}/api/chat/stream", json=body, headers={"x-api-key": kim}, timeout=10
+    ) as r:
+        lines = r.iter_lines()
+        next(lines)
+        assert keys_command(config, "revoke", "kim").returncode == 0
+        ending = next(line for line in lines if '"type":"cancelled"' in line)
+    assert '"reason":"key_revoked"' in ending
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (
+            [
+                "",
+            ],
+            "name",
+        ),
+        (["a b"], "name"),
+        (["late", "--expires", "2020-01-01"], "past"),
+    ],
+)
+def test_keys_create_refuses_bad_input(
+    setup: tuple[RealServer, Path], args: list[str], problem: str
+) -> None:
+    done = keys_command(setup[1], "create", *args)
+    assert done.returncode == 2
+    assert problem in done.stderr
+    assert done.stdout == ""

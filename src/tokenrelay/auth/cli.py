@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
-from tokenrelay.auth.keys import KeyExists, KeyLimits, KeyStore, key_store, new_key
-from tokenrelay.settings import CONFIG_ENV, SettingsError, load_settings
+from tokenrelay.auth.keys import NAME, KeyExists, KeyLimits, KeyStore, key_store, new_key, where
+from tokenrelay.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 T = TypeVar("T")
 keys = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -20,16 +22,18 @@ keys = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.
 Config = Annotated[Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)]
 
 
-def _store(config: Path | None) -> KeyStore:
-    import os
-
+def _settings(config: Path | None) -> Settings:
     if config is not None:
         os.environ[CONFIG_ENV] = str(config.resolve())
     try:
-        settings = load_settings()
+        return load_settings()
     except SettingsError as exc:
         typer.echo(f"tokenrelay: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _store(config: Path | None) -> KeyStore:
+    settings = _settings(config)
     return key_store(settings.redis.url, settings.auth.keys_file)
 
 
@@ -56,6 +60,9 @@ def _expiry(date: str | None) -> float | None:
         raise typer.Exit(2) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
+    if when.timestamp() <= time.time():
+        typer.echo("tokenrelay: --expires is in the past", err=True)
+        raise typer.Exit(2)
     return when.timestamp()
 
 
@@ -74,6 +81,13 @@ def create(
     config: Config = None,
 ) -> None:
     """Create a key. It is printed once, alone on the last line: keep it."""
+    if not NAME.fullmatch(name):
+        typer.echo(
+            "tokenrelay: a key's name is 1 to 64 letters, digits and . _ @ -, starting with a"
+            " letter or digit",
+            err=True,
+        )
+        raise typer.Exit(2)
     limits = KeyLimits(max_concurrent, requests_per_minute, tokens_per_minute)
     secret, key = new_key(name, limits, tuple(models or ()), _expiry(expires))
     try:
@@ -81,7 +95,9 @@ def create(
     except KeyExists:
         typer.echo(f"tokenrelay: a key named {name!r} exists; revoke it first", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"created key {name!r}; it is shown once, on the next line", err=True)
+    settings = _settings(config)
+    place = where(settings.redis.url, settings.auth.keys_file)
+    typer.echo(f"created key {name!r} in {place}; it is shown once, on the next line", err=True)
     typer.echo(secret)
 
 
@@ -89,9 +105,20 @@ def create(
 def list_keys(config: Config = None) -> None:
     """Names, limits, creation and last use; never a key."""
     found = _with_store(config, lambda store: store.all())
+    settings = _settings(config)
+    place = where(settings.redis.url, settings.auth.keys_file)
     if not found:
-        typer.echo("no keys: the server takes requests without one")
+        required = settings.auth.required
+        typer.echo(
+            f"no keys in {place}: "
+            + (
+                "the server refuses every request ([auth] required)"
+                if required
+                else "the server takes requests without one"
+            )
+        )
         return
+    typer.echo(f"keys in {place}:", err=True)
     for key in found:
         limits = key.limits
         parts = [

@@ -19,14 +19,17 @@ write.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,9 @@ class ApiKey:
         data["limits"] = KeyLimits(**data.get("limits") or {})
         data["models"] = tuple(data.get("models") or ())
         return cls(**data)
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # shown in logs, metrics and lists
 
 
 def new_secret() -> str:
@@ -143,7 +149,9 @@ class FileKeyStore(KeyStore):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._keys: dict[str, ApiKey] = {}  # by digest
-        self._read_at: tuple[float, int] | None = None  # the file's mtime and size when read
+        # The file as last read (inode, mtime, size): a rename makes a new inode, so even two
+        # writes within one clock tick are told apart.
+        self._read_at: tuple[int, int, int] | None = None
 
     def _current(self) -> dict[str, ApiKey]:
         """The keys as the file has them now (read again only when it changed)."""
@@ -152,12 +160,27 @@ class FileKeyStore(KeyStore):
         except FileNotFoundError:
             self._keys, self._read_at = {}, None
             return self._keys
-        seen = (stat.st_mtime, stat.st_size)
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if seen != self._read_at:
             records = orjson.loads(self.path.read_bytes()) if stat.st_size else []
             self._keys = {k.digest: k for k in map(ApiKey.of, map(orjson.dumps, records))}
             self._read_at = seen
         return self._keys
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, ApiKey]]:
+        """The keys, read afresh under an exclusive lock (`<file>.lock`) that every writer
+        takes, so that a server noting a key's use cannot write back a key just revoked, or
+        drop one just created, by another process."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(self.path.name + ".lock")
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                self._read_at = None  # read again: another process may have written
+                yield self._current()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,21 +196,21 @@ class FileKeyStore(KeyStore):
         self._keys, self._read_at = dict(keys), None
 
     async def add(self, key: ApiKey) -> None:
-        keys = self._current()
-        if any(k.name == key.name for k in keys.values()):
-            raise KeyExists(key.name)
-        self._write({**keys, key.digest: key})
+        with self._locked() as keys:
+            if any(k.name == key.name for k in keys.values()):
+                raise KeyExists(key.name)
+            self._write({**keys, key.digest: key})
 
     async def all(self) -> list[ApiKey]:
         return sorted(self._current().values(), key=lambda k: k.created_at)
 
     async def revoke(self, name: str) -> bool:
-        keys = self._current()
-        kept = {d: k for d, k in keys.items() if k.name != name}
-        if len(kept) == len(keys):
-            return False
-        self._write(kept)
-        return True
+        with self._locked() as keys:
+            kept = {d: k for d, k in keys.items() if k.name != name}
+            if len(kept) == len(keys):
+                return False
+            self._write(kept)
+            return True
 
     async def by_digest(self, digest: str) -> ApiKey | None:
         return self._current().get(digest)
@@ -196,9 +219,8 @@ class FileKeyStore(KeyStore):
         return bool(self._current())
 
     async def note_use(self, key: ApiKey, now: float) -> None:
-        keys = self._current()
-        if key.digest in keys:
-            with contextlib.suppress(OSError):  # a read-only file: last use goes unrecorded
+        with contextlib.suppress(OSError), self._locked() as keys:  # read-only: unrecorded
+            if key.digest in keys:
                 self._write({**keys, key.digest: replace(key, last_used=now)})
 
 
@@ -254,6 +276,11 @@ class RedisKeyStore(KeyStore):
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+
+
+def where(redis_url: str, keys_file: str) -> str:
+    """Where `key_store` keeps keys, for a person to read."""
+    return "Redis" if redis_url else f"{Path(keys_file).resolve()}"
 
 
 def key_store(redis_url: str, keys_file: str) -> KeyStore:

@@ -148,8 +148,8 @@ def create_app(
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
     limiter = limiter_for(settings.redis.url, settings.redis.lease)
     usage = usage_book_for(settings.redis.url)
-    manager = StreamManager(build_log(settings), settings.streams, limiter, usage)
     keys = key_store(settings.redis.url, settings.auth.keys_file)
+    manager = StreamManager(build_log(settings), settings.streams, limiter, usage, keys)
     state = AppState(settings, registry, manager, keys, StreamTokens(settings.redis.url))
     app = TokenRelayApp(
         routes=(

@@ -99,6 +99,12 @@ def owner_of(connection: HTTPConnection) -> str:
     return key.name if key is not None else ""
 
 
+def visible_models(connection: HTTPConnection, models: list[str]) -> list[str]:
+    """The models the caller's key may use, of `models` (all of them without a key)."""
+    key = key_of(connection)
+    return models if key is None else [name for name in models if key.allows(name)]
+
+
 def check_model(connection: HTTPConnection, model: str) -> None:
     key = key_of(connection)
     if key is not None and not key.allows(model):

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from tokenrelay.answer import Answer
 from tokenrelay.providers.base import GenerationRequest
+from tokenrelay.server.auth import visible_models
 from tokenrelay.server.chat_request import read_json_body
 from tokenrelay.server.collect import collect_answer
 from tokenrelay.server.compat_request import (
@@ -168,7 +169,7 @@ async def list_models(request: Request) -> Response:
     state = _state(request)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": name.partition("/")[0]}
-        for name in state.registry.known_models()
+        for name in visible_models(request, state.registry.known_models())
     ]
     return JSONResponse({"object": "list", "data": data})
 

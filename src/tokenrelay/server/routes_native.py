@@ -12,7 +12,7 @@ from tokenrelay.answer import Answer, native_call, native_reasoning
 from tokenrelay.auth.tokens import TOKEN_SECONDS
 from tokenrelay.errors import InvalidEventId
 from tokenrelay.metrics import METRICS
-from tokenrelay.server.auth import key_of, owner_of
+from tokenrelay.server.auth import key_of, owner_of, visible_models
 from tokenrelay.server.chat_request import (
     ChatRequest,
     query_to_data,
@@ -181,8 +181,9 @@ async def usage(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     state = _state(request)
-    models = [{"id": name} for name in state.registry.known_models()]
-    return JSONResponse({"default": state.default_model, "models": models})
+    names = visible_models(request, state.registry.known_models())
+    default = state.default_model if state.default_model in names or not names else names[0]
+    return JSONResponse({"default": default, "models": [{"id": name} for name in names]})
 
 
 async def healthz(request: Request) -> Response:

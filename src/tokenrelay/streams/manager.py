@@ -13,6 +13,7 @@ to finish; what is still running then is cancelled with a retryable `server_shut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay._types import DisconnectPolicy
-from tokenrelay.auth.keys import ApiKey
+from tokenrelay.auth.keys import ApiKey, KeyStore
 from tokenrelay.auth.limits import Limiter, MemoryLimiter
 from tokenrelay.auth.usage import MemoryUsageBook, UsageBook, figures
 from tokenrelay.errors import ServiceUnavailable, StoreUnavailable
@@ -48,6 +49,7 @@ class _Running:
     policy: DisconnectPolicy
     detach_timer: asyncio.TimerHandle | None = None
     owner: str = ""  # the API key's name that holds a slot for it ("": no key)
+    key_digest: str = ""
     counted: int = 0  # its output pieces reported to the limiter so far
 
 
@@ -58,11 +60,13 @@ class StreamManager:
         settings: StreamsSection,
         limiter: Limiter | None = None,
         usage: UsageBook | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.log = log
         self.settings = settings
         self.limiter = limiter or MemoryLimiter()
         self.usage = usage or MemoryUsageBook()
+        self.keys = keys  # to end the streams of a key revoked while they run
         self._running: dict[str, _Running] = {}
         self._draining = False
         self._endings: set[asyncio.Task[None]] = set()
@@ -116,7 +120,10 @@ class StreamManager:
             validate_tool_arguments=validate_tool_arguments,
         )
         task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
-        self._running[stream_id] = _Running(stream, task, on_disconnect, owner=owner)
+        digest = key.digest if key is not None else ""
+        self._running[stream_id] = _Running(
+            stream, task, on_disconnect, owner=owner, key_digest=digest
+        )
         METRICS.active_streams += 1
         task.add_done_callback(lambda _task: self._finished(stream_id))
         logger.debug(  # the request line names the stream (server/middleware.py)
@@ -209,7 +216,7 @@ class StreamManager:
         self._background = [
             asyncio.create_task(self._listen(), name="tokenrelay-control"),
             asyncio.create_task(self._renew(), name="tokenrelay-leases"),
-            asyncio.create_task(self._count_tokens(), name="tokenrelay-token-counts"),
+            asyncio.create_task(self._every_second(), name="tokenrelay-keys"),
         ]
 
     async def _listen(self) -> None:
@@ -281,19 +288,34 @@ class StreamManager:
         new, running.counted = pieces - running.counted, pieces
         return new
 
-    async def _count_tokens(self) -> None:
-        """Each key's output tokens, as they stream: reported once a second, by key."""
+    async def _every_second(self) -> None:
+        """Each key's output tokens, as they stream, reported once a second; and the streams
+        of a key revoked (or expired) since they started, ended."""
         while True:
             await asyncio.sleep(1.0)
-            counts: dict[str, int] = {}
-            for running in self._running.values():
-                if running.owner:
-                    counts[running.owner] = counts.get(running.owner, 0) + self._uncounted(running)
-            if counts:
-                try:
-                    await self.limiter.count_tokens(counts)
-                except Exception:
-                    logger.exception("counting tokens failed")
+            await self._count_tokens()
+            with contextlib.suppress(StoreUnavailable):  # away: nothing is checked, or started
+                await self._end_revoked()
+
+    async def _end_revoked(self) -> None:
+        if self.keys is None:
+            return
+        for digest in {r.key_digest for r in self._running.values() if r.key_digest}:
+            key = await self.keys.by_digest(digest)
+            if key is None or key.expired(time.time()):
+                for running in [r for r in self._running.values() if r.key_digest == digest]:
+                    self._cancel(running, "key_revoked")
+
+    async def _count_tokens(self) -> None:
+        counts: dict[str, int] = {}
+        for running in self._running.values():
+            if running.owner:
+                counts[running.owner] = counts.get(running.owner, 0) + self._uncounted(running)
+        if counts:
+            try:
+                await self.limiter.count_tokens(counts)
+            except Exception:
+                logger.exception("counting tokens failed")
 
     def begin_drain(self) -> None:
         """Refuse new streams; cancel what still runs after `drain_timeout`. Idempotent."""

@@ -73,6 +73,7 @@ ERROR_TYPES = {  # our error types as Anthropic's error `type` values
     "upstream_rejected": "invalid_request_error",
     "unauthorized": "authentication_error",
     "model_not_allowed": "permission_error",
+    "key_limit": "rate_limit_error",
     "timeout": "timeout_error",
 }
 

@@ -58,6 +58,7 @@ ERROR_TYPES = {
     "upstream_rejected": "invalid_request_error",
     "unauthorized": "invalid_request_error",  # with code unauthorized; the SDK reads the 401
     "model_not_allowed": "invalid_request_error",
+    "key_limit": "rate_limit_exceeded",
     "timeout": "timeout",
     "cancelled": "cancelled",
 }
