@@ -27,6 +27,7 @@ LOG_FORMATS = ("text", "json")
 
 _SECRET = re.compile(
     r"(?i)(sk-(?:ant-)?[A-Za-z0-9_\-]{8,}"  # OpenAI and Anthropic key shapes
+    r"|\btr-[A-Za-z0-9_\-]{8,}|\btrs_[A-Za-z0-9_.\-]{8,}"  # ours: keys and stream tokens
     r"|(?<=bearer )[A-Za-z0-9._~+/\-]{8,}=*"  # Authorization: Bearer <token>
     r"|(?<=x-api-key: )\S{8,}|(?<=api-key: )\S{8,})"
 )

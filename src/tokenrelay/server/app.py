@@ -170,7 +170,7 @@ def _middleware(settings: Settings) -> list[Middleware]:
         CORSMiddleware,
         allow_origins=list(settings.server.cors_origins),
         allow_methods=["GET", "POST", "DELETE"],
-        allow_headers=["content-type", "last-event-id", "authorization"],
+        allow_headers=["content-type", "last-event-id", "authorization", "x-api-key"],
         expose_headers=["x-stream-id", "x-request-id"],
     )
     return [cors]

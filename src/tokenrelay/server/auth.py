@@ -32,8 +32,32 @@ _GUARDED = ("/api/", "/v1/")
 _TOKEN_PATHS = ("/api/chat/stream", "/api/streams/")
 
 
-def guarded(path: str) -> bool:
+def guarded(scope: Scope) -> bool:
+    """Whether this request needs a key: a route under /api/ or /v1/, as the router will
+    match it (mounted under a `root_path`, without the prefix), and not a CORS preflight,
+    which carries no credentials by design and does nothing but ask."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if scope["method"] == "OPTIONS" and any(
+        name == b"access-control-request-method" for name, _ in scope["headers"]
+    ):
+        return False
     return path.startswith(_GUARDED)
+
+
+def cors_headers(scope: Scope, allowed_origins: tuple[str, ...]) -> dict[str, str]:
+    """What CORSMiddleware would add to a simple response: a refusal written before the
+    middleware runs must still be readable by a page of an allowed origin (to ask for a key)."""
+    origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
+    if origin is None or not (origin in allowed_origins or "*" in allowed_origins):
+        return {}
+    return {
+        "access-control-allow-origin": origin,
+        "access-control-expose-headers": "x-stream-id, x-request-id",
+        "vary": "Origin",
+    }
 
 
 def presented_secret(scope: Scope) -> str | None:

@@ -37,10 +37,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenrelay.server import routes_compat
-from tokenrelay.server.auth import authenticate, guarded
+from tokenrelay.server.auth import authenticate, cors_headers, guarded
 from tokenrelay.server.middleware import IdentifiedSend, begin_request
 from tokenrelay.server.routes_native import attach_stream, chat_stream_get, chat_stream_post
 
@@ -96,12 +96,14 @@ class Dispatcher:
             await self.stack(scope, receive, send)
             return
         identified = IdentifiedSend(scope, send, begin_request(scope))
-        if guarded(scope["path"]):
+        if guarded(scope):
             state = self.app.state.tokenrelay
             try:
                 await authenticate(scope, state.keys, state.tokens, state.settings.auth.required)
             except Exception as exc:  # a 401 in the route's dialect, or the store's 503
-                await self._answer(Request(scope, receive), identified, exc)
+                allowed = state.settings.server.cors_origins
+                refusal = WithHeaders(identified, cors_headers(scope, allowed))
+                await self._answer(Request(scope, receive), refusal, exc)  # type: ignore[arg-type]
                 return
         endpoint = endpoint_for(scope, self.direct_routes) if self.direct_routes else None
         if endpoint is None:
@@ -142,6 +144,24 @@ class Dispatcher:
             else:
                 await _respond(self.error_handler, request, exc, send)
         raise exc
+
+
+class WithHeaders:
+    """A `send` that adds headers to the response start (CORS headers on a refusal)."""
+
+    def __init__(self, send: IdentifiedSend, headers: dict[str, str]) -> None:
+        self._send = send
+        self._headers = headers
+
+    @property
+    def started(self) -> bool:
+        return self._send.started
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and self._headers:
+            extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self._headers.items()]
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await self._send(message)
 
 
 def _plain_500(request: Request, exc: Exception) -> Response:
