@@ -203,6 +203,18 @@ def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise SettingsError(f"{path} is not valid TOML: {exc}") from None
 
 
+def _keys_file_beside(data: dict[str, Any], config: Path) -> None:
+    """A relative `[auth] keys_file` (the default included) is the config file's neighbour,
+    not the working directory's: `keys create` run elsewhere, or a server started from
+    elsewhere, must find the same file, or the server would run without its keys."""
+    auth = data.setdefault("auth", {})
+    if not isinstance(auth, dict):
+        return
+    keys_file = auth.get("keys_file", AuthSection().keys_file)
+    if isinstance(keys_file, str) and not Path(keys_file).is_absolute():
+        auth["keys_file"] = str(config.resolve().parent / keys_file)
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -214,6 +226,8 @@ def load_settings(
     env = os.environ if env is None else env
     path = path or env.get(CONFIG_ENV) or None
     data = _read_file(path) if path is not None else {}
+    if path is not None:
+        _keys_file_beside(data, Path(path))
     layers: dict[str, dict[str, Any]] = {}
     for variable, (section, key) in ENVIRONMENT.items():
         if env.get(variable):

@@ -88,3 +88,18 @@ def test_the_config_file_is_named_by_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "tokenrelay.toml"
     path.write_text("[streams]\nkeepalive = 3\n")
     assert load_settings(env={"TOKENRELAY_CONFIG": str(path)}).streams.keepalive == 3.0
+
+
+def test_a_relative_keys_file_is_the_config_files_neighbour(tmp_path: Path) -> None:
+    """Else `keys create` run from one directory and a server started from another read
+    different files, and the server runs without its keys."""
+    config = tmp_path / "etc" / "tokenrelay.toml"
+    config.parent.mkdir()
+    config.write_text("[server]\nport = 8123\n")
+    assert load_settings(config, env={}).auth.keys_file == str(
+        config.parent / "tokenrelay-keys.json"
+    )
+    config.write_text('[auth]\nkeys_file = "team/keys.json"\n')
+    assert load_settings(config, env={}).auth.keys_file == str(config.parent / "team/keys.json")
+    wins = {"TOKENRELAY_KEYS_FILE": "/var/lib/keys.json"}
+    assert load_settings(config, env=wins).auth.keys_file == "/var/lib/keys.json"

@@ -46,8 +46,20 @@ ENDINGS = [
 ]
 
 
+class CountingLimiter(MemoryLimiter):
+    """Counts releases per stream: "exactly once" must be checked, not just "at least"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: dict[str, int] = {}
+
+    async def release(self, key_name: str, stream_id: str) -> None:
+        self.released[stream_id] = self.released.get(stream_id, 0) + 1
+        await super().release(key_name, stream_id)
+
+
 async def test_a_thousand_streams_ending_every_way_hold_no_slot() -> None:
-    limiter = MemoryLimiter()
+    limiter = CountingLimiter()
     settings = StreamsSection(max_retries=0, drain_timeout=0.05)
     manager = StreamManager(MemoryStreamLog(max_bytes=1 << 20, ttl=60.0), settings, limiter)
     started: list[tuple[str, str | None]] = []
@@ -75,3 +87,5 @@ async def test_a_thousand_streams_ending_every_way_hold_no_slot() -> None:
     await asyncio.sleep(0)
     assert manager.active_count == 0
     assert limiter.slots_held() == 0
+    assert len(limiter.released) == 1001
+    assert set(limiter.released.values()) == {1}  # each given back once, never twice

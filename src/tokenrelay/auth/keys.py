@@ -18,6 +18,7 @@ write.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import fnmatch
@@ -42,7 +43,7 @@ from tokenrelay.errors import StoreUnavailable
 
 PREFIX = "tr-"
 LAST_USED_EVERY = 60.0  # seconds: how fresh `last_used` is kept
-_KEYS, _NAMES = "tr:keys", "tr:keynames"
+_KEYS, _NAMES, _USED = "tr:keys", "tr:keynames", "tr:keyused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,9 @@ class FileKeyStore(KeyStore):
             self._keys, self._read_at = {}, None
             return self._keys
         seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if seen != self._read_at:
+        # Within 2 s of its last change the file is read again each time: a coarse clock
+        # (1 s on some filesystems) could give two writes the same mtime, size and inode.
+        if seen != self._read_at or time.time() - stat.st_mtime < 2.0:
             records = orjson.loads(self.path.read_bytes()) if stat.st_size else []
             self._keys = {k.digest: k for k in map(ApiKey.of, map(orjson.dumps, records))}
             self._read_at = seen
@@ -187,12 +190,17 @@ class FileKeyStore(KeyStore):
         data = orjson.dumps([asdict(k) for k in keys.values()], option=orjson.OPT_INDENT_2)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-")
         try:
-            os.fchmod(handle, 0o600)
-            os.write(handle, data)
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-        os.replace(temporary, self.path)
+            try:
+                os.fchmod(handle, 0o600)
+                os.write(handle, data)
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         self._keys, self._read_at = dict(keys), None
 
     async def add(self, key: ApiKey) -> None:
@@ -219,9 +227,13 @@ class FileKeyStore(KeyStore):
         return bool(self._current())
 
     async def note_use(self, key: ApiKey, now: float) -> None:
+        """A write (and an fsync) once a minute per key, in a thread: off the event loop."""
+        await asyncio.to_thread(self._note_use, key, now)
+
+    def _note_use(self, key: ApiKey, now: float) -> None:
         with contextlib.suppress(OSError), self._locked() as keys:  # read-only: unrecorded
             if key.digest in keys:
-                self._write({**keys, key.digest: replace(key, last_used=now)})
+                self._write({**keys, key.digest: replace(keys[key.digest], last_used=now)})
 
 
 class RedisKeyStore(KeyStore):
@@ -231,6 +243,7 @@ class RedisKeyStore(KeyStore):
     def __init__(self, url: str) -> None:
         self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
         self._any: tuple[float, bool] = (-1.0, False)  # when last asked, and the answer
+        self._used: dict[str, float] = {}  # last use noted here, by digest: a write a minute
 
     async def add(self, key: ApiKey) -> None:
         if not await self.redis.hsetnx(_NAMES, key.name, key.digest):
@@ -239,7 +252,10 @@ class RedisKeyStore(KeyStore):
 
     async def all(self) -> list[ApiKey]:
         records = await self.redis.hgetall(_KEYS)
-        return sorted(map(ApiKey.of, records.values()), key=lambda k: k.created_at)
+        used = await self.redis.hgetall(_USED)
+        keys = [ApiKey.of(raw) for raw in records.values()]
+        keys = [replace(k, last_used=float(used.get(k.digest.encode()) or 0) or None) for k in keys]
+        return sorted(keys, key=lambda k: k.created_at)
 
     async def revoke(self, name: str) -> bool:
         digest = await self.redis.hget(_NAMES, name)
@@ -248,6 +264,7 @@ class RedisKeyStore(KeyStore):
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(_KEYS, digest)
             pipe.hdel(_NAMES, name)
+            pipe.hdel(_USED, digest)
             await pipe.execute()
         return True
 
@@ -256,7 +273,9 @@ class RedisKeyStore(KeyStore):
             raw = await self.redis.hget(_KEYS, digest)
         except (redis.exceptions.RedisError, OSError):
             raise StoreUnavailable() from None
-        return None if raw is None else ApiKey.of(raw)
+        if raw is None:
+            return None
+        return replace(ApiKey.of(raw), last_used=self._used.get(digest))
 
     async def any(self) -> bool:
         """Asked at most once a second: a request with no key must not cost a round trip."""
@@ -271,8 +290,11 @@ class RedisKeyStore(KeyStore):
         return answer
 
     async def note_use(self, key: ApiKey, now: float) -> None:
+        """In a hash of its own: rewriting the key's record could bring back a key revoked
+        between the read and the write."""
         with contextlib.suppress(redis.exceptions.RedisError, OSError):  # only bookkeeping
-            await self.redis.hset(_KEYS, key.digest, replace(key, last_used=now).record())
+            await self.redis.hset(_USED, key.digest, str(now))
+        self._used[key.digest] = now
 
     async def aclose(self) -> None:
         await self.redis.aclose()

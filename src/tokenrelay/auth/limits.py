@@ -172,11 +172,14 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], window * 2 + tonumber(ARGV[5])) e
 return {1, '', 0, left_r, left_t, reset_r, reset_t}
 """
 
-# KEYS: slots. ARGV: lease (ms), stream ids. Pushes back the expiry of slots still held.
+# KEYS: slots. ARGV: lease (ms), stream ids. Pushes back the expiry of slots still held,
+# and of the set itself (a stream may outlive admission's expiry by far); a slot lost to an
+# outage is put back.
 _RENEW = """
 local t = redis.call('TIME')
 local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i]) end
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], until_ms, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], 120000 + tonumber(ARGV[1]))
 """
 
 # KEYS: tokens. ARGV: count. Adds to this second's bucket.

@@ -101,25 +101,25 @@ class StreamManager:
         owner = key.name if key is not None else ""
         if key is not None:
             await self.limiter.admit(key, stream_id)
-        try:
+        try:  # until the task exists, nothing else would give the slot back
             await self.log.create(stream_id, StreamMeta(stream_id, model, owner, time.time()))
+            stream = Stream(
+                stream_id,
+                model,
+                provider,
+                request,
+                self.log,
+                self.settings,
+                continue_on_error=continue_on_error,
+                shaping=shaping,
+                include_reasoning=include_reasoning,
+                validate_tool_arguments=validate_tool_arguments,
+            )
+            task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
         except BaseException:
             if key is not None:
                 await self.limiter.release(owner, stream_id)
             raise
-        stream = Stream(
-            stream_id,
-            model,
-            provider,
-            request,
-            self.log,
-            self.settings,
-            continue_on_error=continue_on_error,
-            shaping=shaping,
-            include_reasoning=include_reasoning,
-            validate_tool_arguments=validate_tool_arguments,
-        )
-        task = asyncio.create_task(stream.run(), name=f"tokenrelay-{stream_id}")
         digest = key.digest if key is not None else ""
         self._running[stream_id] = _Running(
             stream, task, on_disconnect, owner=owner, key_digest=digest
@@ -266,12 +266,15 @@ class StreamManager:
         METRICS.active_streams -= 1
         if running.detach_timer is not None:
             running.detach_timer.cancel()
-        if running.owner:  # exactly once per stream, whatever ended it
-            self._spawn(self._give_back(stream_id, running))
+        self._spawn(self._after(stream_id, running))
+
+    async def _after(self, stream_id: str, running: _Running) -> None:
         if not running.stream.ended:
             # Cancelled before its first step ran: the coroutine never started, so write the
             # ending here. Exactly one terminal event, whatever the timing.
-            self._spawn(running.stream.end_cancelled())
+            await running.stream.end_cancelled()
+        if running.owner:  # exactly once per stream, whatever ended it
+            await self._give_back(stream_id, running)
 
     async def _give_back(self, stream_id: str, running: _Running) -> None:
         """The stream's slot back, its last tokens counted, its usage booked to its key."""
