@@ -234,12 +234,13 @@ async function answer() {
   setBusy(true);
   try {
     for (let round = 0; round < MAX_TOOL_ROUNDS; round++) {
-      const view = new AnswerView();
+      let view = new AnswerView();
       const body = requestBody();
       let folded = await answerOnce(view, body);
       if (view.unauthorized && askForKey()) { // asked once per answer; then it tries again
         view.remove();
-        folded = await answerOnce(new AnswerView(), body);
+        view = new AnswerView();
+        folded = await answerOnce(view, body);
       }
       const results = body.tools && folded?.ending?.finish_reason === "tool_calls"
         ? answerCalls(view, folded) : [];
