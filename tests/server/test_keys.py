@@ -239,6 +239,15 @@ def test_limits_and_revocation_hold_across_two_replicas(tmp_path: Path, redis_ur
             other = httpx.post(f"{two.url}/api/chat/stream", json=body, headers=headers)
             assert other.status_code == 429  # the slot is taken, on the other replica
         wait_for_a_slot(two, headers)
+        # Requests and tokens per minute count across replicas too (one window in Redis).
+        lena = create_key(config_file, "lena", "--requests-per-minute", "2")
+        quick = {"message": "hi", "model": "sim/fast"}
+        answers = [
+            httpx.post(f"{replica.url}/api/chat", json=quick, headers={"x-api-key": lena})
+            for replica in (one, two, one)
+        ]
+        assert [r.status_code for r in answers] == [200, 200, 429]
+        assert 50 <= int(answers[2].headers["retry-after"]) <= 60
         assert keys_command(config_file, "revoke", "frank").returncode == 0
         for replica in (one, two):
             refused = httpx.post(
