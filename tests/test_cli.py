@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -112,3 +113,17 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     process = _run_cli("serve", "--config", str(bad))
     assert process.returncode == 2
     assert "prot" in process.stderr
+
+
+def test_several_workers_without_redis_are_refused_with_the_way_out() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tokenrelay", "serve", "--workers", "2", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "TOKENRELAY_REDIS_URL"},
+    )
+    assert done.returncode == 2
+    assert "--workers needs Redis" in done.stderr
+    assert "TOKENRELAY_REDIS_URL" in done.stderr

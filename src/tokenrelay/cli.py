@@ -58,6 +58,14 @@ def serve(
     from tokenrelay.server.connection import ConnectionGuard, raise_descriptor_limit
 
     settings = _settings_or_exit({"host": host, "port": port, "log_format": log_format})
+    if workers > 1 and not settings.redis.url:
+        typer.echo(
+            "tokenrelay: --workers needs Redis: without it each worker keeps its own streams,"
+            " and a resume or cancel by id would reach the wrong worker. Set [redis] url (or"
+            " TOKENRELAY_REDIS_URL), or run one worker per port behind a load balancer.",
+            err=True,
+        )
+        raise typer.Exit(2)
     raise_descriptor_limit()
     typer.echo(_startup_line(settings))
     if _open_to_the_network(settings):
