@@ -103,6 +103,7 @@ def real_server(
     config: str = "",
     env: dict[str, str] | None = None,
     open_files: int | None = None,
+    workers: int = 1,
 ) -> Iterator[RealServer]:
     port = free_port()
     config_path = tmp_path / "tokenrelay.toml"
@@ -111,6 +112,8 @@ def real_server(
     env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, **(env or {})}
     url = f"http://127.0.0.1:{port}"
     args = ["serve", "--port", str(port), "--config", str(config_path)]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     with _running(args, url, log_path, env, open_files) as process:
         yield RealServer(process, url, log_path)
 

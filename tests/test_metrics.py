@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -12,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from tests.conftest import AsgiExchange, drive, quick_settings, sse_events
-from tests.realserver import MockUpstream
+from tests.realserver import MockUpstream, real_server
 from tokenrelay.metrics import Histogram
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider, SimTiming
@@ -147,3 +149,57 @@ async def test_metrics_carry_no_secrets_or_stream_ids(upstream_client: httpx.Asy
     text = (await upstream_client.get("/metrics")).text
     assert "sk-test-metrics" not in text
     assert response.headers["x-stream-id"] not in text  # no per-stream label: bounded series
+
+
+def test_a_scrape_sums_every_worker(tmp_path: Path, redis_url: str) -> None:
+    """`serve --workers 2`: requests spread over both workers; any scrape counts them all."""
+
+    config = f'[redis]\nurl = "{redis_url}"\n[sim]\nttft = 0.0\n'
+    with real_server(tmp_path, config, workers=2) as server:
+        for _ in range(12):
+            body = {"message": "hi", "model": "sim/fast"}
+            # A new connection each time: the kernel spreads them over the workers.
+            assert httpx.post(f"{server.url}/api/chat", json=body).status_code == 200
+        pids = {
+            line.split("[")[1].split("]")[0]
+            for line in server.log().splitlines()
+            if "Started server process" in line
+        }
+        assert len(pids) >= 2
+
+        def done_streams() -> float:
+            text = httpx.get(f"{server.url}/metrics").text
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith('tokenrelay_streams_total{error_type="",state="done"}')
+            )
+
+        deadline = time.monotonic() + 5
+        while done_streams() < 12 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for _ in range(4):  # whichever worker answers the scrape
+            assert done_streams() == 12
+
+
+def test_snapshots_sum_counters_and_only_live_workers_gauges(tmp_path: Path) -> None:
+    from tokenrelay import metrics_workers
+    from tokenrelay.metrics import Metrics
+
+    def worker(streams: int, active: int) -> Metrics:
+        m = Metrics()
+        for _ in range(streams):
+            m.stream_ended("done")
+            m.ttft.observe(0.1)
+        m.active_streams = active
+        m.key_tokens[("alice", "output")] = streams * 10
+        return m
+
+    alive, dead = 1, 4_000_000  # pid 1 always runs; no pid is that high
+    for pid, m in ((alive, worker(3, 2)), (dead, worker(4, 5))):
+        (tmp_path / f"{pid}.json").write_bytes(orjson.dumps(metrics_workers.snapshot(m)))
+    total = metrics_workers.summed(worker(1, 1), tmp_path)
+    assert total.streams[("done", "")] == 8  # counters: every worker, gone ones included
+    assert total.active_streams == 3  # gauges: live workers only
+    assert total.key_tokens[("alice", "output")] == 80
+    assert total.ttft.counts[total.ttft.counts.index(8)] == 8

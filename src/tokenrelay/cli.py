@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ from tokenrelay.client import (
     ToolCall,
 )
 from tokenrelay.logs import log_config
+from tokenrelay.metrics_workers import DIRECTORY_ENV as METRICS_DIR_ENV
 from tokenrelay.providers.configured import upstream_sections
 from tokenrelay.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
@@ -67,6 +69,8 @@ def serve(
         )
         raise typer.Exit(2)
     raise_descriptor_limit()
+    if workers > 1:  # each worker writes its metrics here; a scrape sums them
+        os.environ[METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="tokenrelay-metrics-")
     typer.echo(_startup_line(settings))
     if _open_to_the_network(settings):
         typer.echo(

@@ -5,8 +5,8 @@ integer increment and a `bisect` into a bucket list, where `prometheus_client.Hi
 takes a lock. `prometheus_client` still writes the exposition format, from these numbers, when
 `GET /metrics` asks (`MetricsCollector`).
 
-One `METRICS` per process, as Prometheus expects. With `tokenrelay serve --workers N` each
-worker counts its own streams and a scrape answers for the worker that took it.
+One `METRICS` per process. With `tokenrelay serve --workers N` each worker counts its own,
+and a scrape answers with the sum of every worker's (metrics_workers.py).
 
     tokenrelay_active_streams                  gauge     generations running here
     tokenrelay_active_subscribers              gauge     connections reading a stream here

@@ -10,6 +10,7 @@ on every route, the streaming ones included (`dispatch.py`).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, StatelessLifespan
 
-from tokenrelay import logs
+from tokenrelay import logs, metrics_workers
 from tokenrelay.auth.keys import key_store
 from tokenrelay.auth.limits import limiter_for
 from tokenrelay.auth.tokens import StreamTokens
@@ -36,6 +37,7 @@ from tokenrelay.errors import (
     ServiceUnavailable,
     UnknownModel,
 )
+from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import Provider
 from tokenrelay.providers.configured import build_providers
 from tokenrelay.providers.registry import ProviderRegistry
@@ -187,9 +189,18 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
         if not uvicorn_writer.available():
             logger.warning("uvicorn's connection state has changed: tokens go through ASGI send")
         state.manager.start_background()
+        shared = metrics_workers.directory()
+        snapshots = (
+            asyncio.create_task(metrics_workers.keep_writing(METRICS, shared), name="metrics")
+            if shared is not None
+            else None
+        )
         try:
             yield
         finally:
+            if snapshots is not None:
+                snapshots.cancel()
+                await asyncio.gather(snapshots, return_exceptions=True)
             if restore is not None:
                 restore()
             await state.manager.close()
