@@ -1,0 +1,41 @@
+"""`tokenrelay serve --workers 2` with Redis: a resume or a cancel by id reaches its stream
+from either worker (each request on a new connection, which the kernel spreads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.realserver import real_server
+
+pytestmark = pytest.mark.server
+
+
+def test_resume_and_cancel_reach_a_stream_from_any_worker(tmp_path: Path, redis_url: str) -> None:
+    config = f'[redis]\nurl = "{redis_url}"\n[sim]\nttft = 0.0\ntokens_per_second = 40.0\n'
+    with real_server(tmp_path, config, workers=2) as server:
+        body = {"message": "hi", "model": "sim/default+endless", "on_disconnect": "detach"}
+        with httpx.stream("POST", f"{server.url}/api/chat/stream", json=body, timeout=30) as r:
+            stream_id = r.headers["x-stream-id"]
+        for _ in range(6):  # new connections: some land on the other worker
+            with (
+                httpx.Client(timeout=30) as fresh,
+                fresh.stream(
+                    "GET",
+                    f"{server.url}/api/streams/{stream_id}",
+                    headers={"last-event-id": f"{stream_id}:1"},
+                ) as resumed,
+            ):
+                assert resumed.status_code == 200
+                first = next(line for line in resumed.iter_lines() if line.startswith("id: "))
+                assert first == f"id: {stream_id}:2"
+        with httpx.Client(timeout=10) as fresh:
+            assert fresh.delete(f"{server.url}/api/streams/{stream_id}").status_code == 202
+        ended = httpx.get(
+            f"{server.url}/api/streams/{stream_id}",
+            headers={"last-event-id": f"{stream_id}:1"},
+            timeout=30,
+        )
+        assert '"type":"cancelled"' in ended.text
