@@ -145,7 +145,9 @@ def redis_process(tmp_path: Path, persist: bool = False) -> Iterator[RedisProces
             redis.process.wait(10)
 
 
-NGINX_CONF = """\
+# nginx run by a test, as whoever runs the tests, with its files in `dir`; `{http}` is the
+# http block's own content.
+NGINX_MAIN = """\
 {user}worker_processes 1;
 worker_rlimit_nofile 65536;
 daemon off;
@@ -159,6 +161,13 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+{http}
+}}
+"""
+
+NGINX_CONF = NGINX_MAIN.replace(
+    "{http}",
+    """\
     upstream backend {{ server {upstream}; keepalive 1024; }}
     server {{
         listen 127.0.0.1:{port} backlog=8192;
@@ -169,9 +178,8 @@ http {{
             {buffering}
             proxy_read_timeout 600s;
         }}
-    }}
-}}
-"""
+    }}""",
+)
 
 
 @contextmanager

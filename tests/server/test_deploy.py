@@ -15,27 +15,12 @@ import orjson
 import pytest
 
 from tests.realserver import RealServer, free_port, real_server
-from tests.services import _accepts, _spawn, _wait_until_ready, require_binary
+from tests.services import NGINX_MAIN, _accepts, _spawn, _wait_until_ready, require_binary
 
 pytestmark = pytest.mark.server
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
-MAIN = """\
-{user}worker_processes 1;
-daemon off;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    include {site};
-}}
-"""
+MAIN = NGINX_MAIN.replace("{http}", "    include {site};")
 
 
 def _events(text: str) -> list[dict[str, object]]:
