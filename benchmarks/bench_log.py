@@ -6,6 +6,11 @@ uvloop + httptools. (What the log costs over no log at all is in bench_vs_nginx:
 relay.)
 
     .venv/bin/python -m benchmarks.bench_log --streams 200 --tokens 200 --rounds 3
+    .venv/bin/python -m benchmarks.bench_log --paced 50   # tokens spaced as an LLM's are
+
+Unpaced, a `sim/fast` answer is written whole before its reader has even attached, so readers
+replay it from the log. Paced (`--paced TPS`: the sim at that rate, no jitter), readers follow
+it live, which is where the Redis log serves local readers from memory.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,18 +29,20 @@ from tests.services import redis_server
 from benchmarks.bench_core import load_arguments, one_round
 from tokenrelay.bench.procwatch import cpu_seconds
 
+MODEL = "sim/fast+endless"
+
 
 def one_measured_round(pids: list[int], url: str, streams: int, tokens: int) -> float:
     """CPU microseconds per token that `pids` spent on one round of the load."""
     before = cpu_seconds(pids)
-    results, _ = asyncio.run(one_round(url, streams, tokens))
+    results, _ = asyncio.run(one_round(url, streams, tokens, MODEL))
     cpu = cpu_seconds(pids) - before
     assert all(r.ended == "done" and r.tokens == tokens for r in results), "incomplete"
     return cpu * 1e6 / sum(r.tokens for r in results)
 
 
 def measure(pids: list[int], url: str, streams: int, tokens: int, rounds: int) -> list[float]:
-    asyncio.run(one_round(url, 10, tokens))  # warm-up
+    asyncio.run(one_round(url, 10, tokens, MODEL))  # warm-up
     return [one_measured_round(pids, url, streams, tokens) for _ in range(rounds)]
 
 
@@ -45,14 +53,22 @@ def redis_pid(url: str) -> int:
 
 
 def main() -> None:
+    global MODEL
+    paced = 0.0
+    if "--paced" in sys.argv:
+        at = sys.argv.index("--paced")
+        paced = float(sys.argv[at + 1])
+        del sys.argv[at : at + 2]
+        MODEL = "sim/default+endless"
     args = load_arguments(__doc__)
     load = (args.streams, args.tokens, args.rounds)
+    sim = f"[sim]\nttft = 0.0\ntokens_per_second = {paced}\njitter = 0.0\n" if paced else ""
     rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        with real_server(Path(tmp)) as server:
+        with real_server(Path(tmp), sim) as server:
             rows["memory log"] = measure([server.process.pid], server.url, *load)
         with redis_server(Path(tmp)) as redis_url:
-            config = f'[redis]\nurl = "{redis_url}"\n'
+            config = f'[redis]\nurl = "{redis_url}"\n' + sim
             (Path(tmp) / "r").mkdir()
             with real_server(Path(tmp) / "r", config) as server:
                 started = time.perf_counter()
@@ -61,7 +77,8 @@ def main() -> None:
                 rows["redis log (server only)"] = measure([server.process.pid], server.url, *load)
                 elapsed = time.perf_counter() - started
     base = statistics.median(rows["memory log"])
-    print(f"{args.streams} streams x {args.tokens} tokens, sim/fast, {args.rounds} rounds each")
+    pace = f"paced at {paced:g} tokens/s" if paced else "sim/fast"
+    print(f"{args.streams} streams x {args.tokens} tokens, {pace}, {args.rounds} rounds each")
     for name, figures in rows.items():
         median = statistics.median(figures)
         print(
