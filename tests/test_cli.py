@@ -104,6 +104,7 @@ def test_ctrl_c_cancels_on_the_server(server: RealServer) -> None:
     out, _ = process.communicate(timeout=15)
     assert process.returncode == 130
     assert "cancelled" in out
+    assert "it had ended" not in out  # it was live: Ctrl-C cancelled it
     server.wait_for("stream cancelled", lambda: server.health()["active_streams"] == 0)
 
 

@@ -208,8 +208,11 @@ def chat(
         try:
             _print_stream(console, stream)
         except KeyboardInterrupt:
-            cancelled = stream.cancel()
-            console.print("\n[yellow]cancelled[/]" + ("" if cancelled else " (it had ended)"))
+            # Leaving the stream closes its connection, which cancels it on the server
+            # (on_disconnect "cancel"); the DELETE is belt and braces, and usually finds it
+            # cancelled already: its answer says nothing about whether the stream was live.
+            stream.cancel()
+            console.print("\n[yellow]cancelled[/]")
             raise typer.Exit(130) from None
         except StreamFailed as exc:
             console.print(f"[red]error {exc.status}[/] {exc.error.get('message', '')}")
