@@ -89,6 +89,33 @@ def test_start_on_a_resume_on_b_exactly(pair: tuple[RealServer, RealServer]) -> 
     assert sum(e["type"] == "start" for e in events) == 1
 
 
+def test_an_event_a_local_reader_has_is_one_any_replica_can_replay(
+    pair: tuple[RealServer, RealServer],
+) -> None:
+    """The durability guarantee of local readers served from memory: a reader on the
+    producing replica gets an event only once Redis has it, so the id it holds is always one
+    the other replica can resume from (never "an id from the future", a 400)."""
+    a, b = pair
+    body = {"message": "Explain TCP", "model": "sim/default", "max_tokens": 60}
+    with httpx.stream("POST", f"{a.url}/api/chat/stream", json=body, timeout=30) as response:
+        stream_id = response.headers["x-stream-id"]
+        checked = 0
+        for line in response.iter_lines():
+            if not line.startswith("id: "):
+                continue
+            held = line[4:]
+            if held.endswith((":3", ":10", ":25", ":40")):  # at once, while it streams
+                probe = httpx.get(
+                    f"{b.url}/api/streams/{stream_id}",
+                    params={"last_event_id": held},
+                    timeout=30,
+                    headers={"accept": "text/event-stream"},
+                )
+                assert probe.status_code in (200, 204), probe.text
+                checked += 1
+    assert checked == 4
+
+
 def test_cancel_on_b_stops_the_upstream_on_a(
     pair: tuple[RealServer, RealServer], mock: MockUpstream
 ) -> None:
