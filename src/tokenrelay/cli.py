@@ -109,7 +109,7 @@ def _open_to_the_network(settings: Settings) -> bool:
     import asyncio
     import ipaddress
 
-    from tokenrelay.auth.keys import key_store
+    from tokenrelay.auth.keys import key_store_at
 
     host = settings.server.host
     try:
@@ -120,7 +120,7 @@ def _open_to_the_network(settings: Settings) -> bool:
             return False
     if settings.auth.required:
         return False
-    store = key_store(settings.redis.url, settings.auth.keys_file)
+    store = key_store_at(settings.redis.url, settings.auth.keys_file)
 
     async def any_key() -> bool:
         try:

@@ -13,7 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from tokenrelay.auth.keys import NAME, KeyExists, KeyLimits, KeyStore, key_store, new_key, where
+from tokenrelay.auth.keys import NAME, KeyExists, KeyLimits, KeyStore, key_store_at, new_key, where
 from tokenrelay.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ def _settings(config: Path | None) -> Settings:
 
 def _store(config: Path | None) -> KeyStore:
     settings = _settings(config)
-    return key_store(settings.redis.url, settings.auth.keys_file)
+    return key_store_at(settings.redis.url, settings.auth.keys_file)
 
 
 def _with_store(config: Path | None, work: Callable[[KeyStore], Awaitable[T]]) -> T:

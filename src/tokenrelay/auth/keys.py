@@ -37,9 +37,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from tokenrelay.errors import StoreUnavailable
+from tokenrelay.streams.log_redis import UNAVAILABLE
 
 PREFIX = "tr-"
 LAST_USED_EVERY = 60.0  # seconds: how fresh `last_used` is kept
@@ -240,8 +240,9 @@ class RedisKeyStore(KeyStore):
     """Keys in Redis. While Redis cannot be reached no key can be checked, so every guarded
     request is refused with StoreUnavailable (503), as new streams are then anyway."""
 
-    def __init__(self, url: str) -> None:
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    def __init__(self, client: aioredis.Redis, *, owned: bool = False) -> None:
+        self.redis = client  # the replica's one client (the log's), or the CLI's own (owned)
+        self._owned = owned
         self._any: tuple[float, bool] = (-1.0, False)  # when last asked, and the answer
         self._used: dict[str, float] = {}  # last use noted here, by digest: a write a minute
 
@@ -271,7 +272,7 @@ class RedisKeyStore(KeyStore):
     async def by_digest(self, digest: str) -> ApiKey | None:
         try:
             raw = await self.redis.hget(_KEYS, digest)
-        except (redis.exceptions.RedisError, OSError):
+        except UNAVAILABLE:
             raise StoreUnavailable() from None
         if raw is None:
             return None
@@ -284,7 +285,7 @@ class RedisKeyStore(KeyStore):
         if asked < 0 or now - asked >= 1.0:
             try:
                 answer = bool(await self.redis.hlen(_KEYS))
-            except (redis.exceptions.RedisError, OSError):
+            except UNAVAILABLE:
                 raise StoreUnavailable() from None
             self._any = (now, answer)
         return answer
@@ -292,12 +293,13 @@ class RedisKeyStore(KeyStore):
     async def note_use(self, key: ApiKey, now: float) -> None:
         """In a hash of its own: rewriting the key's record could bring back a key revoked
         between the read and the write."""
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):  # only bookkeeping
+        with contextlib.suppress(*UNAVAILABLE):  # only bookkeeping
             await self.redis.hset(_USED, key.digest, str(now))
         self._used[key.digest] = now
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        if self._owned:
+            await self.redis.aclose()
 
 
 def where(redis_url: str, keys_file: str) -> str:
@@ -305,5 +307,13 @@ def where(redis_url: str, keys_file: str) -> str:
     return "Redis" if redis_url else f"{Path(keys_file).resolve()}"
 
 
-def key_store(redis_url: str, keys_file: str) -> KeyStore:
-    return RedisKeyStore(redis_url) if redis_url else FileKeyStore(keys_file)
+def key_store(keys_file: str, client: aioredis.Redis | None) -> KeyStore:
+    """The replica's keys: in Redis through its client, if it has one; else in the file."""
+    return RedisKeyStore(client) if client is not None else FileKeyStore(keys_file)
+
+
+def key_store_at(redis_url: str, keys_file: str) -> KeyStore:
+    """The same store for a command run outside the server, with a client of its own."""
+    if not redis_url:
+        return FileKeyStore(keys_file)
+    return RedisKeyStore(aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0), owned=True)

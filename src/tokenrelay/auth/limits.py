@@ -27,10 +27,10 @@ from collections import deque
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from tokenrelay.auth.keys import ApiKey
 from tokenrelay.errors import KeyOverLimit, StoreUnavailable
+from tokenrelay.streams.log_redis import UNAVAILABLE
 
 WINDOW = 60.0  # seconds
 
@@ -74,9 +74,6 @@ class Limiter(ABC):
 
     async def renew(self, held: dict[str, str]) -> None:  # noqa: B027 - one process: nothing
         """Keep the slots of streams still running here (stream id -> key name)."""
-
-    async def aclose(self) -> None:  # noqa: B027
-        """Release connections."""
 
 
 class MemoryLimiter(Limiter):
@@ -200,8 +197,8 @@ def _left(value: int) -> int | None:
 
 
 class RedisLimiter(Limiter):
-    def __init__(self, url: str, lease: float) -> None:
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    def __init__(self, client: aioredis.Redis, lease: float) -> None:
+        self.redis = client  # the replica's one client (the log's)
         self.lease_ms = int(lease * 1000)
         self._admit = self.redis.register_script(_ADMIT)
         self._count = self.redis.register_script(_COUNT)
@@ -218,7 +215,7 @@ class RedisLimiter(Limiter):
         ]
         try:
             reply = await self._admit(keys=_keys(key.name), args=args)
-        except (redis.exceptions.RedisError, OSError):
+        except UNAVAILABLE:
             raise StoreUnavailable() from None
         admitted, limit, retry_ms, left_r, left_t, reset_r, reset_t = reply
         if not admitted:
@@ -229,7 +226,7 @@ class RedisLimiter(Limiter):
             raise refuse(key, refusal)
 
     async def release(self, key_name: str, stream_id: str) -> None:
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):  # else it expires
+        with contextlib.suppress(*UNAVAILABLE):  # else it expires
             await self.redis.zrem(_keys(key_name)[0], stream_id)
 
     async def count_tokens(self, counts: dict[str, int]) -> None:
@@ -237,7 +234,7 @@ class RedisLimiter(Limiter):
             for name, n in counts.items():
                 if n:
                     await self._count(keys=[_keys(name)[2]], args=[n])
-        except (redis.exceptions.RedisError, OSError):
+        except UNAVAILABLE:
             pass  # tokens uncounted for a second of an outage: limits run a little loose
 
     async def renew(self, held: dict[str, str]) -> None:
@@ -249,12 +246,9 @@ class RedisLimiter(Limiter):
         try:
             for name, stream_ids in by_key.items():
                 await self._renew(keys=[_keys(name)[0]], args=[self.lease_ms, *stream_ids])
-        except (redis.exceptions.RedisError, OSError):
+        except UNAVAILABLE:
             pass  # the log's outage handling ends these streams; their slots then expire
 
-    async def aclose(self) -> None:
-        await self.redis.aclose()
 
-
-def limiter_for(redis_url: str, lease: float) -> Limiter:
-    return RedisLimiter(redis_url, lease) if redis_url else MemoryLimiter()
+def limiter_for(client: aioredis.Redis | None, lease: float) -> Limiter:
+    return RedisLimiter(client, lease) if client is not None else MemoryLimiter()

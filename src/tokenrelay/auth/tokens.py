@@ -19,9 +19,9 @@ import time
 
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from tokenrelay.errors import StoreUnavailable
+from tokenrelay.streams.log_redis import UNAVAILABLE
 
 PREFIX = "trs_"
 TOKEN_SECONDS = 60
@@ -37,9 +37,9 @@ def _unb64(text: str) -> bytes:
 
 
 class StreamTokens:
-    def __init__(self, redis_url: str = "") -> None:
-        self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
-        self._secret: bytes | None = None if redis_url else secrets.token_bytes(32)
+    def __init__(self, client: aioredis.Redis | None = None) -> None:
+        self._redis = client  # the replica's one client (the log's), to share the secret
+        self._secret: bytes | None = None if client is not None else secrets.token_bytes(32)
 
     async def _key(self) -> bytes:
         if self._secret is not None:
@@ -48,7 +48,7 @@ class StreamTokens:
         try:
             await self._redis.set(_SECRET_KEY, secrets.token_bytes(32), nx=True)
             stored = await self._redis.get(_SECRET_KEY)
-        except (redis.exceptions.RedisError, OSError):
+        except UNAVAILABLE:
             raise StoreUnavailable() from None
         if not isinstance(stored, bytes):
             raise StoreUnavailable()
@@ -78,7 +78,3 @@ class StreamTokens:
             return None
         digest: str = claims["k"]
         return digest
-
-    async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()

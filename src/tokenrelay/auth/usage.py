@@ -15,9 +15,9 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from tokenrelay.errors import StoreUnavailable
+from tokenrelay.streams.log_redis import UNAVAILABLE
 
 KINDS = ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 HOUR = 3600
@@ -44,9 +44,6 @@ class UsageBook(ABC):
     @abstractmethod
     async def last_day(self, key_name: str) -> dict[str, dict[str, int]]:
         """The last 24 hours (whole hours), by model."""
-
-    async def aclose(self) -> None:  # noqa: B027
-        """Release connections."""
 
 
 def _hour(now: float) -> int:
@@ -80,8 +77,8 @@ class MemoryUsageBook(UsageBook):
 
 
 class RedisUsageBook(UsageBook):
-    def __init__(self, url: str) -> None:
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client  # the replica's one client (the log's)
 
     @staticmethod
     def _key(key_name: str, hour: int) -> str:
@@ -89,7 +86,7 @@ class RedisUsageBook(UsageBook):
 
     async def record(self, key_name: str, model: str, counts: dict[str, int]) -> None:
         key = self._key(key_name, _hour(time.time()))
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):  # bookkeeping only
+        with contextlib.suppress(*UNAVAILABLE):  # bookkeeping only
             async with self.redis.pipeline(transaction=False) as pipe:
                 for kind, n in counts.items():
                     if n:
@@ -105,7 +102,7 @@ class RedisUsageBook(UsageBook):
                 for at in range(hour - DAY_HOURS + 1, hour + 1):
                     pipe.hgetall(self._key(key_name, at))
                 hours = await pipe.execute()
-        except (redis.exceptions.RedisError, OSError):
+        except UNAVAILABLE:
             raise StoreUnavailable() from None
         for fields in hours:
             for field, value in fields.items():
@@ -113,9 +110,6 @@ class RedisUsageBook(UsageBook):
                 _add(total, model, {kind: int(value)})
         return total
 
-    async def aclose(self) -> None:
-        await self.redis.aclose()
 
-
-def usage_book_for(redis_url: str) -> UsageBook:
-    return RedisUsageBook(redis_url) if redis_url else MemoryUsageBook()
+def usage_book_for(client: aioredis.Redis | None) -> UsageBook:
+    return RedisUsageBook(client) if client is not None else MemoryUsageBook()

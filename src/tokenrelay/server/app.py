@@ -48,6 +48,7 @@ from tokenrelay.server import (
     routes_ui,
     uvicorn_writer,
 )
+from tokenrelay.server.auth import EXPOSED_HEADERS
 from tokenrelay.server.dialects import dialect_of, limit_headers
 from tokenrelay.server.dispatch import Dispatcher
 from tokenrelay.server.lifecycle import chain_shutdown_signals
@@ -148,11 +149,15 @@ def create_app(
     """The app; with no `settings`, those of `$TOKENRELAY_CONFIG` and the environment."""
     settings = settings or load_settings()
     registry = ProviderRegistry(providers or build_providers(settings), settings.aliases)
-    limiter = limiter_for(settings.redis.url, settings.redis.lease)
-    usage = usage_book_for(settings.redis.url)
-    keys = key_store(settings.redis.url, settings.auth.keys_file)
-    manager = StreamManager(build_log(settings), settings.streams, limiter, usage, keys)
-    state = AppState(settings, registry, manager, keys, StreamTokens(settings.redis.url))
+    log = build_log(settings)
+    # One Redis client per replica: the log's pool serves keys, limits, usage and tokens too.
+    # Their calls come from request handlers before any response, which nothing cancels, so
+    # they need not go through the log's shielded calls (log_redis.py explains why it does).
+    client = log.redis if isinstance(log, RedisStreamLog) else None
+    limiter = limiter_for(client, settings.redis.lease)
+    keys = key_store(settings.auth.keys_file, client)
+    manager = StreamManager(log, settings.streams, limiter, usage_book_for(client), keys)
+    state = AppState(settings, registry, manager, keys, StreamTokens(client))
     app = TokenRelayApp(
         routes=(
             routes_native.ROUTES + routes_compat.ROUTES + routes_metrics.ROUTES + routes_ui.ROUTES
@@ -173,7 +178,7 @@ def _middleware(settings: Settings) -> list[Middleware]:
         allow_origins=list(settings.server.cors_origins),
         allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["content-type", "last-event-id", "authorization", "x-api-key"],
-        expose_headers=["x-stream-id", "x-request-id"],
+        expose_headers=list(EXPOSED_HEADERS),
     )
     return [cors]
 
@@ -207,9 +212,6 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
             await state.manager.log.close()
             await state.registry.aclose()
             await state.keys.aclose()
-            await state.tokens.aclose()
-            await state.manager.limiter.aclose()
-            await state.manager.usage.aclose()
 
     return lifespan
 

@@ -30,6 +30,7 @@ from tokenrelay.server.middleware import KEY_NOTE
 _KEY = KEY_NOTE  # in the scope's state
 _GUARDED = ("/api/", "/v1/")
 _TOKEN_PATHS = ("/api/chat/stream", "/api/streams/")
+EXPOSED_HEADERS = ("x-stream-id", "x-request-id")  # what CORS lets a page read (app.py too)
 
 
 def guarded(scope: Scope) -> bool:
@@ -55,7 +56,7 @@ def cors_headers(scope: Scope, allowed_origins: tuple[str, ...]) -> dict[str, st
         return {}
     return {
         "access-control-allow-origin": origin,
-        "access-control-expose-headers": "x-stream-id, x-request-id",
+        "access-control-expose-headers": ", ".join(EXPOSED_HEADERS),
         "vary": "Origin",
     }
 

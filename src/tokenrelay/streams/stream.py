@@ -110,7 +110,7 @@ class Stream:
         # How it ended (terminal type, error type) and what it cost, once it has: for the
         # caller's usage (auth/usage.py).
         self.ending: tuple[str, str] = ("", "")
-        self.final_usage: dict[str, Any] = {}
+        self._ending_event: ev.Event | None = None
         self._started_at = time.monotonic()
         self._first_token_at: float | None = None
         self._last_token_at: float | None = None
@@ -131,6 +131,14 @@ class Stream:
     def output_pieces(self) -> int:
         """What the model has written so far: text tokens, reasoning and call pieces."""
         return self.token_count + self._structured.pieces
+
+    @property
+    def final_usage(self) -> dict[str, Any]:
+        """What the stream's terminal event says it cost ({} before it has one). Read only for
+        a key's usage, so the payload is parsed then, not on every stream's end."""
+        event = self._ending_event
+        usage: dict[str, Any] = (event.payload().get("usage") or {}) if event is not None else {}
+        return usage
 
     def _next_seq(self) -> int:
         return self._seq + 1
@@ -156,7 +164,9 @@ class Stream:
             if not self.ended:
                 self.ended = True
                 self.ending = ("error", "store_unavailable")
-                self.final_usage = self._estimated_usage()
+                self._ending_event = ev.error_event(
+                    0, "store_unavailable", "", True, usage=self._estimated_usage()
+                )
                 METRICS.stream_ended("error", "store_unavailable")
             ending = ev.error_event(
                 self._seq + 1, "store_unavailable", client_message("store_unavailable"), True
@@ -449,7 +459,7 @@ class Stream:
             return
         self.ended = True
         self.ending = (event.type, error_type)
-        self.final_usage = event.payload().get("usage") or {}
+        self._ending_event = event
         METRICS.stream_ended(event.type, error_type)
         await self._append(event)
 
