@@ -47,12 +47,6 @@ base_url = "{upstream.url}"
         yield running
 
 
-@pytest.fixture
-def oai(server: RealServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
 @pytest.mark.parametrize("provider", ["sim", "openai"])
 def test_the_sdk_accumulates_every_tokens_scores(oai: openai.OpenAI, provider: str) -> None:
     with oai.chat.completions.stream(

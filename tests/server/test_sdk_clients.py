@@ -52,18 +52,6 @@ api_key_env = "TEST_UPSTREAM_KEY"
         yield running
 
 
-@pytest.fixture
-def oai(server: RealServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-def claude(server: RealServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0) as client:
-        yield client
-
-
 def _user(text: str = QUESTION) -> Any:
     """The SDKs type messages as TypedDicts; a plain list is what users write."""
     return [{"role": "user", "content": text}]

@@ -80,18 +80,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream) -> Iter
 
 
 @pytest.fixture
-def oai(server: RealServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-def claude(server: RealServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
 def tag() -> str:
     """A label for this test's upstream requests, so the mock's record finds them."""
     return uuid.uuid4().hex[:12]
