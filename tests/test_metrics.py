@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from tests.conftest import AsgiExchange, drive, quick_settings, sse_events
 from tests.realserver import MockUpstream, real_server
+from tokenrelay import metrics_workers
 from tokenrelay.metrics import Histogram
 from tokenrelay.providers.openai import OpenAIProvider
 from tokenrelay.providers.sim import SimProvider, SimTiming
@@ -178,12 +179,14 @@ def test_a_scrape_sums_every_worker(tmp_path: Path, redis_url: str) -> None:
         deadline = time.monotonic() + 5
         while done_streams() < 12 and time.monotonic() < deadline:
             time.sleep(0.2)
+        # Each worker sees the other's snapshot, which is up to EVERY old: after one more
+        # round of snapshots, every worker's answer is whole.
+        time.sleep(metrics_workers.EVERY + 0.5)
         for _ in range(4):  # whichever worker answers the scrape
             assert done_streams() == 12
 
 
 def test_snapshots_sum_counters_and_only_live_workers_gauges(tmp_path: Path) -> None:
-    from tokenrelay import metrics_workers
     from tokenrelay.metrics import Metrics
 
     def worker(streams: int, active: int) -> Metrics:
