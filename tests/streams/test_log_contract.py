@@ -14,7 +14,7 @@ from tokenrelay.events import Event, cancelled_event, start_event, token_event
 from tokenrelay.metrics import METRICS
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
 from tokenrelay.streams.log_memory import MemoryStreamLog
-from tokenrelay.streams.log_redis import READ_SLICE, RedisStreamLog
+from tokenrelay.streams.log_redis import READ_SLICE, TAIL, RedisStreamLog
 from tokenrelay.streams.manager import new_stream_id
 
 pytestmark = pytest.mark.anyio
@@ -345,7 +345,11 @@ async def test_a_caught_up_follower_gets_each_event_in_order(log: StreamLog) -> 
     await log.flush()
     follower = _Recorder()
     assert log.attach(SID, 1, follower)
-    assert not log.attach(SID, 0, _Recorder())  # behind: read first
+    behind = _Recorder()
+    if log.attach(SID, 0, behind):  # handed what it lacks at once (a Redis producer's tail)
+        assert isinstance(log, RedisStreamLog)
+        assert behind.seen == [1]
+        log.detach(SID, behind)
     log.append_nowait(SID, token_event(2, "a"))
     if isinstance(log, MemoryStreamLog):
         assert follower.seen == [2]  # delivered inside the append: before it returned
@@ -357,6 +361,29 @@ async def test_a_caught_up_follower_gets_each_event_in_order(log: StreamLog) -> 
     await log.flush()
     await asyncio.sleep(0.1)
     assert follower.seen == [2]
+
+
+async def test_a_redis_producer_hands_a_follower_behind_what_it_lacks_from_its_tail(
+    redis_url: str,
+) -> None:
+    log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60)
+    try:
+        sid = new_stream_id()
+        await log.create(sid, StreamMeta(sid, "m", "", 0.0))
+        await log.append(sid, start_event(1, sid, "m"))
+        for seq in range(2, TAIL + 10):
+            log.append_nowait(sid, token_event(seq, "t"))
+        await log.flush()
+        near, far = _Recorder(), _Recorder()
+        assert log.attach(sid, 12, near)  # within the tail: handed 13.. now, then followed
+        assert near.seen == list(range(13, TAIL + 10))
+        assert not log.attach(sid, 1, far)  # older than the tail: it reads Redis first
+        assert far.seen == []
+        log.append_nowait(sid, token_event(TAIL + 10, "t"))
+        await log.flush()
+        assert near.seen[-1] == TAIL + 10
+    finally:
+        await log.close()
 
 
 async def test_a_follower_that_declines_is_detached_and_the_log_goes_on(log: StreamLog) -> None:

@@ -33,11 +33,14 @@ Contract (one test suite, `tests/streams/test_log_contract.py`, runs it against 
 
 Following: `attach(stream_id, after, follower)` registers a reader that has every event up to
 `after`; from then on the log calls `follower.push(event)` for each event it stores, in order:
-the memory log inside the append itself (so the producer delivers it), Redis from one shared
-reader per stream and process. `push` returns False to be detached. A follower skips an event
-it already has (seq <= its cursor) and reads from the log on a gap. `attach` refuses (False)
-when the follower should read first: the memory log when events after `after` are stored or
-the stream has ended. `detach` is safe to call twice; `close()` calls `follower.interrupt()`.
+the memory log inside the append itself (so the producer delivers it); Redis, on the
+producing replica, once Redis has acknowledged the write, and elsewhere from one shared reader
+per stream and process. `push` returns False to be detached. A follower skips an event it
+already has (seq <= its cursor) and reads from the log on a gap. `attach` refuses (False) when
+the follower should read first: the memory log when events after `after` are stored or the
+stream has ended; Redis when the shared reader is past `after`, or, on the producing replica,
+when what the follower lacks has left the stream's tail (its last events, which `attach` hands
+it at once). `detach` is safe to call twice; `close()` calls `follower.interrupt()`.
 `read` with `wait <= 0` answers at once (a subscription's replay).
 
 Cluster hooks, for backends shared by several processes (no-ops in a single process):

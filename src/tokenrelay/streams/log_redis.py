@@ -15,26 +15,26 @@ and at the terminal event after `ttl`. A replica that dies mid-stream leaks noth
 Readers on the producing replica follow from memory (`_Local`): the writer hands each batch
 to them once Redis has acknowledged it, so an event reaches a local client only when any
 replica could replay it too (the guarantee; tests/server/test_replicas.py checks it), at the
-price of at most one round trip. Serving them through Redis cost 44% more CPU per token
-(bench_log --paced 50: 199 against 111 us). Readers elsewhere wait with `XREAD BLOCK`,
-woken by the producer's XADD: no polling. The followers of a stream on another replica
-(`attach`) share one such reader, a task that hands each event to all of them: one blocked
-connection per stream and replica, not per client. A read that finds
+price of at most GATHER plus one round trip. The replica keeps each stream's last TAIL events,
+so a reader that has just replayed from Redis attaches without reading again. Readers
+elsewhere wait with `XREAD BLOCK`, woken by the producer's XADD: no polling. The followers of
+a stream on another replica (`attach`) share one such reader, a task that hands each event to
+all of them: one blocked connection per stream and replica, not per client. A read that finds
 nothing new asks `status()`, which also notices a producer whose lease has lapsed and writes
 the ending it never wrote (`producer_lost`, retryable) in one atomic script, so that every
 reader sees the same single terminal event.
 
-The producer does not wait for Redis: `append` checks and queues the event, and a flusher
-per stream hands whatever has accumulated to the replica's one writer (`_commit`), which puts
-every stream's waiting batch into one MULTI/EXEC, one round trip (only the terminal append
-waits, so an ending is durable before its producer finishes). Writing each stream's batch in
-a transaction of its own cost a quarter more CPU per token (bench_log --paced 50). Size and
-sequence checks are local to the producing replica, which is the only writer.
+The producer does not wait for Redis: `append` checks and queues the event, and the replica's
+one writer (`_write`) puts every stream's waiting events into one script call (`_APPEND`), one
+round trip, after waiting GATHER for the rest of the replica's streams to join it. Only the
+terminal append waits, so an ending is durable before its producer finishes. Size and sequence
+checks are local to the producing replica, which is the only writer. What each step bought,
+measured with bench_log --paced 50, is in docs/performance.md.
 
 An outage (Redis restarting, failing over, gone) is one state, logged once when it begins and
 once when it ends (`_Health`), never once per token. From the first failed call, `create`
 refuses (`StoreUnavailable`: a 503 with Retry-After). Streams under way ride it out for
-`grace` seconds: the flusher keeps their events and retries, readers retry their reads. If
+`grace` seconds: the writer keeps their events and retries, readers retry their reads. If
 Redis is back by then, nothing was lost or doubled. If not, the producer's next append raises
 `StoreUnavailable` (its stream ends: the upstream is closed, and no terminal event can be
 stored), and readers get theirs, which the response turns into a retryable terminal `error`.
@@ -54,6 +54,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -84,6 +85,8 @@ logger = logging.getLogger("tokenrelay.redis")
 READ_SLICE = 0.5  # seconds: the longest one XREAD BLOCK waits (see read)
 PRODUCER_LOST = "producer_lost"
 CONTROL_CHANNEL = "tr:control"
+TAIL = 64  # events a producing replica keeps of each stream for its readers (see _Local)
+GATHER = 0.001  # seconds a write waits for more events, so that a round trip carries many
 RETRY_PAUSE = 0.25  # seconds between tries while Redis is unreachable
 FAIL_FAST = 1.0  # seconds after a failure in which new streams are refused without a try
 # What a Redis that cannot serve us raises: unreachable (refused, reset, timed out), still
@@ -107,6 +110,51 @@ redis.call('PEXPIRE', KEYS[4], ARGV[2] * 2)
 return seq + 1
 """
 
+
+# Appends each stream's waiting events, and ends the streams whose batch ends with the terminal
+# event. KEYS: events, meta, lease, tomb, for each stream. ARGV: max_age and ttl in ms, then for
+# each stream its event count and whether it ends, then each event's seq, type and payload.
+# An event Redis already has (its write's reply was lost in an outage) is skipped. After the
+# first event XADD does not create the events key (NOMKSTREAM): if it is gone, Redis came back
+# empty and the stream's start is lost; writing on would only make keys without an expiry, so
+# that stream is reported 0 and left alone. Returns 1 or 0 per stream.
+_APPEND = """
+local max_age, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local at, kept = 3, {}
+for s = 0, #KEYS / 4 - 1 do
+  local events, meta, lease, tomb = KEYS[s*4+1], KEYS[s*4+2], KEYS[s*4+3], KEYS[s*4+4]
+  local count, ends = tonumber(ARGV[at]), ARGV[at+1] == '1'
+  local ok = 1
+  at = at + 2
+  for _ = 1, count do
+    local seq, kind, data = ARGV[at], ARGV[at+1], ARGV[at+2]
+    at = at + 3
+    if ok == 1 then
+      local reply
+      if seq == '1' then
+        reply = redis.pcall('XADD', events, '0-1', 't', kind, 'd', data)
+        if type(reply) ~= 'table' then redis.call('PEXPIRE', events, max_age) end
+      else
+        reply = redis.pcall('XADD', events, 'NOMKSTREAM', '0-' .. seq, 't', kind, 'd', data)
+      end
+      if reply == false then
+        ok = 0
+      elseif type(reply) == 'table' and reply.err and not string.find(reply.err, 'smaller') then
+        return reply
+      end
+    end
+  end
+  if ok == 1 and ends then
+    redis.call('HSET', meta, 'ended', '1')
+    redis.call('PEXPIRE', events, ttl)
+    redis.call('PEXPIRE', meta, ttl)
+    redis.call('DEL', lease)
+    redis.call('PEXPIRE', tomb, ttl * 2)
+  end
+  kept[#kept + 1] = ok
+end
+return kept
+"""
 
 # A reader leaves: one fewer, unless the count is gone (expired, or a Redis that came back
 # empty), where a DECR would make a key of -1 that never expires.
@@ -197,6 +245,22 @@ class _Local:
     stored: int = 0  # the last seq Redis has acknowledged
     followers: list[Follower] = field(default_factory=list)
     ahead: dict[Follower, int] = field(default_factory=dict)  # attached past `stored`: cursor
+    # The last events stored, so that a reader a little behind attaches without reading
+    # Redis again: under load the writer moves on during every read, and a reader that must
+    # be fully caught up to attach would keep reading through Redis.
+    tail: deque[Event] = field(default_factory=lambda: deque(maxlen=TAIL))
+
+    def attach(self, after: int, follower: Follower) -> bool:
+        if after < self.stored:  # behind: what it lacks must be in the tail
+            if not self.tail or self.tail[0].seq > after + 1:
+                return False
+            for event in self.tail:
+                if event.seq > after and not follower.push(event):
+                    return True  # it ended, or must catch up: its task sees to that now
+        self.followers.append(follower)
+        if after > self.stored:
+            self.ahead[follower] = after
+        return True
 
 
 @dataclass(slots=True)
@@ -236,16 +300,16 @@ class RedisStreamLog(StreamLog):
         self.lease = lease
         self.renew_every = lease / 3
         self._written: dict[str, tuple[int, int]] = {}  # producer-local: (last seq, bytes)
-        self._queues: dict[str, list[Event]] = {}  # appended, not yet written
-        self._flushers: dict[str, asyncio.Task[None]] = {}  # each stream's writer, if busy
-        # Batches waiting for the shared transaction, and the task that writes them.
-        self._commits: list[tuple[str, list[Event], asyncio.Future[Any]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._pending: dict[str, list[Event]] = {}  # appended, not yet written, per stream
+        self._writer: asyncio.Task[None] | None = None  # the replica's one writer, if busy
+        # A producer awaiting its ending's write: None once stored, or why it could not be.
+        self._endings: dict[str, asyncio.Future[StoreUnavailable | None]] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._fanouts: dict[str, _Fanout] = {}
         self._local: dict[str, _Local] = {}  # streams produced here, until their ending is stored
         self._closed = False
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
+        self._append_script = self.redis.register_script(_APPEND)
         self._leave = self.redis.register_script(_LEAVE)
 
     # ------------------------------------------------------------------ writing
@@ -269,7 +333,7 @@ class RedisStreamLog(StreamLog):
 
     def append_nowait(self, stream_id: str, event: Event) -> None:
         # Checks and bookkeeping happen now, synchronously, so the next append sees them while
-        # earlier events are still being written; the flusher keeps the writes in order.
+        # earlier events are still being written; the writer keeps each stream's order.
         if stream_id in self._failed:  # its events could not be stored: it cannot go on
             if event.terminal:  # its producer's last word: forget it
                 self._failed.discard(stream_id)
@@ -283,49 +347,79 @@ class RedisStreamLog(StreamLog):
             raise StreamTooLarge(f"stream {stream_id} passed {self.max_bytes} bytes")
         if event.terminal:
             del self._written[stream_id]
+            self._endings[stream_id] = asyncio.get_running_loop().create_future()
         else:
             self._written[stream_id] = (event.seq, size + len(event.data))
-        self._queues.setdefault(stream_id, []).append(event)
-        flusher = self._flushers.get(stream_id)
-        if flusher is None or flusher.done():
-            self._flushers[stream_id] = self._spawn(self._flush(stream_id))
+        self._pending.setdefault(stream_id, []).append(event)
+        if self._writer is None or self._writer.done():
+            self._writer = self._spawn(self._write())
 
     async def append(self, stream_id: str, event: Event) -> None:
         self.append_nowait(stream_id, event)
-        flusher = self._flushers.get(stream_id)
-        if event.terminal and flusher is not None:
-            await asyncio.shield(flusher)  # the ending is durable before the producer ends
+        ending = self._endings.get(stream_id) if event.terminal else None
+        if ending is not None:  # the ending is durable before the producer ends
+            failure = await asyncio.shield(ending)
+            if failure is not None:
+                raise failure
 
-    async def _flush(self, stream_id: str) -> None:
-        """Write queued events in order, as many per round trip as have accumulated; through
-        an outage, for up to `grace` seconds (the events wait here meanwhile)."""
-        try:
-            while batch := self._queues.get(stream_id):
-                self._queues[stream_id] = []
-                await self._store(stream_id, batch)
-                self._deliver(stream_id, batch)
-        except Exception as exc:
-            local = self._local.pop(stream_id, None)
-            for follower in local.followers if local is not None else ():
-                follower.interrupt()  # they read from Redis now, and learn the outcome there
-            # Unreachable past the grace, come back empty, or refusing writes (out of memory,
-            # a failed save): the stream cannot go on. Its producer learns it at its next
-            # append (or the one it awaits), and its lease is no longer renewed: once Redis
-            # answers, readers anywhere find it lost (producer_lost).
-            self._queues.pop(stream_id, None)
-            if self._written.pop(stream_id, None) is not None:  # it had not ended yet
-                self._failed.add(stream_id)
-            if not isinstance(exc, StoreUnavailable | UnknownStream):
-                logger.exception("stream %s: its events could not be stored; it ends", stream_id)
-            raise StoreUnavailable() from None
-        finally:
-            if not self._queues.get(stream_id):
-                self._queues.pop(stream_id, None)
-                self._flushers.pop(stream_id, None)
+    async def _write(self) -> None:
+        """The replica's one writer: every stream's waiting events in one script call, one
+        round trip, then the next lot (what gathered meanwhile). Per token, this is what
+        sharing streams through Redis costs, so it is paid once per round trip, not once per
+        stream or per event.
+
+        Through an outage the events wait here and the lot is tried again, for up to `grace`
+        seconds; the script skips what Redis already has (a write whose reply was lost), so
+        nothing is written twice."""
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        while self._pending:
+            await asyncio.sleep(GATHER)  # let the replica's other streams join this round trip
+            lot, self._pending = self._pending, {}
+            try:
+                stored = await self._guard(self._write_lot(lot))
+            except StoreUnavailable:
+                failing_since = loop.time() if failing_since is None else failing_since
+                for stream_id, later in self._pending.items():  # after the lot, in order
+                    lot.setdefault(stream_id, []).extend(later)
+                self._pending = lot
+                if loop.time() - failing_since >= self.grace:
+                    for stream_id in list(lot):
+                        self._give_up(stream_id)
+                else:
+                    await asyncio.sleep(RETRY_PAUSE)
+                continue
+            failing_since = None
+            for (stream_id, batch), kept in zip(lot.items(), stored, strict=True):
+                if kept:
+                    self._deliver(stream_id, batch)
+                else:  # its key is gone: Redis came back empty, its start is lost
+                    self._give_up(stream_id)
+
+    def _give_up(self, stream_id: str) -> None:
+        """The stream's events cannot be stored (unreachable past the grace, come back empty,
+        refusing writes): it cannot go on. Its readers here read from Redis now and learn the
+        outcome there; its producer learns it at its next append (or the ending it awaits),
+        and its lease is no longer renewed: once Redis answers, readers anywhere find it lost
+        (producer_lost)."""
+        local = self._local.pop(stream_id, None)
+        for follower in local.followers if local is not None else ():
+            follower.interrupt()
+        self._pending.pop(stream_id, None)
+        if self._written.pop(stream_id, None) is not None:  # it had not ended yet
+            self._failed.add(stream_id)
+        self._settle_ending(stream_id, StoreUnavailable())
+
+    def _settle_ending(self, stream_id: str, failure: StoreUnavailable | None) -> None:
+        ending = self._endings.pop(stream_id, None)
+        if ending is not None and not ending.done():
+            ending.set_result(failure)
 
     def _deliver(self, stream_id: str, batch: list[Event]) -> None:
         """Hand a batch Redis now has to the readers following it here, from memory: an event
         reaches a local client only once any replica could replay it too."""
+        if batch[-1].terminal:
+            self._settle_ending(stream_id, None)
         local = self._local.get(stream_id)
         if local is None:
             return
@@ -333,6 +427,7 @@ class RedisStreamLog(StreamLog):
             if event.seq <= local.stored:
                 continue  # stored by a write whose reply an outage lost: handed over then
             local.stored = event.seq
+            local.tail.append(event)
             for follower in local.followers.copy():
                 if local.ahead.get(follower, 0) >= event.seq:
                     continue  # it has this one
@@ -345,78 +440,18 @@ class RedisStreamLog(StreamLog):
         if batch[-1].terminal:
             del self._local[stream_id]
 
-    async def _store(self, stream_id: str, batch: list[Event]) -> None:
-        try:
-            await self._guard(self._write_batch(stream_id, batch))
-        except StoreUnavailable:
-            await self._patiently(functools.partial(self._write_after_outage, stream_id, batch))
-
-    async def _write_after_outage(self, stream_id: str, batch: list[Event]) -> None:
-        """The failed write may have been carried out with only its reply lost: what Redis
-        already has is not written twice (an XADD of an id it has is an error)."""
-        last: Any = await self.redis.xrevrange(_keys(stream_id)["events"], count=1)
-        stored = _seq_of(last[0][0]) if last else 0
-        rest = [event for event in batch if event.seq > stored]
-        if rest:
-            await self._write_batch(stream_id, rest)
-
-    async def _write_batch(self, stream_id: str, batch: list[Event]) -> None:
-        """One stream's batch, in the replica's next shared transaction (`_commit`). After
-        the first event, XADD does not create the events key (NOMKSTREAM): if it is gone,
-        Redis came back empty (restarted with no persistence), this stream's start and its
-        readers' cursors are lost, and writing on would only make keys without an expiry.
-        UnknownStream: the stream ends."""
-        done = asyncio.get_running_loop().create_future()
-        self._commits.append((stream_id, batch, done))
-        if self._committer is None or self._committer.done():
-            self._committer = self._spawn(self._commit())
-        first: Any = await done
-        if isinstance(first, BaseException):
-            raise first
-        if first is None:
-            raise UnknownStream()
-
-    async def _commit(self) -> None:
-        """The replica's one writer: every stream's waiting batch in one MULTI/EXEC, one
-        round trip, then the next lot (what gathered meanwhile). Per token, this is what
-        sharing streams through Redis costs, so it is paid once per round trip, not once per
-        stream. Each batch learns its own first XADD's answer, or the failure."""
-        while self._commits:
-            lot, self._commits = self._commits, []
-            try:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    spans = []
-                    for stream_id, batch, _ in lot:
-                        at = len(pipe.command_stack)
-                        self._queue_batch(pipe, stream_id, batch)
-                        spans.append((at, len(pipe.command_stack)))
-                    replies = await pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                for _, _, done in lot:
-                    if not done.done():
-                        done.set_result(exc)
-                continue
-            for (_, _, done), (start, end) in zip(lot, spans, strict=True):
-                own = replies[start:end]
-                failed = next((r for r in own if isinstance(r, BaseException)), None)
-                if not done.done():
-                    done.set_result(failed if failed is not None else own[0])
-
-    def _queue_batch(self, pipe: Any, stream_id: str, batch: list[Event]) -> None:
-        k = _keys(stream_id)
-        follows = batch[0].seq != 1
-        for event in batch:
-            fields = {"t": event.type, "d": event.data}
-            pipe.xadd(k["events"], fields, id=f"0-{event.seq}", nomkstream=follows)
-        if batch[0].seq == 1:  # the events key exists from now on: give it its expiry
-            pipe.pexpire(k["events"], int(self.max_age * 1000))
-        if batch[-1].terminal:
-            ttl_ms = int(self.ttl * 1000)
-            pipe.hset(k["meta"], "ended", "1")
-            pipe.pexpire(k["events"], ttl_ms)
-            pipe.pexpire(k["meta"], ttl_ms)
-            pipe.delete(k["lease"])
-            pipe.pexpire(k["tomb"], ttl_ms * 2)
+    async def _write_lot(self, lot: dict[str, list[Event]]) -> list[bool]:
+        """One script call for the whole lot; for each stream, whether Redis kept it."""
+        keys: list[str] = []
+        args: list[Any] = [int(self.max_age * 1000), int(self.ttl * 1000)]
+        for stream_id, batch in lot.items():
+            k = _keys(stream_id)
+            keys += (k["events"], k["meta"], k["lease"], k["tomb"])
+            args += (len(batch), 1 if batch[-1].terminal else 0)
+            for event in batch:
+                args += (event.seq, event.type, event.data)
+        kept: Any = await self._append_script(keys=keys, args=args)
+        return [bool(flag) for flag in kept]
 
     # ------------------------------------------------------------------ shielded entry points
 
@@ -527,12 +562,7 @@ class RedisStreamLog(StreamLog):
             return False
         local = self._local.get(stream_id)
         if local is not None:  # produced here: followed from memory, with no Redis read
-            if after < local.stored:  # it has not read all that is stored: it reads first
-                return False
-            local.followers.append(follower)
-            if after > local.stored:
-                local.ahead[follower] = after
-            return True
+            return local.attach(after, follower)
         fanout = self._fanouts.get(stream_id)
         if fanout is None:
             fanout = self._fanouts[stream_id] = _Fanout(after)
@@ -667,8 +697,8 @@ class RedisStreamLog(StreamLog):
         )
 
     async def flush(self) -> None:
-        if self._flushers:
-            await asyncio.wait(list(self._flushers.values()))
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer])
 
     async def close(self) -> None:
         self._closed = True  # no more followers: readers still reading get the log's errors
