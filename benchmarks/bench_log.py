@@ -42,7 +42,9 @@ def one_measured_round(pids: list[int], url: str, streams: int, tokens: int) -> 
 
 
 def measure(pids: list[int], url: str, streams: int, tokens: int, rounds: int) -> list[float]:
-    asyncio.run(one_round(url, 10, tokens, MODEL))  # warm-up
+    # Warm-up at the full concurrency: a replica in steady state has its Redis connections
+    # open already; opening 200 of them would otherwise be billed to the first round.
+    asyncio.run(one_round(url, streams, 10, MODEL))
     return [one_measured_round(pids, url, streams, tokens) for _ in range(rounds)]
 
 

@@ -111,6 +111,17 @@ return seq + 1
 """
 
 
+# Creates a stream's keys in one round trip, unless its meta exists. KEYS: meta, lease, tomb.
+# ARGV: model, owner, created_at, then the lease, tomb and meta lifetimes in ms.
+_CREATE = """
+if redis.call('HSETNX', KEYS[1], 'model', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'created_at', ARGV[3], 'ended', '0')
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+
 # Appends each stream's waiting events, and ends the streams whose batch ends with the terminal
 # event. KEYS: events, meta, lease, tomb, for each stream. ARGV: max_age and ttl in ms, then for
 # each stream its event count and whether it ends, then each event's seq, type and payload.
@@ -310,24 +321,21 @@ class RedisStreamLog(StreamLog):
         self._closed = False
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
         self._append_script = self.redis.register_script(_APPEND)
+        self._create_script = self.redis.register_script(_CREATE)
         self._leave = self.redis.register_script(_LEAVE)
 
     # ------------------------------------------------------------------ writing
 
     async def _create(self, stream_id: str, meta: StreamMeta) -> None:
         k = _keys(stream_id)
-        created = await self.redis.hsetnx(k["meta"], "model", meta.model)
+        keys = [k["meta"], k["lease"], k["tomb"]]
+        lives = (self.lease, self.max_age + self.ttl, self.max_age)  # lease, tomb, meta
+        ms = [int(seconds * 1000) for seconds in lives]
+        created = await self._create_script(
+            keys=keys, args=[meta.model, meta.owner, str(meta.created_at), *ms]
+        )
         if not created:
             raise ValueError(f"stream {stream_id} exists")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                k["meta"],
-                mapping={"owner": meta.owner, "created_at": str(meta.created_at), "ended": "0"},
-            )
-            pipe.set(k["lease"], "1", px=int(self.lease * 1000))
-            pipe.set(k["tomb"], "1", px=int((self.max_age + self.ttl) * 1000))
-            pipe.pexpire(k["meta"], int(self.max_age * 1000))
-            await pipe.execute()
         self._written[stream_id] = (0, 0)
         self._local[stream_id] = _Local()
 
