@@ -300,6 +300,13 @@ class Stalled(GenerationError):
     retryable = True
 
 
+class ProducerLost(GenerationError):
+    """The replica producing a stream died, and what it wrote cannot be continued."""
+
+    error_type = "producer_lost"
+    retryable = True
+
+
 class NetworkError(GenerationError):
     error_type = "network_error"
     retryable = True

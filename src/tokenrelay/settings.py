@@ -111,6 +111,9 @@ class RedisSection(Section):
     # How long a stream under way rides out an outage (a restart, a failover) before it ends
     # with store_unavailable; new requests are refused (503) from the first failure.
     grace: float = Field(default=5.0, ge=0)
+    # When a replica dies mid-stream: "error" ends the stream with a retryable producer_lost;
+    # "continue" has another replica take it over and continue the answer (docs/replicas.md).
+    on_producer_lost: Literal["error", "continue"] = "error"
 
 
 class AuthSection(Section):

@@ -412,3 +412,47 @@ async def test_a_closed_redis_log_takes_no_followers(redis_url: str) -> None:
         await log.close()
     assert follower.interrupted
     assert not log.attach(stream_id, 1, _Recorder())
+
+
+async def test_of_several_replicas_claiming_a_lost_stream_exactly_one_wins(redis_url: str) -> None:
+    logs = [RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60, lease=1.0) for _ in range(4)]
+    producer, claimers = logs[0], logs[1:]
+    try:
+        sid = new_stream_id()
+        await producer.create(sid, StreamMeta(sid, "m", "", 0.0), b'{"plan": 1}')
+        await producer.append(sid, start_event(1, sid, "m"))
+        await producer.append(sid, token_event(2, "Hel"))
+        assert await claimers[0].claim(sid) is None  # its lease is held: nothing to take
+        await producer.close()  # dies: its lease is no longer renewed
+        await asyncio.sleep(1.1)
+        claims = await asyncio.gather(*(log.claim(sid) for log in claimers))
+        won = [claim for claim in claims if claim is not None]
+        assert len(won) == 1
+        handoff, events = won[0]
+        assert handoff == b'{"plan": 1}'
+        assert [event.seq for event in events] == [1, 2]
+        winner = claimers[claims.index(won[0])]
+        winner.append_nowait(sid, token_event(3, "lo"))  # it produces the stream now
+        await winner.append(sid, cancelled_event(4, "x"))
+        status = await claimers[0].status(sid)
+        assert status == StreamStatus(4, True)
+        assert await claimers[0].claim(sid) is None  # ended: nothing to take
+    finally:
+        for log in claimers:
+            await log.close()
+
+
+async def test_a_stream_created_without_a_handoff_is_never_claimed(redis_url: str) -> None:
+    producer = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60, lease=0.2)
+    other = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60, lease=0.2)
+    try:
+        sid = new_stream_id()
+        await producer.create(sid, StreamMeta(sid, "m", "", 0.0))
+        await producer.append(sid, start_event(1, sid, "m"))
+        await producer.close()
+        await asyncio.sleep(0.3)
+        assert await other.claim(sid) is None
+        status = await other.status(sid)  # a reader finds it lost, as without takeover
+        assert status == StreamStatus(2, True)
+    finally:
+        await other.close()

@@ -156,7 +156,10 @@ def create_app(
     client = log.redis if isinstance(log, RedisStreamLog) else None
     limiter = limiter_for(client, settings.redis.lease)
     keys = key_store(settings.auth.keys_file, client)
-    manager = StreamManager(log, settings.streams, limiter, usage_book_for(client), keys)
+    take_over = registry.resolve if settings.redis.on_producer_lost == "continue" else None
+    manager = StreamManager(
+        log, settings.streams, limiter, usage_book_for(client), keys, take_over_with=take_over
+    )
     state = AppState(settings, registry, manager, keys, StreamTokens(client))
     app = TokenRelayApp(
         routes=(

@@ -46,14 +46,15 @@ it at once). `detach` is safe to call twice; `close()` calls `follower.interrupt
 Cluster hooks, for backends shared by several processes (no-ops in a single process):
 `publish(message)` sends a control message (`{"kind": "cancel" | "abandoned", "stream_id",
 "reason"}`) to every process, `control_messages()` yields those sent by anyone, and
-`renew_leases()` keeps this process's producing streams from being declared lost.
+`renew_leases()` keeps this process's producing streams from being declared lost, and
+`claim()` lets one process take over a stream whose producer was lost (`take_over`).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -116,8 +117,20 @@ class StreamLog(ABC):
         self.max_bytes = max_bytes
         self.ttl = ttl
 
+    # Takes over a stream whose producer was lost (another replica's, dead): set by the
+    # manager when `on_producer_lost = "continue"`; True if this process now produces it.
+    take_over: Callable[[str], Awaitable[bool]] | None = None
+
     @abstractmethod
-    async def create(self, stream_id: str, meta: StreamMeta) -> None: ...
+    async def create(self, stream_id: str, meta: StreamMeta, handoff: bytes = b"") -> None:
+        """Start a stream; `handoff` (streams/handoff.py) lets another process take it over
+        if this one dies producing it (a backend shared by several processes keeps it)."""
+
+    async def claim(self, stream_id: str) -> tuple[bytes, list[Event]] | None:
+        """Become the producer of a stream whose producer was lost, atomically (one process
+        wins): its hand-off and every event so far, or None (no hand-off, ended, or another
+        process was quicker). A single-process log has no one to take over from."""
+        return None
 
     @abstractmethod
     def append_nowait(self, stream_id: str, event: Event) -> None: ...

@@ -159,7 +159,7 @@ class MemoryStreamLog(StreamLog):
     def __len__(self) -> int:
         return len(self._entries) + len(self._ended)
 
-    async def create(self, stream_id: str, meta: StreamMeta) -> None:
+    async def create(self, stream_id: str, meta: StreamMeta, handoff: bytes = b"") -> None:
         self._sweep()
         if stream_id in self._entries or stream_id in self._ended:
             raise ValueError(f"stream {stream_id} exists")

@@ -8,6 +8,8 @@ Keys, per stream (the `{id}` hash tag keeps one stream's keys on one Redis Clust
     tr:{id}:lease    set by the producing replica and refreshed while it generates
     tr:{id}:tomb     outlives the stream for another TTL, so a late resume is 410, not 404
     tr:{id}:subs     how many subscribers, on any replica, are reading the stream
+    tr:{id}:handoff  what another replica needs to take the stream over if its producer dies
+                     (streams/handoff.py; only with on_producer_lost = "continue")
 
 Every key expires: at creation after `max_age` (the longest a stream can run, plus its TTL),
 and at the terminal event after `ttl`. A replica that dies mid-stream leaks nothing.
@@ -95,7 +97,7 @@ FAIL_FAST = 1.0  # seconds after a failure in which new streams are refused with
 UNAVAILABLE = (redis.exceptions.RedisError, OSError)
 
 # Ends a stream whose producer's lease lapsed, unless it has ended or the lease is back.
-# KEYS: events, meta, lease, tomb. ARGV: payload of the error event, ttl in ms.
+# KEYS: events, meta, lease, tomb, handoff. ARGV: payload of the error event, ttl in ms.
 _FINALIZE_LOST = """
 if redis.call('HGET', KEYS[2], 'ended') ~= '0' then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
@@ -107,24 +109,39 @@ redis.call('HSET', KEYS[2], 'ended', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[4], ARGV[2] * 2)
+redis.call('DEL', KEYS[5])
 return seq + 1
 """
 
 
-# Creates a stream's keys in one round trip, unless its meta exists. KEYS: meta, lease, tomb.
-# ARGV: model, owner, created_at, then the lease, tomb and meta lifetimes in ms.
+# Creates a stream's keys in one round trip, unless its meta exists. KEYS: meta, lease, tomb,
+# handoff. ARGV: model, owner, created_at, the lease, tomb and meta lifetimes in ms, and the
+# hand-off ("" for none).
 _CREATE = """
 if redis.call('HSETNX', KEYS[1], 'model', ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'created_at', ARGV[3], 'ended', '0')
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if ARGV[7] ~= '' then redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[6]) end
 return 1
 """
 
+# Makes the caller a lapsed stream's producer, unless it has ended, its lease is held, or it
+# has no hand-off. KEYS: meta, lease, handoff. ARGV: the lease in ms. Returns the hand-off.
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'ended') ~= '0' then return false end
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local handoff = redis.call('GET', KEYS[3])
+if not handoff then return false end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return handoff
+"""
+
 # Appends each stream's waiting events, and ends the streams whose batch ends with the terminal
-# event. KEYS: events, meta, lease, tomb, for each stream. ARGV: max_age and ttl in ms, then for
-# each stream its event count and whether it ends, then each event's seq, type and payload.
+# event. KEYS: events, meta, lease, tomb, handoff, for each stream. ARGV: max_age and ttl in
+# ms, then for each stream its event count and whether it ends, then each event's seq, type and
+# payload.
 # An event Redis already has (its write's reply was lost in an outage) is skipped. After the
 # first event XADD does not create the events key (NOMKSTREAM): if it is gone, Redis came back
 # empty and the stream's start is lost; writing on would only make keys without an expiry, so
@@ -132,8 +149,8 @@ return 1
 _APPEND = """
 local max_age, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local at, kept = 3, {}
-for s = 0, #KEYS / 4 - 1 do
-  local events, meta, lease, tomb = KEYS[s*4+1], KEYS[s*4+2], KEYS[s*4+3], KEYS[s*4+4]
+for s = 0, #KEYS / 5 - 1 do
+  local events, meta, lease, tomb = KEYS[s*5+1], KEYS[s*5+2], KEYS[s*5+3], KEYS[s*5+4]
   local count, ends = tonumber(ARGV[at]), ARGV[at+1] == '1'
   local ok = 1
   at = at + 2
@@ -159,7 +176,7 @@ for s = 0, #KEYS / 4 - 1 do
     redis.call('HSET', meta, 'ended', '1')
     redis.call('PEXPIRE', events, ttl)
     redis.call('PEXPIRE', meta, ttl)
-    redis.call('DEL', lease)
+    redis.call('DEL', lease, KEYS[s*5+5])
     redis.call('PEXPIRE', tomb, ttl * 2)
   end
   kept[#kept + 1] = ok
@@ -177,7 +194,7 @@ return redis.call('DECR', KEYS[1])
 
 def _keys(stream_id: str) -> dict[str, str]:
     base = f"tr:{{{stream_id}}}"
-    return {k: f"{base}:{k}" for k in ("events", "meta", "lease", "tomb", "subs")}
+    return {k: f"{base}:{k}" for k in ("events", "meta", "lease", "tomb", "subs", "handoff")}
 
 
 def _seq_of(entry_id: bytes) -> int:
@@ -322,17 +339,18 @@ class RedisStreamLog(StreamLog):
         self._finalize = self.redis.register_script(_FINALIZE_LOST)
         self._append_script = self.redis.register_script(_APPEND)
         self._create_script = self.redis.register_script(_CREATE)
+        self._claim_script = self.redis.register_script(_CLAIM)
         self._leave = self.redis.register_script(_LEAVE)
 
     # ------------------------------------------------------------------ writing
 
-    async def _create(self, stream_id: str, meta: StreamMeta) -> None:
+    async def _create(self, stream_id: str, meta: StreamMeta, handoff: bytes) -> None:
         k = _keys(stream_id)
-        keys = [k["meta"], k["lease"], k["tomb"]]
+        keys = [k["meta"], k["lease"], k["tomb"], k["handoff"]]
         lives = (self.lease, self.max_age + self.ttl, self.max_age)  # lease, tomb, meta
         ms = [int(seconds * 1000) for seconds in lives]
         created = await self._create_script(
-            keys=keys, args=[meta.model, meta.owner, str(meta.created_at), *ms]
+            keys=keys, args=[meta.model, meta.owner, str(meta.created_at), *ms, handoff]
         )
         if not created:
             raise ValueError(f"stream {stream_id} exists")
@@ -454,7 +472,7 @@ class RedisStreamLog(StreamLog):
         args: list[Any] = [int(self.max_age * 1000), int(self.ttl * 1000)]
         for stream_id, batch in lot.items():
             k = _keys(stream_id)
-            keys += (k["events"], k["meta"], k["lease"], k["tomb"])
+            keys += (k["events"], k["meta"], k["lease"], k["tomb"], k["handoff"])
             args += (len(batch), 1 if batch[-1].terminal else 0)
             for event in batch:
                 args += (event.seq, event.type, event.data)
@@ -509,10 +527,28 @@ class RedisStreamLog(StreamLog):
     async def _ping(self) -> None:
         await self.redis.ping()
 
-    async def create(self, stream_id: str, meta: StreamMeta) -> None:
+    async def create(self, stream_id: str, meta: StreamMeta, handoff: bytes = b"") -> None:
         if self._health.failed_within(FAIL_FAST):
             raise StoreUnavailable()  # a host gone silent would hold each request 2 s
-        await self._guard(self._create(stream_id, meta))
+        await self._guard(self._create(stream_id, meta, handoff))
+
+    async def claim(self, stream_id: str) -> tuple[bytes, list[Event]] | None:
+        return await self._guard(self._claim(stream_id))
+
+    async def _claim(self, stream_id: str) -> tuple[bytes, list[Event]] | None:
+        k = _keys(stream_id)
+        lease_ms = int(self.lease * 1000)
+        handoff: Any = await self._claim_script(
+            keys=[k["meta"], k["lease"], k["handoff"]], args=[lease_ms]
+        )
+        if handoff is None:
+            return None
+        entries: Any = await self.redis.xrange(k["events"])
+        events = [_event_of(entry_id, fields) for entry_id, fields in entries]
+        last = events[-1].seq if events else 0
+        self._written[stream_id] = (last, sum(len(event.data) for event in events))
+        self._local[stream_id] = _Local(stored=last)
+        return bytes(handoff), events
 
     async def read(self, stream_id: str, after: int, wait: float) -> list[Event]:
         # Waited out in slices: a cancelled reader's shielded call then holds its connection
@@ -647,13 +683,15 @@ class RedisStreamLog(StreamLog):
             raise StreamExpired() if tomb else UnknownStream()
         last_seq = _seq_of(last[0][0]) if last else 0
         if ended == b"0" and not leased and stream_id not in self._written:
+            if self.take_over is not None and await self.take_over(stream_id):
+                return StreamStatus(last_seq, False)  # produced here from now on
             return await self._producer_lost(stream_id, last_seq)
         return StreamStatus(last_seq, ended == b"1")
 
     async def _producer_lost(self, stream_id: str, last_seq: int) -> StreamStatus:
         k = _keys(stream_id)
         payload = error_event(0, PRODUCER_LOST, client_message(PRODUCER_LOST), retryable=True).data
-        keys = [k["events"], k["meta"], k["lease"], k["tomb"]]
+        keys = [k["events"], k["meta"], k["lease"], k["tomb"], k["handoff"]]
         written = await self._finalize(keys=keys, args=[payload, int(self.ttl * 1000)])
         if written:
             return StreamStatus(int(written), True)

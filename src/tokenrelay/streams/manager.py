@@ -17,7 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +26,22 @@ from tokenrelay._types import DisconnectPolicy
 from tokenrelay.auth.keys import ApiKey, KeyStore
 from tokenrelay.auth.limits import Limiter, MemoryLimiter
 from tokenrelay.auth.usage import MemoryUsageBook, UsageBook, figures
-from tokenrelay.errors import ServiceUnavailable, StoreUnavailable
+from tokenrelay.errors import ServiceUnavailable, StoreUnavailable, client_message
+from tokenrelay.events import error_event
 from tokenrelay.metrics import METRICS
 from tokenrelay.providers.base import GenerationRequest, Provider
 from tokenrelay.settings import StreamsSection
 from tokenrelay.shaping.shaper import Shaping
+from tokenrelay.streams import handoff
+from tokenrelay.streams.handoff import HandOff
 from tokenrelay.streams.log import StreamLog, StreamMeta
 from tokenrelay.streams.stream import SHUTDOWN, Stream
 
 logger = logging.getLogger("tokenrelay.streams")
+
+# The registry's resolve: a model's name to its provider, the name it is given, and the
+# canonical name.
+Resolve = Callable[[str], tuple[Provider, str, str]]
 
 
 def new_stream_id() -> str:
@@ -61,6 +68,7 @@ class StreamManager:
         limiter: Limiter | None = None,
         usage: UsageBook | None = None,
         keys: KeyStore | None = None,
+        take_over_with: Resolve | None = None,
     ) -> None:
         self.log = log
         self.settings = settings
@@ -71,6 +79,11 @@ class StreamManager:
         self._draining = False
         self._endings: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
+        # With it (on_producer_lost = "continue"), streams are created with a hand-off, and
+        # this replica takes over those whose producer died: the registry's resolve.
+        self._resolve = take_over_with
+        if take_over_with is not None:
+            log.take_over = self._take_over
 
     @property
     def active_count(self) -> int:
@@ -101,8 +114,13 @@ class StreamManager:
         owner = key.name if key is not None else ""
         if key is not None:
             await self.limiter.admit(key, stream_id)
+        plan = b""
+        if self._resolve is not None and (shaping is None or not shaping.active):
+            options = (on_disconnect, continue_on_error, include_reasoning, validate_tool_arguments)
+            plan = handoff.dump(HandOff(request, model, *options))
         try:  # until the task exists, nothing else would give the slot back
-            await self.log.create(stream_id, StreamMeta(stream_id, model, owner, time.time()))
+            meta = StreamMeta(stream_id, model, owner, time.time())
+            await self.log.create(stream_id, meta, plan)
             stream = Stream(
                 stream_id,
                 model,
@@ -121,11 +139,7 @@ class StreamManager:
                 await self.limiter.release(owner, stream_id)
             raise
         digest = key.digest if key is not None else ""
-        self._running[stream_id] = _Running(
-            stream, task, on_disconnect, owner=owner, key_digest=digest
-        )
-        METRICS.active_streams += 1
-        task.add_done_callback(lambda _task: self._finished(stream_id))
+        self._run(stream, task, on_disconnect, owner, digest)
         logger.debug(  # the request line names the stream (server/middleware.py)
             "stream %s started: %s (request %s)",
             stream_id,
@@ -134,6 +148,58 @@ class StreamManager:
             extra={"stream_id": stream_id},
         )
         return stream_id
+
+    def _run(
+        self,
+        stream: Stream,
+        task: asyncio.Task[None],
+        policy: DisconnectPolicy,
+        owner: str,
+        key_digest: str = "",
+    ) -> None:
+        stream_id = stream.stream_id
+        self._running[stream_id] = _Running(
+            stream, task, policy, owner=owner, key_digest=key_digest
+        )
+        METRICS.active_streams += 1
+        task.add_done_callback(lambda _task: self._finished(stream_id))
+
+    async def _take_over(self, stream_id: str) -> bool:
+        """Continue here a stream whose producer, another replica, died (the log found its
+        lease lapsed). The log's claim is atomic: of every replica that notices, exactly one
+        takes it over; the others, and this one if its claim fails, return False."""
+        if self._draining or self._resolve is None:
+            return False
+        claimed = await self.log.claim(stream_id)
+        if claimed is None:
+            return False
+        data, events = claimed
+        meta = await self.log.meta(stream_id)
+        try:
+            plan = handoff.load(data)
+            provider = self._resolve(plan.model)[0]
+        except Exception:  # another release's hand-off, or a model this replica lacks
+            logger.exception("stream %s: cannot take it over; it ends", stream_id)
+            seq = (events[-1].seq if events else 0) + 1
+            lost = error_event(seq, "producer_lost", client_message("producer_lost"), True)
+            await self.log.append(stream_id, lost)
+            return True
+        stream = Stream(
+            stream_id,
+            plan.model,
+            provider,
+            plan.request,
+            self.log,
+            self.settings,
+            continue_on_error=plan.continue_on_error,
+            include_reasoning=plan.include_reasoning,
+            validate_tool_arguments=plan.validate_tool_arguments,
+        )
+        task = asyncio.create_task(stream.run(events), name=f"tokenrelay-{stream_id}")
+        # Its usage is booked to its owner; its slot was the dead replica's, which lapses.
+        self._run(stream, task, plan.on_disconnect, meta.owner if meta is not None else "")
+        logger.warning("stream %s: its producer was lost; continuing it here", stream_id)
+        return True
 
     @asynccontextmanager
     async def subscription(self, stream_id: str) -> AsyncIterator[None]:

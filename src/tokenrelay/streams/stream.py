@@ -44,6 +44,7 @@ from tokenrelay import events as ev
 from tokenrelay import logs
 from tokenrelay.errors import (
     GenerationError,
+    ProducerLost,
     Stalled,
     StoreUnavailable,
     StreamTooLarge,
@@ -70,6 +71,9 @@ def retry_delay(limits: StreamsSection, attempt: int, retry_after: float | None)
     floor = min(retry_after, limits.max_retry_after) if retry_after else 0.0
     return max(jittered, floor)
 
+
+# What a takeover cannot continue from (see Stream._take_over).
+_NOT_CONTINUABLE = frozenset({"reasoning", "tool_call", "json"})
 
 _PROMPT_FIGURES = frozenset(
     {"prompt_tokens", "prompt_tokens_details", "cache_creation_input_tokens"}
@@ -154,10 +158,12 @@ class Stream:
             raise
         self._seq = event.seq
 
-    async def run(self) -> None:
+    async def run(self, taken_over: list[ev.Event] | None = None) -> None:
+        """Generate; `taken_over`: the events of a stream whose producer (another replica)
+        was lost, which this one continues (`on_producer_lost = "continue"`)."""
         logs.stream_id.set(self.stream_id)  # this task's own context: every line it logs
         try:
-            await self._run()
+            await self._run(taken_over)
         except StoreUnavailable:
             # The log could not store this stream's events: nothing more can reach a reader,
             # not even an ending. Leaving closes the upstream; readers get their own error.
@@ -174,14 +180,18 @@ class Stream:
             with contextlib.suppress(StoreUnavailable, ValueError):
                 self._log.append_nowait(self.stream_id, ending)  # refused; the log forgets it
 
-    async def _run(self) -> None:
+    async def _run(self, taken_over: list[ev.Event] | None) -> None:
         try:
-            await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
+            if taken_over is None:
+                await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
+                request = self._request
+            else:
+                request = await self._take_over(taken_over)
             if self._shaping is not None:
                 self._shaper = Shaper(self._shaping, self._emit_token, self._emit_json)
             try:
                 async with asyncio.timeout(self._limits.total_timeout):
-                    finish, usage = await self._generate_with_retries()
+                    finish, usage = await self._generate_with_retries(request)
             except TimeoutError:
                 raise UpstreamTimeout("total deadline") from None
             if finish == "stop" and self._structured.calls:
@@ -235,9 +245,28 @@ class Stream:
             )
             await self._end(event)
 
-    async def _generate_with_retries(self) -> tuple[str, Usage | None]:
+    async def _take_over(self, events: list[ev.Event]) -> GenerationRequest:
+        """Carry on from the events another replica wrote before it died: its text becomes
+        the partial answer that a continuation picks up (as after an upstream error), and a
+        `status` event marks the seam. Text only: a continuation never resumes inside a
+        call, or after reasoning, so such a stream ends with `producer_lost`, as it would
+        without a takeover."""
+        if not events:  # it died before its first event: start afresh
+            await self._append(ev.start_event(self._next_seq(), self.stream_id, self.model))
+            return self._request
+        self._seq = events[-1].seq
+        if any(event.type in _NOT_CONTINUABLE for event in events):
+            raise ProducerLost()
+        self._parts = [event.payload()["content"] for event in events if event.type == "token"]
+        self.token_count = len(self._parts)
+        if self.token_count:  # the answer had begun: what follows is not a first token
+            self._first_token_at = self._last_token_at = time.monotonic()
+        note = "The server generating this answer stopped; another server continues it."
+        await self._append(ev.status_event(self._next_seq(), note))
+        return self._continue() if self.token_count else self._request
+
+    async def _generate_with_retries(self, request: GenerationRequest) -> tuple[str, Usage | None]:
         attempt = 0
-        request = self._request
         while True:
             try:
                 return await self._generate(request)
