@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 
 _TEMPLATES = (
-    "Explain how {topic} works",
+    "Explain {topic} in plain words",
     "What are the trade-offs of {topic}?",
     "Give me a short guide to {topic}",
-    "Why does {topic} matter in production?",
+    "Why do engineers care about {topic} in production?",
     "Compare {topic} with {other}",
     "Write a python function that uses {topic}",
     "Summarize the history of {topic}",

@@ -206,16 +206,17 @@ def _x_labels(x: Axis, scale: _Scale, bottom: float, width: int) -> list[str]:
 
 
 def _scale(axis: Axis, values: list[float], start: float, end: float, widen: bool) -> _Scale:
-    """`widen`: out to whole steps, so a y axis's top is labelled; an x axis ends at its data
-    (time past the run's end would be blank)."""
+    """Both ends out to whole steps (`widen`, y axes: the top is labelled), or only the low
+    end (x axes: they end at their data, as time past the run's end would be blank)."""
     if axis.log:
         return _log_scale(axis, [v for v in values if v > 0], start, end)
     low, high = axis.limits or _span(values, axis.from_zero)
     if axis.ticks is not None:
         return _Scale(low, high, start, end, False, tuple(axis.ticks))
     step = _round_step((high - low) / 5)
-    if widen and axis.limits is None:
-        low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+    if axis.limits is None:
+        low = math.floor(low / step) * step
+        high = math.ceil(high / step) * step if widen else high
     first = math.ceil(low / step - 1e-9) * step
     return _Scale(low, high, start, end, False, tuple(_steps(first, high, step)))
 
