@@ -43,7 +43,9 @@ def test_each_panel_has_its_own_named_axis_over_one_shared_x() -> None:
         ["CPU (% of one core)"],
         ["open connections"],
     ]
-    assert [_texts(p, "y-tick")[-1] for p in panels] == ["100", "2,000"]
+    tops = [float(_texts(p, "y-tick")[-1].replace(",", "")) for p in panels]
+    assert 90 < tops[0] <= 100  # each axis spans its own data, with a little room above
+    assert 2000 < tops[1] <= 2500
     assert _texts(root, "axis-name")[-1] == "seconds"
     assert len(root.findall("svg:g/svg:rect[@fill='none']", NS)) == 2  # a frame per panel
 

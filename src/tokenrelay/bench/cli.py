@@ -60,7 +60,7 @@ def bench(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 120.0,
     seed: Annotated[
-        int, typer.Option(help="Seeds the questions, arrivals, cancels: same seed, same run.")
+        int, typer.Option(help="Seeds questions, arrivals, cancels: same seed, same questions.")
     ] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,

@@ -73,9 +73,10 @@ def _sweep(phases: list[dict[str, Any]]) -> str:
 def _cpu_percent(samples: list[dict[str, float]]) -> list[tuple[float, float]]:
     """CPU % of one core between samples at least `CPU_WINDOW` apart, at the later one."""
     points: list[tuple[float, float]] = []
-    anchor = samples[0] if samples else None
+    if not samples:
+        return points
+    anchor = samples[0]
     for sample in samples[1:]:
-        assert anchor is not None
         span = sample["t"] - anchor["t"]
         if span >= CPU_WINDOW:
             used = sample["cpu_seconds"] - anchor["cpu_seconds"]

@@ -216,7 +216,8 @@ def _scale(axis: Axis, values: list[float], start: float, end: float, widen: boo
     step = _round_step((high - low) / 5)
     if axis.limits is None:
         low = math.floor(low / step) * step
-        high = math.ceil(high / step) * step if widen else high
+        if widen:  # with a little headroom: a line along the frame is hard to see
+            high = math.ceil((high + (high - low) * 0.03) / step) * step
     first = math.ceil(low / step - 1e-9) * step
     return _Scale(low, high, start, end, False, tuple(_steps(first, high, step)))
 
