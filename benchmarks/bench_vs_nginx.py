@@ -46,6 +46,8 @@ from tokenrelay.bench.procwatch import process_tree, user_system_seconds
 from tokenrelay.bench.runner import run_sync
 
 SECTIONS = ("cpu", "short", "memory", "slow", "many", "cancel")
+# One question for every request: the mock then paces each stream alike, so rounds compare.
+PROMPT = "Explain how streaming relays work"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def load(target: Target, **shape: Any) -> dict[str, Any]:
         url=target.url,
         api="native" if target.api == "native" else "openai",
         model=target.model,
+        prompt=PROMPT,
         server_pid=target.pid,
         **shape,
     )

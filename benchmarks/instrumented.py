@@ -24,6 +24,9 @@ from pathlib import Path
 import httpx
 from tests.realserver import free_port, mock_upstream
 
+# One question for every stream (the load tester's old default): the mock paces each alike.
+PROMPT = "Explain streaming relays"
+
 
 def serve_forever(port: int, app: str = "tokenrelay.server.app:serve_app") -> None:
     import uvicorn
@@ -52,7 +55,7 @@ def load_command(
     """`tokenrelay bench` opening `streams` streams of `tokens` tokens at once, through the
     mock's `openai/default` (what every instrumented benchmark drives its server with)."""
     args = [sys.executable, "-m", "tokenrelay", "bench", url, "--api", api]
-    args += ["--model", "openai/default", "--max-tokens", str(tokens)]
+    args += ["--model", "openai/default", "--max-tokens", str(tokens), "--prompt", PROMPT]
     args += ["--concurrency", str(streams), "--requests", str(streams)]
     return args + (["--ramp-up", str(ramp_up)] if ramp_up else [])
 

@@ -58,6 +58,7 @@ def serve(
     if config is not None:
         os.environ[CONFIG_ENV] = str(config.resolve())  # workers read it too
     from tokenrelay.server.connection import ConnectionGuard, raise_descriptor_limit
+    from tokenrelay.server.lifecycle import SERVER_PID_ENV
 
     settings = _settings_or_exit({"host": host, "port": port, "log_format": log_format})
     if workers > 1 and not settings.redis.url:
@@ -71,6 +72,7 @@ def serve(
     raise_descriptor_limit()
     if workers > 1:  # each worker writes its metrics here; a scrape sums them
         os.environ[METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="tokenrelay-metrics-")
+    os.environ[SERVER_PID_ENV] = str(os.getpid())  # what /healthz names as the server
     typer.echo(_startup_line(settings))
     if _open_to_the_network(settings):
         typer.echo(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,21 +16,25 @@ import pytest
 
 from tests.realserver import MockUpstream, RealServer, real_server
 from tests.services import nginx_proxy
+from tokenrelay.bench.html import render
+from tokenrelay.bench.prompts import Prompts
 from tokenrelay.bench.request import Result
 from tokenrelay.bench.stats import bursts, distribution
 
 pytestmark = pytest.mark.server
 
 QUICK_SIM = "[sim]\nttft = 0.02\ntokens_per_second = 200.0\n"
+SVG = {"svg": "http://www.w3.org/2000/svg"}
 
 
-def bench(*args: str, expect: int = 0) -> dict[str, Any]:
+def bench(*args: str, expect: int = 0, env: dict[str, str] | None = None) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "tokenrelay", "bench", *args, "--json"],
         capture_output=True,
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     assert done.returncode == expect, done.stderr
     return json.loads(done.stdout) if expect == 0 else {"stderr": done.stderr}
@@ -38,6 +45,14 @@ def relay(tmp_path_factory: pytest.TempPathFactory, mock: MockUpstream) -> Itera
     """tokenrelay with the sim made quick, and the mock upstream as its `openai` provider."""
     config = QUICK_SIM + f'[upstreams.openai]\nkind = "openai"\nbase_url = "{mock.url}/v1"\n'
     with real_server(tmp_path_factory.mktemp("relay"), config) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def paced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """The sim with a first token slow enough (200 ms, ±35% jitter) to see its spread."""
+    config = "[sim]\nttft = 0.2\ntokens_per_second = 200.0\n"
+    with real_server(tmp_path_factory.mktemp("paced"), config) as server:
         yield server
 
 
@@ -141,9 +156,114 @@ def test_the_openai_api_through_nginx_and_buffering_is_detected(
     assert held["phases"][0]["bursts"]["buffering_detected"]
 
 
-def test_html_report_is_self_contained(relay: RealServer, tmp_path: Path) -> None:
-    page = tmp_path / "report.html"
+def test_ttft_varies_from_request_to_request_against_the_sim(paced: RealServer) -> None:
+    """The bug: one prompt for every request, so the sim (whose timing is seeded by the
+    prompt) paced them all alike, and TTFT was one value (p50 = p99 = 221 ms)."""
+    report = bench(
+        paced.url,
+        "--model",
+        "sim/default",
+        "--requests",
+        "24",
+        "--concurrency",
+        "4",
+        "--max-tokens",
+        "5",
+    )
+    assert report["load"]["prompts"] == "varied"
+    ttfts = report["raw"]["c=4"]["ttft_ms"]
+    assert len(ttfts) == 24
+    # 200 ms ± 35%: 24 draws spread over ~140 ms; lateness only adds to each, never takes off
+    assert max(ttfts) - min(ttfts) > 50
+    figures = report["phases"][0]["ttft_ms"]
+    assert figures["p50"] < figures["p99"]
+
+
+def _asked(mock: MockUpstream, seed: str, tag: str) -> list[str]:
+    """The questions a bench run with `seed` asked the mock, in order (one stream at a time)."""
     bench(
+        mock.url,
+        "--api",
+        "openai",
+        "--model",
+        f"fast+tag-{tag}",
+        "--requests",
+        "8",
+        "--concurrency",
+        "1",
+        "--max-tokens",
+        "2",
+        "--seed",
+        seed,
+    )
+    return [body["messages"][-1]["content"] for body in mock.sent(tag)]
+
+
+def test_the_same_seed_asks_the_same_questions(mock: MockUpstream) -> None:
+    first, again, other = (
+        _asked(mock, "5", "seed5a"),
+        _asked(mock, "5", "seed5b"),
+        _asked(mock, "6", "seed6"),
+    )
+    assert len(first) == 8
+    assert first == again
+    assert len(set(first)) > 1
+    assert other != first
+
+
+def test_prompts_are_drawn_from_the_seed_or_fixed() -> None:
+    def draw(seed: int, fixed: str | None = None) -> list[str]:
+        prompts = Prompts(seed, fixed)
+        return [prompts.next() for _ in range(50)]
+
+    assert draw(0) == draw(0)
+    assert draw(0) != draw(1)
+    assert len(set(draw(0))) > 40
+    assert set(draw(0, fixed="Explain streaming relays")) == {"Explain streaming relays"}
+
+
+def test_bench_finds_the_server_pid_by_itself(paced: RealServer) -> None:
+    assert paced.health()["pid"] == paced.process.pid
+    report = bench(paced.url, "--model", "sim/fast", "--requests", "3", "--server-pid", "auto")
+    assert report["target"]["server_pid"] == paced.process.pid
+    server = report["phases"][0]["server"]
+    assert server["rss_mib_max"] > 0  # read from /proc for that process
+    assert "cpu_seconds" in server
+
+
+def test_auto_pid_is_refused_when_the_server_names_none(mock: MockUpstream) -> None:
+    args = ("--api", "openai", "--model", "fast", "--requests", "1", "--server-pid", "auto")
+    refused = bench(mock.url, *args, expect=2)
+    assert "names no pid" in refused["stderr"]
+
+
+def _without_matplotlib(tmp_path: Path) -> dict[str, str]:
+    """An environment where `import matplotlib` fails, as on an install without it."""
+    shadow = tmp_path / "shadow" / "matplotlib"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("matplotlib is not installed")\n')
+    path = os.pathsep.join(filter(None, [str(shadow.parent), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def _charts(page: str) -> dict[str, ET.Element]:
+    charts = [ET.fromstring(svg) for svg in re.findall(r"<svg.*?</svg>", page, re.DOTALL)]
+    return {chart.findtext("svg:title", namespaces=SVG) or "": chart for chart in charts}
+
+
+def _axis_names(chart: ET.Element) -> list[str]:
+    return [
+        text.text or ""
+        for panel in chart.findall("svg:g[@class='panel']", SVG)
+        for text in panel.findall("svg:text[@class='axis-name']", SVG)
+    ]
+
+
+def test_html_report_is_inline_svg_without_matplotlib(
+    relay: RealServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "report.html"
+    report = bench(
         relay.url,
         "--model",
         "sim/fast",
@@ -152,14 +272,36 @@ def test_html_report_is_self_contained(relay: RealServer, tmp_path: Path) -> Non
         "--requests",
         "4",
         "--server-pid",
-        str(relay.process.pid),
+        "auto",
         "--html",
         str(page),
+        env=_without_matplotlib(tmp_path),
     )
     text = page.read_text()
-    assert text.count("<svg") == 4  # TTFT, E2E, the sweep, the server timeline
     assert "<script" not in text
     assert "http://cdn" not in text
+    charts = _charts(text)
+    assert list(charts) == [
+        "time to first token, by request",
+        "end-to-end latency, by request",
+        "latency and throughput against concurrency",
+        "the server over time",
+    ]
+    # one quantity per panel, each with its unit; none shares an axis with another
+    assert _axis_names(charts["the server over time"]) == [
+        "server CPU (% of one core)",
+        "server memory, RSS (MiB)",
+        "open connections to the server's port",
+    ]
+    for panel in charts["the server over time"].findall("svg:g[@class='panel']", SVG):
+        lowest = panel.findtext("svg:text[@class='y-tick']", namespaces=SVG)
+        assert float(lowest or "nan") == 0
+    assert _axis_names(charts["latency and throughput against concurrency"]) == [
+        "time to first token (ms)",
+        "output tokens per second (all streams)",
+    ]
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # in this process too: import fails
+    assert render(report) == text
 
 
 @pytest.mark.parametrize(
@@ -168,6 +310,7 @@ def test_html_report_is_self_contained(relay: RealServer, tmp_path: Path) -> Non
         (["--requests", "2", "--api", "openai", "--drop-rate", "0.5"], "--drop-rate needs"),
         (["--concurrency", "2"], "--duration or --requests"),
         (["--requests", "2", "--cancel-rate", "0.7", "--drop-rate", "0.7"], "cannot exceed 1"),
+        (["--requests", "2", "--server-pid", "server"], "a process id, or auto"),
     ],
 )
 def test_options_that_cannot_work_are_refused(args: list[str], complaint: str) -> None:

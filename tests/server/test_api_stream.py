@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import httpx
 import orjson
@@ -219,7 +220,7 @@ async def test_models_and_health(client: httpx.AsyncClient) -> None:
     assert models["default"] == "sim/default"
     assert {"sim/default", "sim/fast"} <= {m["id"] for m in models["models"]}
     health = await client.get("/healthz")
-    assert health.json() == {"status": "ok", "active_streams": 0, "store": "ok"}
+    assert health.json() == {"status": "ok", "active_streams": 0, "store": "ok", "pid": os.getpid()}
 
 
 async def test_draining_refuses_new_streams(app: Starlette, client: httpx.AsyncClient) -> None:

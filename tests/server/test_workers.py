@@ -16,6 +16,8 @@ pytestmark = pytest.mark.server
 def test_resume_and_cancel_reach_a_stream_from_any_worker(tmp_path: Path, redis_url: str) -> None:
     config = f'[redis]\nurl = "{redis_url}"\n[sim]\nttft = 0.0\ntokens_per_second = 40.0\n'
     with real_server(tmp_path, config, workers=2) as server:
+        # a worker answers, but names `tokenrelay serve`: the process to watch and to signal
+        assert server.health()["pid"] == server.process.pid
         body = {"message": "hi", "model": "sim/default+endless", "on_disconnect": "detach"}
         with httpx.stream("POST", f"{server.url}/api/chat/stream", json=body, timeout=30) as r:
             stream_id = r.headers["x-stream-id"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 import typer
@@ -37,7 +37,9 @@ def bench(
     url: Annotated[str, typer.Argument(help="Server to load, e.g. http://127.0.0.1:8000")],
     api: Annotated[str, typer.Option(help="native (tokenrelay) or openai.")] = "native",
     model: Annotated[str, typer.Option(help="Model to ask for.")] = "sim/default",
-    prompt: Annotated[str, typer.Option(help="The question.")] = "Explain streaming relays",
+    prompt: Annotated[
+        str | None, typer.Option(help="Ask this in every request (default: varied questions).")
+    ] = None,
     max_tokens: Annotated[int, typer.Option(min=1)] = 200,
     concurrency: Annotated[str, typer.Option(help="Closed loop levels, e.g. 1,10,100.")] = "10",
     rate: Annotated[float | None, typer.Option(help="Open loop: requests/s (Poisson).")] = None,
@@ -52,9 +54,14 @@ def bench(
     upstream: Annotated[
         str | None, typer.Option(help="tokenrelay mock-upstream URL: verify cancels reached it.")
     ] = None,
-    server_pid: Annotated[int | None, typer.Option(help="Watch this process's CPU, RSS.")] = None,
+    server_pid: Annotated[
+        str | None,
+        typer.Option(help="Watch this process's CPU and RSS; auto: the pid /healthz names."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 120.0,
-    seed: Annotated[int | None, typer.Option(help="Seed the cancel/drop choices.")] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seeds questions, arrivals, cancels: same seed, same questions.")
+    ] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
 ) -> None:
@@ -78,20 +85,18 @@ def bench(
         cancel_rate=cancel_rate,
         drop_rate=drop_rate,
         upstream=upstream.rstrip("/") if upstream else None,
-        server_pid=server_pid,
+        server_pid=_server_pid(server_pid),
         timeout=timeout,
         seed=seed,
     )
     console = Console(stderr=json_out)
     try:
         check(options)
-    except OptionsError as exc:
+        with _progress(console, options) as (on_phase, on_result):
+            report = run_sync(options, on_phase=on_phase, on_result=on_result)
+    except OptionsError as exc:  # --server-pid auto is resolved when the run begins
         console.print(f"[red]tokenrelay bench:[/] {exc}")
         raise typer.Exit(2) from None
-    if html_out is not None:
-        _need_matplotlib(console)
-    with _progress(console, options) as (on_phase, on_result):
-        report = run_sync(options, on_phase=on_phase, on_result=on_result)
     if json_out:
         typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -103,12 +108,14 @@ def bench(
         console.print(f"report written to {html_out}")
 
 
-def _need_matplotlib(console: Console) -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        console.print("[red]--html needs matplotlib:[/] pip install 'tokenrelay\\[bench]'")
-        raise typer.Exit(2) from None
+def _server_pid(text: str | None) -> int | Literal["auto"] | None:
+    if text is None:
+        return None
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter("a process id, or auto", param_hint="--server-pid")
+    return int(text)
 
 
 class _progress:

@@ -9,21 +9,25 @@
 A phase ends after `duration` seconds or `requests` requests (whichever is given; requests
 still running then are awaited). `ramp_up` spreads the users' first requests (closed) or
 raises the rate linearly (open) over that many seconds.
+
+Every phase starts from the same `seed`: it asks the same questions (prompts.py) and, in an
+open loop, draws the same arrival gaps, so the phases of a sweep and two runs with one seed
+differ only in the load.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tokenrelay.bench.connection import Pool
 from tokenrelay.bench.dialects import Api
 from tokenrelay.bench.procwatch import Sample, Watch, own_cpu_seconds
+from tokenrelay.bench.prompts import Prompts, seeded
 from tokenrelay.bench.request import Plan, Result, run_request
 
 
@@ -32,7 +36,7 @@ class Options:
     url: str
     api: Api = "native"
     model: str = "sim/default"
-    prompt: str = "Explain how streaming relays work"
+    prompt: str | None = None  # None: a different question per request (prompts.py)
     max_tokens: int = 200
     concurrency: tuple[int, ...] = (10,)
     rate: float | None = None
@@ -43,9 +47,9 @@ class Options:
     cancel_rate: float = 0.0
     drop_rate: float = 0.0
     upstream: str | None = None  # a `tokenrelay mock-upstream`, to verify cancels reached it
-    server_pid: int | None = None
+    server_pid: int | Literal["auto"] | None = None  # auto: the pid /healthz names (runner.py)
     timeout: float = 120.0
-    seed: int | None = None
+    seed: int = 0  # the questions, the arrival gaps, and which requests are cancelled
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ class Phase:
     concurrency: int | None
     rate: float | None
     results: list[Result] = field(default_factory=list)
+    began_at: float = 0.0  # on the watch's clock: where the phase starts on the timeline
     wall: float = 0.0
     generator_cpu: float = 0.0
     server_cpu: float | None = None
@@ -62,22 +67,26 @@ class Phase:
 
 
 class Planner:
-    """Decides per request whether it is cancelled or dropped, and after how many tokens."""
+    """Decides per request what it asks, whether it is cancelled or dropped, and after how
+    many tokens."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.random = random.Random(options.seed)
+        self.prompts = Prompts(options.seed, options.prompt)
+        self.random = seeded(options.seed, "cancels")
 
     def next(self) -> Plan:
         o = self.options
         tag = secrets.token_hex(6) if o.upstream else ""
         model = f"{o.model}+tag-{tag}" if tag else o.model
+        prompt = self.prompts.next()
         if o.cancel_rate and self.random.random() < o.cancel_rate:
             after = o.cancel_after or self.random.randint(1, max(1, o.max_tokens // 2))
-            return Plan(model, cancel_after=after, tag=tag)
+            return Plan(model, prompt, cancel_after=after, tag=tag)
         if o.drop_rate and self.random.random() < o.drop_rate:
-            return Plan(model, drop_after=self.random.randint(1, max(1, o.max_tokens - 1)), tag=tag)
-        return Plan(model, tag=tag)
+            drop_after = self.random.randint(1, max(1, o.max_tokens - 1))
+            return Plan(model, prompt, drop_after=drop_after, tag=tag)
+        return Plan(model, prompt, tag=tag)
 
 
 Progress = Callable[[Result], None]
@@ -87,13 +96,14 @@ async def run_phase(
     options: Options, phase: Phase, pool: Pool, watch: Watch, progress: Progress
 ) -> None:
     planner = Planner(options)
-    cpu_before, server_before = own_cpu_seconds(), watch.sample().cpu_seconds
+    start = watch.sample()
+    cpu_before, server_before, phase.began_at = own_cpu_seconds(), start.cpu_seconds, start.at
     began = time.perf_counter()
     first_sample = len(watch.samples)
 
     async def one() -> None:
         result = await run_request(
-            pool, options.api, planner.next(), options.prompt, options.max_tokens, options.timeout
+            pool, options.api, planner.next(), options.max_tokens, options.timeout
         )
         phase.results.append(result)
         progress(result)
@@ -137,7 +147,7 @@ async def _closed_loop(
 async def _open_loop(
     options: Options, rate: float, began: float, one: Callable[[], Coroutine[Any, Any, None]]
 ) -> None:
-    rng = random.Random(options.seed)
+    rng = seeded(options.seed, "arrivals")
     running: set[asyncio.Task[None]] = set()
     launched = 0
     while _budget(options, began, launched):

@@ -1,8 +1,8 @@
 """What the server and the load generator cost while the load runs, read from /proc (Linux).
 
-The server is named by pid (`--server-pid`; its children, e.g. uvicorn or nginx workers, are
-counted with it). Open connections are the ESTABLISHED TCP sockets on the target's port, from
-/proc/net/tcp and tcp6, so they are counted whatever process holds them.
+The server is named by pid (`--server-pid`, or `auto`: runner.py); its children, e.g. uvicorn
+or nginx workers, are counted with it. Open connections are the ESTABLISHED TCP sockets on the
+target's port, from /proc/net/tcp and tcp6, so they are counted whatever process holds them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ def process_tree(pid: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def command_line(pid: int) -> str | None:
+    """The process's arguments joined by spaces; None if there is no such process here."""
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return None
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -30,6 +30,7 @@ _ERROR_BODY_LIMIT = 64 * 1024
 @dataclass(frozen=True, slots=True)
 class Plan:
     model: str
+    prompt: str
     cancel_after: int | None = None
     drop_after: int | None = None
     tag: str = ""
@@ -168,10 +169,10 @@ async def _exchange(
 
 
 async def run_request(
-    pool: Pool, api: Api, plan: Plan, prompt: str, max_tokens: int, time_limit: float
+    pool: Pool, api: Api, plan: Plan, max_tokens: int, time_limit: float
 ) -> Result:
     path, body = dialects.request(
-        api, plan.model, prompt, max_tokens, detach=plan.drop_after is not None
+        api, plan.model, plan.prompt, max_tokens, detach=plan.drop_after is not None
     )
     head = pool.request_head("POST", path, body)
     result = Result(time.perf_counter(), tag=plan.tag)

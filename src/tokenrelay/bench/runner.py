@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from tokenrelay.bench.connection import Pool
 from tokenrelay.bench.load import Options, Phase, run_phase
-from tokenrelay.bench.procwatch import Sample, Watch
+from tokenrelay.bench.procwatch import Sample, Watch, command_line
 from tokenrelay.bench.request import Result
 from tokenrelay.bench.stats import summarize
 from tokenrelay.bench.upstream import verify_cancels
@@ -32,6 +35,38 @@ def check(options: Options) -> None:
         raise OptionsError("the URL must be http://host:port (the load tester does not do TLS)")
 
 
+async def find_server_pid(url: str) -> int:
+    """`--server-pid auto`: the pid the server's `/healthz` names, once it is a tokenrelay
+    process on this machine. A server elsewhere, or in a container, names a pid that here
+    belongs to another process, or to none: its figures would be another process's."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.get(f"{url}/healthz")
+        pid = answer.json().get("pid")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pid = None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid < 1:
+        raise OptionsError(
+            f"--server-pid auto: {url}/healthz names no pid (is it tokenrelay, and up?);"
+            " pass --server-pid PID"
+        )
+    if "tokenrelay" not in (command_line(pid) or ""):
+        raise OptionsError(
+            f"--server-pid auto: /healthz names pid {pid}, which is no tokenrelay process on"
+            " this machine (is the server on another host, or in a container?); pass"
+            " --server-pid PID of a process here"
+        )
+    return pid
+
+
+async def prepared(options: Options) -> Options:
+    """The options checked, with `--server-pid auto` resolved to a number."""
+    check(options)
+    if options.server_pid == "auto":
+        return dataclasses.replace(options, server_pid=await find_server_pid(options.url))
+    return options
+
+
 def phases_of(options: Options) -> list[Phase]:
     if options.rate is not None:
         return [Phase(f"{options.rate:g}/s", None, options.rate)]
@@ -47,7 +82,8 @@ async def run(
     on_phase: PhaseStarted = lambda phase: None,
     on_result: RequestDone = lambda phase, result: None,
 ) -> dict[str, Any]:
-    check(options)
+    options = await prepared(options)
+    assert options.server_pid != "auto"
     pool = Pool(options.url)
     watch = Watch(options.server_pid, pool.port)
     watch.start()
@@ -64,8 +100,15 @@ async def run(
         await watch.stop()
         pool.close()
     return {
-        "target": {"url": options.url, "api": options.api, "model": options.model},
+        "target": {
+            "url": options.url,
+            "api": options.api,
+            "model": options.model,
+            "server_pid": options.server_pid,
+        },
         "load": {
+            "prompts": "fixed" if options.prompt is not None else "varied",
+            "seed": options.seed,
             "max_tokens": options.max_tokens,
             "duration": options.duration,
             "requests": options.requests,

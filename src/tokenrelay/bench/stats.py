@@ -65,6 +65,7 @@ def summarize(phase: Phase) -> dict[str, Any]:
         "phase": phase.label,
         "concurrency": phase.concurrency,
         "rate": phase.rate,
+        "began_at_seconds": round(phase.began_at, 3),  # on the report's timeline
         "wall_seconds": round(phase.wall, 3),
         "requests": len(results),
         "completed": len(completed),

@@ -13,12 +13,18 @@ signal to uvicorn, which closes the listener and the idle connections and exits.
 
 A second signal while draining ends the streams still running at once (each with its
 `server_shutdown` ending) and goes to uvicorn: the operator means it.
+
+Which process is "the server" (`/healthz` says, for `tokenrelay bench --server-pid auto`): the
+one `tokenrelay serve` runs in. With `--workers N` a worker answers the request, but the process
+to signal and to measure is the supervisor, whose children the workers are; `serve` names itself
+to them in the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine
@@ -26,7 +32,17 @@ from types import FrameType
 from typing import Any
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SERVER_PID_ENV = "TOKENRELAY_SERVER_PID"  # set by `tokenrelay serve`, inherited by workers
 logger = logging.getLogger("tokenrelay.lifecycle")
+
+
+def server_pid() -> int:
+    """The `tokenrelay serve` process: this one, or the supervisor of this worker. A value
+    inherited from further up (a server that started another) names neither, and is ignored."""
+    named = os.environ.get(SERVER_PID_ENV, "")
+    if named.isdigit() and int(named) == os.getppid():
+        return int(named)
+    return os.getpid()
 
 
 def chain_shutdown_signals(

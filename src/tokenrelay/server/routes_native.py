@@ -23,6 +23,7 @@ from tokenrelay.server.collect import collect_answer
 from tokenrelay.server.compat_request import NATIVE_NAMES
 from tokenrelay.server.dialects import NATIVE, retry_after_header
 from tokenrelay.server.generation import start_generation
+from tokenrelay.server.lifecycle import server_pid
 from tokenrelay.server.middleware import note_stream
 from tokenrelay.server.origins import refuse_cross_site_start
 from tokenrelay.server.responses import EventStreamResponse
@@ -187,7 +188,8 @@ async def list_models(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """Ready (200) or not (503): draining for shutdown, or the stream store unreachable."""
+    """Ready (200) or not (503): draining for shutdown, or the stream store unreachable. With
+    the server's pid, for tools on the same machine that watch it (`tokenrelay bench`)."""
     state = _state(request)
     store_ready = await state.manager.log.ready()
     status = "draining" if state.manager.draining else "ok" if store_ready else "unavailable"
@@ -195,6 +197,7 @@ async def healthz(request: Request) -> Response:
         "status": status,
         "active_streams": state.manager.active_count,
         "store": "ok" if store_ready else "unreachable",
+        "pid": server_pid(),
     }
     return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
