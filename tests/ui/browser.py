@@ -103,9 +103,12 @@ class Page:
         html: str = self.page.inner_html(".message.assistant:last-of-type .answer")
         return html
 
-    def rendered(self, markdown: str) -> str:
+    def rendered(self, markdown: str, *, live: bool = False) -> str:
+        """What the page shows for `markdown`: complete, or (`live`) as a stream's text so far."""
         html: str = self.page.evaluate(
-            "async (text) => (await import('/static/app.js')).renderMarkdown(text)", markdown
+            "async ([text, live]) => (await import('/static/markdown.js'))"
+            ".renderMarkdown(text, {live})",
+            [markdown, live],
         )
         return html
 
