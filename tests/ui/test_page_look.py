@@ -265,3 +265,15 @@ def test_a_suggestion_asks_its_question(page: Page) -> None:
     page.page.click("#new-chat")
     assert page.page.locator(".welcome").is_visible()
     assert page.page.evaluate("document.activeElement.id") == "prompt"
+
+
+def test_a_focused_copy_button_keeps_the_focus_while_the_answer_streams(page: Page) -> None:
+    page.ask("Write a python function that retries", "sim/default")
+    page.page.wait_for_selector(".answer .copy-code")
+    page.page.focus("#prompt")
+    page.page.keyboard.press("Shift+Tab")
+    assert page.page.evaluate(FOCUSED)["cls"] == "copy-code"
+    length = len(page.page.text_content(".message.assistant .answer") or "")
+    page.page.wait_for_selector(DONE, timeout=30_000)
+    assert len(page.page.text_content(".message.assistant .answer") or "") > length  # re-rendered
+    assert page.page.evaluate(FOCUSED)["cls"] == "copy-code"  # and the focus stayed there

@@ -119,7 +119,9 @@ class AnswerView {
     const { text, reasoning, toolCalls } = this.folded;
     const rendering = `${this.live}:${text}`;
     if (rendering !== this.renderedText) { // reasoning and calls stream with the text unchanged
+      const focused = this.focusedButton();
       this.answer.replaceChildren(markdownFragment(text, { live: this.live }));
+      this.answer.querySelectorAll(".copy-code")[focused]?.focus({ preventScroll: true });
       this.renderedText = rendering;
     }
     if (reasoning.length) this.renderReasoning(reasoning);
@@ -130,6 +132,12 @@ class AnswerView {
       this.stat("rate", `${(this.tokens - 1) / Math.max(seconds, 0.001) | 0} tok/s`);
     }
     if (following) scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  // Which copy button has the focus (its index in the answer), so a re-render gives it back.
+  focusedButton() {
+    if (!this.answer.contains(document.activeElement)) return -1;
+    return [...this.answer.querySelectorAll(".copy-code")].indexOf(document.activeElement);
   }
 
   renderReasoning(blocks) {
@@ -257,7 +265,9 @@ async function answer() {
     }
   } finally {
     setBusy(false);
-    prompt.focus();
+    // Back to the message box, unless the reader went elsewhere (a Copy button, a link).
+    const focus = document.activeElement;
+    if (!focus || focus === document.body || $("#composer").contains(focus)) prompt.focus();
   }
 }
 
