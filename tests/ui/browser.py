@@ -66,11 +66,23 @@ def browser() -> Iterator[object]:
 class Page:
     """A page plus what its console said; a test fails on any console error."""
 
-    def __init__(self, browser: object, url: str, name: str, *, strict_csp: bool = False) -> None:
+    def __init__(
+        self,
+        browser: object,
+        url: str,
+        name: str,
+        *,
+        strict_csp: bool = False,
+        width: int = 1100,
+        height: int = 900,
+        color_scheme: str = "light",
+    ) -> None:
         # Playwright's string predicates are evaluated as script, which the page's CSP forbids;
         # the tests bypass it, except the one that checks the page works under it.
         self.context = browser.new_context(  # type: ignore[attr-defined]
-            viewport={"width": 1100, "height": 900}, bypass_csp=not strict_csp
+            viewport={"width": width, "height": height},
+            color_scheme=color_scheme,
+            bypass_csp=not strict_csp,
         )
         self.page = self.context.new_page()
         self.name = name
@@ -103,9 +115,12 @@ class Page:
         html: str = self.page.inner_html(".message.assistant:last-of-type .answer")
         return html
 
-    def rendered(self, markdown: str) -> str:
+    def rendered(self, markdown: str, *, live: bool = False) -> str:
+        """What the page shows for `markdown`: complete, or (`live`) as a stream's text so far."""
         html: str = self.page.evaluate(
-            "async (text) => (await import('/static/app.js')).renderMarkdown(text)", markdown
+            "async ([text, live]) => (await import('/static/markdown.js'))"
+            ".renderMarkdown(text, {live})",
+            [markdown, live],
         )
         return html
 

@@ -1,7 +1,6 @@
-// The chat page. Built on /static/tokenrelay.js; markdown by marked, made safe by DOMPurify
-// (both vendored: the page works offline and loads nothing from elsewhere).
-import { marked } from "/static/vendor/marked.js";
-import DOMPurify from "/static/vendor/purify.js";
+// The chat page. Built on /static/tokenrelay.js, with answers rendered by /static/markdown.js
+// (vendored libraries: the page works offline and loads nothing from elsewhere).
+import { enableCopyButtons, markdownFragment } from "/static/markdown.js";
 import {
   ResumableStream, StreamedAnswer, authHeaders, complete, setApiKey, streamingSupported,
 } from "/static/tokenrelay.js";
@@ -22,6 +21,7 @@ function askForKey() {
 
 const $ = (selector) => document.querySelector(selector);
 const conversation = $("#conversation");
+const scroller = $("#chat"); // the conversation's scrolling box
 const prompt = $("#prompt");
 const modelPicker = $("#model");
 const sendButton = $("#send");
@@ -29,36 +29,11 @@ const stopButton = $("#stop");
 const regenerateButton = $("#regenerate");
 const connection = $("#connection");
 const demoToolsBox = $("#demo-tools");
-
-// --- Safe markdown ---------------------------------------------------------------------------
-// Model output is untrusted. Raw HTML in it is shown as text (never parsed), and the rendered
-// markdown goes through DOMPurify with a short list of tags: no img, iframe, style or form, so
-// nothing can run script or load remote content; links only to http(s) and mailto.
-
-const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-marked.use({ gfm: true, renderer: { html: (token) => escapeHtml(token.text) } });
-
-const PURIFY = {
-  ALLOWED_TAGS: ["p", "br", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "table", "thead", "tbody", "tr", "th", "td", "a",
-    "input"],
-  ALLOWED_ATTR: ["href", "title", "align", "start", "class", "type", "checked", "disabled"],
-  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
-};
-DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.tagName === "A") {
-    node.setAttribute("target", "_blank");
-    node.setAttribute("rel", "noopener noreferrer nofollow");
-  }
-  if (node.tagName === "INPUT" && node.getAttribute("type") !== "checkbox") node.remove();
-});
-
-export function renderMarkdown(text) {
-  return DOMPurify.sanitize(marked.parse(text), PURIFY);
-}
+const announcer = $("#announcer"); // a polite live region for short news (Copied)
+const announce = (message) => { announcer.textContent = message; };
 
 // --- Demo tools ------------------------------------------------------------------------------
-// "Offer demo tools" sends these two with each request, and the page plays them itself with
+// "Demo tools" sends these two with each request, and the page plays them itself with
 // made-up results, so a model's calls get answers and the conversation goes on (sim/tools).
 
 const DEMO_TOOLS = [
@@ -95,7 +70,9 @@ const CALL_STATES = { invalid_json: "invalid JSON", schema_mismatch: "arguments 
 class AnswerView {
   constructor() {
     const node = $("#assistant-template").content.firstElementChild.cloneNode(true);
+    const following = nearBottom();
     conversation.append(node);
+    if (following) scroller.scrollTop = scroller.scrollHeight;
     this.node = node;
     this.answer = node.querySelector(".answer");
     this.problem = node.querySelector(".problem");
@@ -109,6 +86,7 @@ class AnswerView {
     this.sentAt = performance.now();
     this.firstTokenAt = null;
     this.frame = 0;
+    this.live = false; // streaming: the text's end may hold markdown not yet closed
   }
 
   get text() { return this.folded.text; }
@@ -127,12 +105,24 @@ class AnswerView {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
   }
 
+  // Streaming: the answer is busy, so a screen reader reads it once complete rather than
+  // every frame's re-render.
+  begin() {
+    this.live = true;
+    this.answer.setAttribute("aria-busy", "true");
+    this.state("streaming");
+  }
+
   render() {
     this.frame = 0;
+    const following = nearBottom(); // the reader who scrolled up to read is left there
     const { text, reasoning, toolCalls } = this.folded;
-    if (text !== this.renderedText) { // reasoning and calls stream with the text unchanged
-      this.answer.innerHTML = renderMarkdown(text);
-      this.renderedText = text;
+    const rendering = `${this.live}:${text}`;
+    if (rendering !== this.renderedText) { // reasoning and calls stream with the text unchanged
+      const focused = this.focusedButton();
+      this.answer.replaceChildren(markdownFragment(text, { live: this.live }));
+      this.answer.querySelectorAll(".copy-code")[focused]?.focus({ preventScroll: true });
+      this.renderedText = rendering;
     }
     if (reasoning.length) this.renderReasoning(reasoning);
     for (const call of toolCalls) this.renderCall(call);
@@ -141,7 +131,13 @@ class AnswerView {
       const seconds = (performance.now() - this.firstTokenAt) / 1000;
       this.stat("rate", `${(this.tokens - 1) / Math.max(seconds, 0.001) | 0} tok/s`);
     }
-    conversation.scrollTop = conversation.scrollHeight;
+    if (following) scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  // Which copy button has the focus (its index in the answer), so a re-render gives it back.
+  focusedButton() {
+    if (!this.answer.contains(document.activeElement)) return -1;
+    return [...this.answer.querySelectorAll(".copy-code")].indexOf(document.activeElement);
   }
 
   renderReasoning(blocks) {
@@ -181,6 +177,8 @@ class AnswerView {
 
   finish(state, done) {
     if (this.frame) cancelAnimationFrame(this.frame);
+    this.live = false;
+    this.answer.removeAttribute("aria-busy");
     this.render();
     if (done) {
       this.stat("rate", `${done.tokens_per_second} tok/s`);
@@ -190,17 +188,34 @@ class AnswerView {
     this.state(state);
   }
 
+  // The server's message, and its request id to quote when asking about it.
   fail(error) {
     this.unauthorized = error.status === 401;
     this.problem.hidden = false;
-    this.problem.textContent = error.request_id
-      ? `${error.message} (request ${error.request_id})` : error.message;
+    this.problem.querySelector(".problem-message").textContent = error.message;
+    const requestId = this.problem.querySelector(".request-id");
+    requestId.hidden = !error.request_id;
+    requestId.querySelector("code").textContent = error.request_id || "";
   }
 
   remove() { this.node.remove(); }
 
   state(label) { this.node.dataset.state = label; this.stat("state", label); }
   stat(name, value) { this.node.querySelector(`.${name}`).textContent = value; }
+}
+
+function nearBottom() {
+  return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+}
+
+// The decode rate the server reports for a stream (first token to last), from what
+// POST /api/chat returns whole: the answer's tokens over its time after the first token
+// (the page's own wall time if the server's is too short to measure).
+function rateOf(result, wallSeconds) {
+  const tokens = result.usage?.completion_tokens ?? result.token_count ?? 0;
+  const decodeSeconds = (result.elapsed_seconds ?? 0) - (result.ttft_ms ?? 0) / 1000;
+  const seconds = decodeSeconds > 0 ? decodeSeconds : wallSeconds;
+  return tokens > 1 && seconds > 0 ? Math.round(((tokens - 1) / seconds) * 10) / 10 : 0;
 }
 
 // --- The conversation ------------------------------------------------------------------------
@@ -213,6 +228,7 @@ function addUserMessage(text) {
   node.className = "message user";
   node.textContent = text; // the user's own words: text, never markup
   conversation.append(node);
+  scroller.scrollTop = scroller.scrollHeight; // who asks follows the answer
   history.push({ role: "user", content: text });
 }
 
@@ -249,7 +265,9 @@ async function answer() {
     }
   } finally {
     setBusy(false);
-    prompt.focus();
+    // Back to the message box, unless the reader went elsewhere (a Copy button, a link).
+    const focus = document.activeElement;
+    if (!focus || focus === document.body || $("#composer").contains(focus)) prompt.focus();
   }
 }
 
@@ -286,7 +304,7 @@ function remember(folded, results) {
 async function answerStreaming(view, body) {
   let ending = null;
   const stream = new ResumableStream(body, {
-    onStart: () => view.state("streaming"),
+    onStart: () => view.begin(),
     onToken: () => view.append(),
     onReasoning: () => view.schedule(),
     onToolCallStart: () => view.schedule(),
@@ -300,7 +318,7 @@ async function answerStreaming(view, body) {
       connection.textContent = `Connection lost; reconnecting (attempt ${attempt})…`;
       view.state("reconnecting");
     },
-    onReconnected: () => { connection.textContent = ""; view.state("streaming"); },
+    onReconnected: () => { connection.textContent = ""; view.begin(); },
   });
   view.folded = stream.answer;
   current = { stream, view };
@@ -313,9 +331,11 @@ async function answerAtOnce(view, body) {
   view.state("waiting (no streaming)");
   try {
     const result = await complete(body);
+    const wallSeconds = (performance.now() - view.sentAt) / 1000;
     view.folded = StreamedAnswer.fromResponse(result);
     view.tokens = result.token_count;
-    view.finish("done", { tokens_per_second: "–", token_count: result.token_count, ttft_ms: result.ttft_ms });
+    const rate = rateOf(result, wallSeconds);
+    view.finish("done", { tokens_per_second: rate, token_count: result.token_count, ttft_ms: result.ttft_ms });
     return view.folded;
   } catch (error) {
     view.finish("error");
@@ -372,6 +392,21 @@ prompt.addEventListener("keydown", (event) => {
     send();
   }
 });
+// Esc stops the answer that is streaming, wherever the focus is (a closing dialog's Esc
+// is the browser's and never reaches here).
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && current) {
+    event.preventDefault();
+    stop();
+  }
+});
+for (const suggestion of document.querySelectorAll(".suggestion")) {
+  suggestion.addEventListener("click", () => {
+    prompt.value = suggestion.textContent;
+    send();
+  });
+}
+enableCopyButtons(conversation, announce);
 stopButton.addEventListener("click", stop);
 regenerateButton.addEventListener("click", regenerate);
 $("#new-chat").addEventListener("click", () => {
@@ -379,6 +414,7 @@ $("#new-chat").addEventListener("click", () => {
   history.length = 0;
   conversation.replaceChildren();
   setBusy(false);
+  prompt.focus();
 });
 loadModels();
 prompt.focus();

@@ -15,7 +15,9 @@
 // onToolCallEnd(call, data), onUsage(usage, data), onLogprobs(entries, data),
 // and for ResumableStream onReconnecting({attempt, delayMs}), onReconnected({attempt}).
 // Event handlers get the event's id ("<stream_id>:<seq>") last. An error is the server's:
-// {error_type, message, retryable, request_id?, status?}. A `call` is the tool call folded so
+// {error_type, message, retryable, request_id?, status?}; its request_id is the one to quote
+// to the server's operator: from the error body, else the x-request-id header of the request
+// that started the stream (an error event mid-stream carries none of its own). A `call` is the tool call folded so
 // far (see StreamedAnswer): {index, id, name, argumentsText, arguments, error, ended}.
 
 const TERMINAL = new Set(["done", "error", "cancelled"]);
@@ -228,11 +230,17 @@ async function errorOf(response) {
       error = { ...body.error, error_type: body.error.type, retryable: !!body.error.retryable };
     }
   } catch (_) { /* not JSON: keep the generic error */ }
-  return { ...error, status: response.status };
+  return withRequestId({ ...error, status: response.status }, response.headers.get("x-request-id"));
+}
+
+function withRequestId(error, requestId) {
+  return error.request_id || !requestId ? error : { ...error, request_id: requestId };
 }
 
 // Read one response's events; returns the terminal payload, or null if the body ended first.
+// An error event gets the request id of the stream's first response (progress.requestId).
 async function readEvents(response, handlers, progress) {
+  progress.requestId = progress.requestId || response.headers.get("x-request-id") || "";
   const reader = response.body.getReader();
   const decoder = new TextDecoder("utf-8"); // {stream: true} keeps split multi-byte characters
   const parser = new SSEParser();
@@ -240,7 +248,8 @@ async function readEvents(response, handlers, progress) {
     const { value, done } = await reader.read();
     const text = done ? decoder.decode() : decoder.decode(value, { stream: true });
     for (const event of parser.feed(text)) {
-      const payload = JSON.parse(event.data);
+      let payload = JSON.parse(event.data);
+      if (payload.type === "error") payload = withRequestId(payload, progress.requestId);
       if (event.id) progress.lastEventId = event.id;
       if (payload.type === "start") progress.streamId = payload.stream_id;
       dispatchEvent(payload, event.id, handlers, progress.answer.add(payload));
@@ -266,7 +275,7 @@ function jsonPost(url, body, signal) {
 // StreamedAnswer; ending: the terminal payload, or null if the connection ended first). An
 // HTTP refusal goes to onError.
 export async function streamChat(body, handlers = {}, { baseUrl = "", signal } = {}) {
-  const progress = { streamId: "", lastEventId: "", answer: new StreamedAnswer() };
+  const progress = { streamId: "", lastEventId: "", requestId: "", answer: new StreamedAnswer() };
   const response = await jsonPost(`${baseUrl}/api/chat/stream`, body, signal);
   if (!response.ok) {
     const error = await errorOf(response);
@@ -306,7 +315,7 @@ export class ResumableStream {
     this.maxResumes = options.maxResumes ?? 6;
     this.baseDelayMs = options.baseDelayMs ?? 250;
     this.maxDelayMs = options.maxDelayMs ?? 8000;
-    this.progress = { streamId: "", lastEventId: "", answer: new StreamedAnswer() };
+    this.progress = { streamId: "", lastEventId: "", requestId: "", answer: new StreamedAnswer() };
     this.controller = new AbortController();
     this.cancelled = false;
     this.resumes = 0;
@@ -314,6 +323,7 @@ export class ResumableStream {
 
   get streamId() { return this.progress.streamId; }
   get lastEventId() { return this.progress.lastEventId; }
+  get requestId() { return this.progress.requestId; } // the x-request-id of the stream's start
   get answer() { return this.progress.answer; } // the StreamedAnswer, across resumes
 
   async start() {
@@ -349,7 +359,8 @@ export class ResumableStream {
       response = null;
       failures += 1;
       if (failures > this.maxResumes) {
-        const error = { error_type: "connection_lost", message: "The connection was lost and could not be resumed.", retryable: true };
+        const error = withRequestId({ error_type: "connection_lost",
+          message: "The connection was lost and could not be resumed.", retryable: true }, this.progress.requestId);
         this.call("onError", error);
         return error;
       }
