@@ -94,7 +94,8 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_chat_cannot_reach_server() -> None:
     process = _run_cli("chat", "x", "--url", "http://127.0.0.1:9")
     assert process.returncode == 1
-    assert "cannot reach" in process.stdout
+    assert "cannot reach" in process.stderr  # piped: stdout is for the answer alone
+    assert process.stdout == ""
 
 
 def test_ctrl_c_cancels_on_the_server(server: RealServer) -> None:
