@@ -46,6 +46,21 @@ def _fence_closes(line: str, fence: str) -> bool:
     )
 
 
+_CODE_SPAN = re.compile(r"`[^`]*`")
+
+
+def closing_inline_markers(line: str) -> str:
+    """What closes the inline code or bold that `line` opened and has text in, if any."""
+    if _fence_opened(line) is not None:
+        return ""
+    if line.count("`") % 2:
+        return "`" if line.rsplit("`", 1)[1].strip() else ""
+    outside_code = _CODE_SPAN.sub("", line)
+    if outside_code.count("**") % 2:
+        return "**" if outside_code.rsplit("**", 1)[1].strip() else ""
+    return ""
+
+
 class MarkdownBlocks:
     """Streamed markdown, cut into finished top-level blocks and the unfinished tail."""
 
@@ -60,13 +75,41 @@ class MarkdownBlocks:
         """The text of the unfinished block, as far as it has come."""
         return "\n".join([*self._lines, self._partial])
 
+    @property
+    def shown_tail(self) -> str:
+        """The tail as it is drawn: bold or inline code that the line under way opened is
+        closed, so that it shows as bold or code, not as `**` or a backtick, until its own
+        end comes (and if it never does, as after Ctrl-C)."""
+        if self._fence is not None:
+            return self.tail
+        closing = closing_inline_markers(self._partial)
+        if not closing:
+            return self.tail
+        return "\n".join([*self._lines, self._partial.rstrip() + closing])
+
     def feed(self, text: str) -> list[str]:
         """Take more of the answer; return the blocks it finished, in order."""
-        if "\n" not in text:
+        if "\n" in text:
+            *complete, self._partial = (self._partial + text).split("\n")
+            finished = [b for line in complete if (b := self._add_line(line)) is not None]
+        else:
             self._partial += text
-            return []
-        *complete, self._partial = (self._partial + text).split("\n")
-        return [block for line in complete if (block := self._add_line(line)) is not None]
+            finished = []
+        if self._ended_by_partial_line():
+            finished.append(self._take_block())
+        return finished
+
+    def _ended_by_partial_line(self) -> bool:
+        """The line under way already shows that it begins a new block: the block before it
+        need not wait for its end (a list's block does, when it may be a next item)."""
+        line = self._partial
+        return (
+            self._fence is None
+            and bool(self._lines)
+            and not self._lines[-1].strip()
+            and line[:1] not in ("", " ", "\t")
+            and not (self._is_list and line[0] in "-+*0123456789")
+        )
 
     def _add_line(self, line: str) -> str | None:
         if self._fence is not None:
@@ -100,15 +143,18 @@ class MarkdownBlocks:
 
 
 def _render(
-    text: str, after_a_block: bool, style: str, console: Console, options: ConsoleOptions
+    text: str, spaced: bool, style: str, console: Console, options: ConsoleOptions
 ) -> list[list[Segment]]:
-    """A block's lines, spaced from the block before it as in the whole answer. rich puts a
-    blank line between top-level blocks, and a list or a table brings a blank line of its own
-    even first in a document: rendered after a one-line stand-in paragraph, whose line is then
-    dropped, a block gets the spacing it has in the whole answer."""
-    if not after_a_block:
+    """A block's lines, `spaced` from the block above as rich spaces blocks in a whole
+    document: a blank line after any block but a horizontal rule, and none doubled, as a list
+    or a table brings a blank line of its own even first in a document. Rendered after a
+    one-line stand-in paragraph, whose line is then dropped, a block gets that spacing."""
+    if not spaced:
         return console.render_lines(_markdown(text, style), options, pad=False)
     return console.render_lines(_markdown(_STAND_IN + text, style), options, pad=False)[1:]
+
+
+_STAND_IN = "x\n\n"
 
 
 def _markdown(text: str, style: str) -> Markdown:
@@ -116,19 +162,22 @@ def _markdown(text: str, style: str) -> Markdown:
     return Markdown(text, justify="default", style=style)
 
 
-_STAND_IN = "x\n\n"
+def _spaces_the_next(block: str) -> bool:
+    """Whether rich puts a blank line after `block`: after anything but a horizontal rule."""
+    tokens = Markdown(block).parsed
+    return not tokens or tokens[-1].type != "hr"
 
 
 class _Block:
     """A finished block, printed once."""
 
-    def __init__(self, text: str, after_a_block: bool, style: str) -> None:
+    def __init__(self, text: str, spaced: bool, style: str) -> None:
         self.text = text
-        self.after_a_block = after_a_block
+        self.spaced = spaced
         self.style = style
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        for line in _render(self.text, self.after_a_block, self.style, console, options):
+        for line in _render(self.text, self.spaced, self.style, console, options):
             yield from line
             yield Segment.line()
 
@@ -140,15 +189,15 @@ class _Tail:
 
     def __init__(self, style: str) -> None:
         self.text = ""
-        self.after_a_block = False
+        self.spaced = False
         self.style = style
         self.whole = False
         self._rendered: tuple[tuple[str, bool, int], list[list[Segment]]] | None = None
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        key = (self.text, self.after_a_block, options.max_width)
+        key = (self.text, self.spaced, options.max_width)
         if self._rendered is None or self._rendered[0] != key:  # idle redraws cost nothing
-            rendered = _render(self.text, self.after_a_block, self.style, console, options)
+            rendered = _render(self.text, self.spaced, self.style, console, options)
             self._rendered = key, rendered
         lines = self._rendered[1]
         if not self.whole:
@@ -198,15 +247,14 @@ class LiveMarkdown:
 
     def add(self, text: str) -> None:
         finished = self._blocks.feed(text)
+        spacing = [self._tail.spaced]
+        spacing += [_spaces_the_next(block) for block in finished]
         with self._lock:
-            after_a_block = self._tail.after_a_block
             # The tail first: `Live` redraws it under each block printed, and must not draw
             # the block a second time there.
-            self._tail.text = self._blocks.tail
-            self._tail.after_a_block = after_a_block or bool(finished)
-            for block in finished:
-                self._console.print(_Block(block, after_a_block, self._style))
-                after_a_block = True
+            self._tail.text, self._tail.spaced = self._blocks.shown_tail, spacing[-1]
+            for block, spaced in zip(finished, spacing, strict=False):
+                self._console.print(_Block(block, spaced, self._style))
             self._changed = True
 
     def close(self) -> None:
