@@ -81,10 +81,19 @@ def test_the_line_under_way_shows_its_bold_and_code_closed(line: str, closing: s
 def test_the_tail_is_shown_closed_but_not_inside_a_code_block() -> None:
     cutter = MarkdownBlocks()
     cutter.feed("1. **Start")
-    assert cutter.shown_tail == "1. **Start**"
+    assert cutter.shown() == "1. **Start**"
     assert cutter.tail == "1. **Start"
     cutter.feed("**\n\n```python\nx = `a")
-    assert cutter.shown_tail == "```python\nx = `a"
+    assert cutter.shown() == "```python\nx = `a"
+
+
+def test_a_long_code_block_under_way_is_drawn_from_its_last_lines() -> None:
+    """Redraws stay cheap however long the code: no more than a screenful is highlighted."""
+    cutter = MarkdownBlocks()
+    code = [f"x{n} = {n}" for n in range(1000)]
+    cutter.feed("Here:\n```python\n" + "\n".join(code))
+    assert cutter.shown(max_lines=20) == "\n".join(["```python", *code[-21:]])
+    assert cutter.shown() == cutter.tail  # drawn whole at the end
 
 
 LINES = [
@@ -176,3 +185,12 @@ def test_a_block_taller_than_the_screen_ends_whole_in_the_scrollback() -> None:
     screen = _screen_after(tokenize(text), 60, 15, pause=3 / REFRESH_PER_SECOND)
     assert screen == rendered_at_once(text, 60)
     assert [line.strip() for line in screen.splitlines() if "compute" in line] == code
+
+
+def test_headings_are_drawn_not_marked() -> None:
+    text = "# Streaming\n\nSome words.\n\n## Back-pressure\n\nMore words.\n"
+    screen = _screen_after(tokenize(text), 60, 40)
+    assert "#" not in screen
+    assert "Streaming" in screen
+    assert "Back-pressure" in screen
+    assert screen == rendered_at_once(text, 60)

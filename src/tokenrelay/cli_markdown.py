@@ -68,6 +68,7 @@ class MarkdownBlocks:
         self._lines: list[str] = []  # the complete lines of the unfinished block
         self._partial = ""  # the line under way
         self._fence: str | None = None  # the code fence the tail is inside of
+        self._fence_line = 0  # where in `_lines` that fence was opened
         self._is_list = False  # the unfinished block begins with a list item
 
     @property
@@ -75,17 +76,21 @@ class MarkdownBlocks:
         """The text of the unfinished block, as far as it has come."""
         return "\n".join([*self._lines, self._partial])
 
-    @property
-    def shown_tail(self) -> str:
-        """The tail as it is drawn: bold or inline code that the line under way opened is
+    def shown(self, max_lines: int | None = None) -> str:
+        """The tail as it is drawn. Bold or inline code that the line under way opened is
         closed, so that it shows as bold or code, not as `**` or a backtick, until its own
-        end comes (and if it never does, as after Ctrl-C)."""
-        if self._fence is not None:
+        end comes (and if it never does, as after Ctrl-C). Inside a code block longer than
+        `max_lines`, only its last lines: no more can be on the screen, and highlighting a
+        long block whole at each redraw would cost more than the rest of the answer."""
+        if self._fence is None:
+            closing = closing_inline_markers(self._partial)
+            if closing:
+                return "\n".join([*self._lines, self._partial.rstrip() + closing])
             return self.tail
-        closing = closing_inline_markers(self._partial)
-        if not closing:
-            return self.tail
-        return "\n".join([*self._lines, self._partial.rstrip() + closing])
+        lines = self._lines
+        if max_lines is not None and len(lines) - self._fence_line > max_lines:
+            lines = [lines[self._fence_line], *lines[-max_lines:]]
+        return "\n".join([*lines, self._partial])
 
     def feed(self, text: str) -> list[str]:
         """Take more of the answer; return the blocks it finished, in order."""
@@ -126,7 +131,7 @@ class MarkdownBlocks:
             finished = self._take_block()
         if not self._lines:
             self._is_list = _LIST_ITEM.match(line) is not None
-        self._fence = _fence_opened(line)
+        self._fence, self._fence_line = _fence_opened(line), len(self._lines)
         self._lines.append(line)
         return finished
 
@@ -252,7 +257,8 @@ class LiveMarkdown:
         with self._lock:
             # The tail first: `Live` redraws it under each block printed, and must not draw
             # the block a second time there.
-            self._tail.text, self._tail.spaced = self._blocks.shown_tail, spacing[-1]
+            self._tail.text = self._blocks.shown(max_lines=self._console.height)
+            self._tail.spaced = spacing[-1]
             for block, spaced in zip(finished, spacing, strict=False):
                 self._console.print(_Block(block, spaced, self._style))
             self._changed = True
@@ -261,7 +267,7 @@ class LiveMarkdown:
         self._closed.set()
         self._redraws.join()
         with self._lock:
-            self._tail.whole = True
+            self._tail.text, self._tail.whole = self._blocks.shown(), True
             self._live.stop()  # draws the tail a last time, then ends the line
 
     def _redraw(self) -> None:
