@@ -111,3 +111,14 @@ def test_ctrl_c_mid_answer_cancels_and_leaves_what_came_rendered(
     assert "^C" not in screen
     assert "\n\n\n" not in screen
     server.wait_for("stream cancelled", lambda: server.health()["active_streams"] == 0)
+
+
+def test_ctrl_c_before_the_first_token_says_so_below_the_echo(
+    server: RealServer, terminals: list[Terminal]
+) -> None:
+    terminal = _chat(server, terminals, "x", "--model", "sim/slow-start")
+    server.wait_for("stream started", lambda: server.health()["active_streams"] == 1, 15)
+    terminal.press_ctrl_c()
+    assert terminal.wait() == 130
+    assert terminal.text().splitlines()[-1] == "cancelled"  # not "^Ccancelled"
+    server.wait_for("stream cancelled", lambda: server.health()["active_streams"] == 0)

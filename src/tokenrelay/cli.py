@@ -265,7 +265,7 @@ def chat(
             # (on_disconnect "cancel"); the DELETE is belt and braces, and usually finds it
             # cancelled already: its answer says nothing about whether the stream was live.
             stream.cancel()
-            output.note("[yellow]cancelled[/]")
+            output.interrupted()
             raise typer.Exit(130) from None
         except StreamEnded:
             raise typer.Exit(1) from None

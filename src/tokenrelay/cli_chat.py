@@ -10,6 +10,7 @@ holds the answer alone, ended by a newline: reasoning, notes (status, the stats 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from types import TracebackType
 
 from rich.console import Console
@@ -18,7 +19,6 @@ from rich.markup import escape
 from tokenrelay.cli_markdown import LiveMarkdown
 from tokenrelay.client import (
     Cancelled,
-    ChatStream,
     Done,
     Error,
     Reasoning,
@@ -49,7 +49,7 @@ class ChatOutput:
         self._line_open = False  # stdout's last line is unfinished
         self._thinking = False  # reasoning came last: a blank line sets the answer apart
 
-    def show(self, stream: ChatStream) -> None:
+    def show(self, stream: Iterable[StreamEvent]) -> None:
         """Print the stream's events as they come; raise `StreamEnded` for an error or a
         cancel, after its note."""
         for event in stream:
@@ -73,6 +73,13 @@ class ChatOutput:
             elif isinstance(event, Cancelled):
                 self.note("[yellow]cancelled[/]")
                 raise StreamEnded
+
+    def interrupted(self) -> None:
+        """After Ctrl-C, which the terminal echoed as "^C" where the cursor was: a live view's
+        last redraw erases it; otherwise the note goes on the line below it."""
+        if self._markdown is None and self._notes is self._out:
+            self._line_open = True
+        self.note("[yellow]cancelled[/]")
 
     def note(self, markup: str, apart: bool = False) -> None:
         """A line of rich markup about the stream, on a line of its own (after a blank line

@@ -1,15 +1,16 @@
 """Markdown drawn while it streams, for `tokenrelay chat` in a terminal.
 
 An answer is cut into top-level blocks (paragraphs, lists, tables, fenced code) as it arrives.
-A block is finished once a blank line and then the first line of a block that cannot continue
-it have come (not inside a code fence; not an indented line; not the next item of a list). A
+A block is finished once a blank line and then the start of a block that cannot continue it
+have come (not inside a code fence; not an indented line; not the next item of a list). A
 finished block is printed once, with rich's `Markdown`, and never drawn again; only the
-unfinished tail is redrawn, by rich's `Live`, a few times a second. So a long answer costs what
-its last block costs, not what it costs whole, per redraw.
+unfinished tail is redrawn, by rich's `Live`, a few times a second. So a redraw costs what the
+last block costs, not what the whole answer costs; inside a long code block, what a screenful
+of it costs.
 
-Rendered apart, blocks look as the whole answer would: rich puts one blank line between
-top-level blocks, and so do we. What is lost: a reference-style link whose definition comes in
-a later block shows as text.
+Blocks are spaced as rich spaces a whole document, so the screen ends as the whole answer
+rendered at once would look, but for two things: a reference-style link whose definition comes
+in a later block shows as text, and bold or inline code left open at the very end is closed.
 """
 
 from __future__ import annotations
