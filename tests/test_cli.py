@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.realserver import RealServer, real_server
+from tokenrelay import __version__
 from tokenrelay.providers.sim_agent import compose_reasoning
 from tokenrelay.providers.sim_text import compose_answer
 
@@ -65,6 +66,22 @@ def test_piped_chat_keeps_reasoning_out_of_stdout(server: RealServer) -> None:
     assert compose_reasoning(question)[:40] not in process.stdout
 
 
+def test_piped_chat_gives_the_answer_alone_on_stdout(server: RealServer) -> None:
+    """`tokenrelay chat ... | cat` gives the answer as it came, ended by a newline; the stats
+    line goes to stderr."""
+    question = "Write python code to compare TCP handshakes"
+    process = subprocess.run(
+        [sys.executable, "-m", "tokenrelay", "chat", question, "--url", server.url],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode == 0
+    assert process.stdout == compose_answer(question) + "\n"  # the markdown, unrendered
+    assert "tok/s" in process.stderr
+
+
 def test_chat_reports_errors_mid_stream(server: RealServer) -> None:
     process = _chat(server, "x", "--model", "sim/fast+error-after-3")
     out, _ = process.communicate(timeout=30)
@@ -94,7 +111,8 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_chat_cannot_reach_server() -> None:
     process = _run_cli("chat", "x", "--url", "http://127.0.0.1:9")
     assert process.returncode == 1
-    assert "cannot reach" in process.stdout
+    assert "cannot reach" in process.stderr  # piped: stdout is for the answer alone
+    assert process.stdout == ""
 
 
 def test_ctrl_c_cancels_on_the_server(server: RealServer) -> None:
@@ -128,3 +146,57 @@ def test_several_workers_without_redis_are_refused_with_the_way_out() -> None:
     assert done.returncode == 2
     assert "--workers needs Redis" in done.stderr
     assert "TOKENRELAY_REDIS_URL" in done.stderr
+
+
+def test_version() -> None:
+    process = _run_cli("--version")
+    assert process.returncode == 0
+    assert process.stdout == f"tokenrelay {__version__}\n"
+
+
+HELP_PAGES = [
+    [],
+    ["serve"],
+    ["mock-upstream"],
+    ["chat"],
+    ["bench"],
+    ["keys"],
+    ["keys", "create"],
+    ["keys", "list"],
+    ["keys", "revoke"],
+]
+
+
+@pytest.mark.parametrize("command", HELP_PAGES, ids=lambda c: " ".join(c) or "tokenrelay")
+def test_help_shows_options_without_type_labels(command: list[str]) -> None:
+    """typer labels each option with its type (`<str>`, `<int range>`, `<bool>` even on
+    flags); the help texts say what a value is."""
+    process = subprocess.run(
+        [sys.executable, "-m", "tokenrelay", *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert process.returncode == 0
+    options = [line for line in process.stdout.splitlines() if line.startswith("│ --")]
+    assert any("--help" in line for line in options)
+    assert [line for line in options if "<" in line] == []
+
+
+def test_serve_help_names_the_defaults() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "tokenrelay", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines = {line.split()[1]: line for line in process.stdout.splitlines() if "│ --" in line}
+    assert "[default: the config's server.host, else 127.0.0.1]" in lines["--host"]
+    assert "[default: the config's server.port, else 8000]" in lines["--port"]
+    assert "[default: 1]" in lines["--workers"]
+    assert "TOKENRELAY_LOG_FORMAT" in lines["--log-format"]
+    assert "TOKENRELAY_CONFIG" in lines["--config"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,44 +11,83 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tokenrelay import __version__
 from tokenrelay.auth.cli import keys as keys_commands
 from tokenrelay.bench.cli import bench as bench_command
-from tokenrelay.client import (
-    Cancelled,
-    ChatStream,
-    Client,
-    ConnectionLost,
-    Done,
-    Error,
-    Reasoning,
-    Status,
-    StreamEvent,
-    StreamFailed,
-    Token,
-    ToolCall,
-)
+from tokenrelay.cli_chat import ChatOutput, StreamEnded
+from tokenrelay.cli_help import default, drop_type_labels
+from tokenrelay.client import Client, ConnectionLost, StreamFailed
 from tokenrelay.logs import log_config
 from tokenrelay.metrics_workers import DIRECTORY_ENV as METRICS_DIR_ENV
 from tokenrelay.providers.configured import upstream_sections
-from tokenrelay.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from tokenrelay.settings import (
+    CONFIG_ENV,
+    ServerSection,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="tokenrelay: stream LLM answers."
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",  # help texts may use rich markup (cli_help.default)
+    help="tokenrelay: stream LLM answers.",
 )
+_SERVER = ServerSection()  # the defaults `serve --help` names
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"tokenrelay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to bind." + default(f"the config's server.host, else {_SERVER.host}")
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port to bind." + default(f"the config's server.port, else {_SERVER.port}")
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes; more than one needs Redis.")
+    ] = 1,
     log_format: Annotated[
-        str | None, typer.Option(help="text or json (default: $TOKENRELAY_LOG_FORMAT, settings).")
+        str | None,
+        typer.Option(
+            help="text or json."
+            + default(f"$TOKENRELAY_LOG_FORMAT, else server.log_format, else {_SERVER.log_format}")
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)
+        Path | None,
+        typer.Option(
+            help="The settings file, tokenrelay.toml." + default(f"${CONFIG_ENV}, else none"),
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
 ) -> None:
     """Serve the API (uvicorn with uvloop and httptools)."""
@@ -190,83 +228,55 @@ def mock_upstream(
 @app.command()
 def chat(
     question: Annotated[str, typer.Argument(help="What to ask.")],
-    model: Annotated[str | None, typer.Option(help="provider/model, e.g. sim/fast")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="provider/model, e.g. sim/fast." + default("the server's default model")),
+    ] = None,
     url: Annotated[str, typer.Option(help="tokenrelay server.")] = "http://127.0.0.1:8000",
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Longest answer, in tokens." + default("the model's"))
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Print the text exactly as it arrives, markdown unrendered"
+            " (always so when stdout is not a terminal).",
+        ),
+    ] = False,
     api_key: Annotated[
         str | None,
         typer.Option(envvar="TOKENRELAY_API_KEY", help="A key, if the server needs one."),
     ] = None,
 ) -> None:
-    """Stream an answer into the terminal. Ctrl-C cancels it on the server."""
-    console = Console(highlight=False)
+    """Stream an answer into the terminal, markdown rendered. Ctrl-C cancels it on the server."""
     fields: dict[str, Any] = {"model": model, "system_prompt": system, "max_tokens": max_tokens}
     # Ctrl-C must stop the bill even before the first event names the stream (and DELETE can
     # reach it), so the connection's end cancels: this command does not resume after a drop.
     fields["on_disconnect"] = "cancel"
-    with Client(url, api_key=api_key or "") as client:
+    with (
+        Client(url, api_key=api_key or "") as client,
+        ChatOutput(Console(highlight=False), raw) as output,
+    ):
         stream = client.stream(question, **fields)
         try:
-            _print_stream(console, stream)
+            output.show(stream)
         except KeyboardInterrupt:
             # Leaving the stream closes its connection, which cancels it on the server
             # (on_disconnect "cancel"); the DELETE is belt and braces, and usually finds it
             # cancelled already: its answer says nothing about whether the stream was live.
             stream.cancel()
-            console.print("\n[yellow]cancelled[/]")
+            output.interrupted()
             raise typer.Exit(130) from None
+        except StreamEnded:
+            raise typer.Exit(1) from None
         except StreamFailed as exc:
-            console.print(f"[red]error {exc.status}[/] {exc.error.get('message', '')}")
+            output.note(f"[red]error {exc.status}[/] {escape(exc.error.get('message', ''))}")
             raise typer.Exit(1) from None
         except (httpx.TransportError, ConnectionLost):
-            console.print(f"[red]cannot reach tokenrelay at {url}[/] (is `tokenrelay serve` up?)")
+            output.note(f"[red]cannot reach tokenrelay at {url}[/] (is `tokenrelay serve` up?)")
             raise typer.Exit(1) from None
-
-
-def _print_stream(console: Console, stream: ChatStream) -> None:
-    thinking = False  # reasoning was printed last: a blank line sets the answer apart
-    for event in stream:
-        if thinking and not isinstance(event, Reasoning):
-            (console.out if console.is_terminal else sys.stderr.write)("\n\n")
-        thinking = isinstance(event, Reasoning)
-        if _print_answer_piece(console, event):
-            console.file.flush()
-        elif isinstance(event, Status):
-            console.print(f"[dim]{event.message}[/]")
-        elif isinstance(event, Done):
-            data = event.data
-            console.print(
-                f"\n[dim]{event.token_count} tokens · {data['tokens_per_second']} tok/s · "
-                f"first token {data.get('ttft_ms')} ms · {event.finish_reason}[/]"
-            )
-        elif isinstance(event, Error):
-            console.print(f"\n[red]error ({event.error_type}):[/] {event.message}")
-            raise typer.Exit(1)
-        elif isinstance(event, Cancelled):
-            console.print("\n[yellow]cancelled[/]")
-            raise typer.Exit(1)
-
-
-def _print_answer_piece(console: Console, event: StreamEvent) -> bool:
-    """Text as it comes; reasoning dimmed; a tool call as `→ name {arguments}` on a line of
-    its own. False for any other event. Piped, reasoning goes to stderr, so that stdout holds
-    the answer alone."""
-    if isinstance(event, Token):
-        console.out(event.text, end="")
-    elif isinstance(event, Reasoning) and not console.is_terminal:
-        sys.stderr.write(event.content)
-    elif isinstance(event, Reasoning):
-        console.out(event.content, style="dim italic", end="")
-    elif isinstance(event, ToolCall) and event.phase == "start":
-        console.out(f"\n→ {event.name} ", style="cyan", end="")
-    elif isinstance(event, ToolCall) and event.phase == "delta":
-        console.out(str(event.arguments), style="cyan", end="")
-    elif isinstance(event, ToolCall):
-        console.out(f"  ({event.error})" if event.error else "", style="red", end="\n")
-    else:
-        return False
-    return True
 
 
 app.command("bench")(bench_command)
@@ -274,4 +284,6 @@ app.add_typer(keys_commands, name="keys")
 
 
 def main() -> None:
-    app()
+    command = typer.main.get_command(app)
+    drop_type_labels(command)
+    command()

@@ -348,7 +348,7 @@ def test_the_cli_and_python_client_send_a_key(setup: tuple[RealServer, Path], al
         env={k: v for k, v in os.environ.items() if k != "TOKENRELAY_API_KEY"},
     )
     assert refused.returncode == 1
-    assert "401" in refused.stdout
+    assert "401" in refused.stderr  # piped: stdout is for the answer alone
 
 
 def test_tokens_per_minute(setup: tuple[RealServer, Path]) -> None:

@@ -14,12 +14,20 @@ from typing import Annotated, TypeVar
 import typer
 
 from tokenrelay.auth.keys import NAME, KeyExists, KeyLimits, KeyStore, key_store_at, new_key, where
+from tokenrelay.cli_help import default
 from tokenrelay.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 T = TypeVar("T")
 keys = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 
-Config = Annotated[Path | None, typer.Option(help="tokenrelay.toml", exists=True, dir_okay=False)]
+Config = Annotated[
+    Path | None,
+    typer.Option(
+        help="The settings file, tokenrelay.toml." + default(f"${CONFIG_ENV}, else none"),
+        exists=True,
+        dir_okay=False,
+    ),
+]
 
 
 def _settings(config: Path | None) -> Settings:
@@ -70,7 +78,9 @@ def _expiry(date: str | None) -> float | None:
 def create(
     name: Annotated[str, typer.Argument(help="A name for the key: who or what uses it.")],
     max_concurrent: Annotated[int | None, typer.Option(min=1, help="Streams at once.")] = None,
-    requests_per_minute: Annotated[int | None, typer.Option(min=1)] = None,
+    requests_per_minute: Annotated[
+        int | None, typer.Option(min=1, help="Requests a minute.")
+    ] = None,
     tokens_per_minute: Annotated[
         int | None, typer.Option(min=1, help="Output tokens, counted as they stream.")
     ] = None,
@@ -136,7 +146,9 @@ def list_keys(config: Config = None) -> None:
 
 
 @keys.command()
-def revoke(name: str, config: Config = None) -> None:
+def revoke(
+    name: Annotated[str, typer.Argument(help="The key's name.")], config: Config = None
+) -> None:
     """Revoke a key at once, on every replica."""
     revoked = _with_store(config, lambda store: store.revoke(name))
     if not revoked:

@@ -40,15 +40,18 @@ def bench(
     prompt: Annotated[
         str | None, typer.Option(help="Ask this in every request (default: varied questions).")
     ] = None,
-    max_tokens: Annotated[int, typer.Option(min=1)] = 200,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 200,
     concurrency: Annotated[str, typer.Option(help="Closed loop levels, e.g. 1,10,100.")] = "10",
     rate: Annotated[float | None, typer.Option(help="Open loop: requests/s (Poisson).")] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds per phase.")] = None,
     requests: Annotated[int | None, typer.Option(min=1, help="Requests per phase.")] = None,
     ramp_up: Annotated[float, typer.Option(min=0, help="Seconds to reach full load.")] = 0.0,
-    cancel_after_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    cancel_after_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Cancel streams after this many tokens.")
+    ] = None,
     cancel_rate: Annotated[
-        float | None, typer.Option(help="Share of streams to cancel (default 1 with N).")
+        float | None,
+        typer.Option(help="Share of streams to cancel (default 1 with --cancel-after-tokens)."),
     ] = None,
     drop_rate: Annotated[float, typer.Option(help="Share of streams to drop and resume.")] = 0.0,
     upstream: Annotated[
