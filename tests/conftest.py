@@ -15,7 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
 from tests.mock_fixture import mock as mock  # a session fixture for every test directory
-from tests.services import redis_server
+from tests.services import redis_cluster, redis_server
 from tokenrelay.providers.base import Delta, GenerationRequest, Provider
 from tokenrelay.server.app import create_app
 from tokenrelay.settings import Settings
@@ -183,4 +183,11 @@ class ExplodingProvider(Provider):
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Three redis-server processes joined in a cluster; one node's URL."""
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as url:
         yield url

@@ -6,6 +6,7 @@ service is a failure, never a skip (the test command installs it as root on Debi
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -99,6 +100,74 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@contextmanager
+def redis_cluster(tmp_path: Path, nodes: int = 3) -> Iterator[str]:
+    """A throwaway Redis Cluster: `nodes` redis-server processes on loopback, every slot
+    shared among them by `redis-cli --cluster create` (no replicas); yields one node's URL,
+    from which a cluster client discovers the rest."""
+    binary = require_binary("redis-server", "redis-server")
+    cli = require_binary("redis-cli", "redis-tools")
+    ports = [free_port() for _ in range(nodes)]
+    processes = [_spawn(_cluster_node_args(binary, port, tmp_path)) for port in ports]
+    try:
+        for process, port in zip(processes, ports, strict=True):
+            answers = functools.partial(_answers_ping, port)
+            _wait_until_ready(process, answers, lambda: "redis-server did not start")
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        create = [
+            cli,
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]
+        subprocess.run(create, check=True, capture_output=True, timeout=30)
+        _wait_until_ready(
+            processes[0],
+            lambda: all(_cluster_ok(cli, port) for port in ports),
+            lambda: "the redis cluster did not come up",
+        )
+        yield f"redis://127.0.0.1:{ports[0]}"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
+
+
+def _cluster_node_args(binary: str, port: int, tmp_path: Path) -> list[str]:
+    directory = tmp_path / f"cluster-{port}"
+    directory.mkdir()
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",  # its bus, where it would otherwise take port + 10000 (or fail)
+        str(free_port()),
+        "--cluster-config-file",
+        str(directory / "nodes.conf"),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+
+
+def _cluster_ok(cli: str, port: int) -> bool:
+    info = subprocess.run(
+        [cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, timeout=5
+    ).stdout
+    return "cluster_state:ok" in info
 
 
 class RedisProcess:

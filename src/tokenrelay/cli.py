@@ -160,7 +160,9 @@ def _open_to_the_network(settings: Settings) -> bool:
             return False
     if settings.auth.required:
         return False
-    store = key_store_at(settings.redis.url, settings.auth.keys_file)
+    store = key_store_at(
+        settings.redis.url, settings.auth.keys_file, cluster=settings.redis.cluster
+    )
 
     async def any_key() -> bool:
         try:

@@ -107,6 +107,7 @@ class SimSection(Section):
 
 class RedisSection(Section):
     url: str = ""  # empty: streams live in this process only
+    cluster: bool = False  # url is one node of a Redis Cluster, which finds the others
     lease: float = Field(default=10.0, gt=0)  # seconds unrenewed before a producer is lost
     # How long a stream under way rides out an outage (a restart, a failover) before it ends
     # with store_unavailable; new requests are refused (503) from the first failure.

@@ -65,25 +65,25 @@ def _start_then_die(tmp_path: Path, config: str) -> tuple[str, list[dict[str, An
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait()
         creator.close()
-    body = head.split(b"\r\n\r\n", 1)[1]
+    return whole_events_of(head)
+
+
+def whole_events_of(response: bytes) -> tuple[str, list[dict[str, Any]]]:
+    """A raw streamed response cut anywhere: its stream id, and the events that came whole."""
+    head, _, chunked = response.partition(b"\r\n\r\n")
     stream_id = next(
         line.split(b":", 1)[1].strip().decode()
         for line in head.split(b"\r\n")
         if line.lower().startswith(b"x-stream-id:")
     )
-    return stream_id, sse_events(_whole_chunks(body))
-
-
-def _whole_chunks(chunked: bytes) -> bytes:
-    """The events whole in a chunked body cut anywhere (its chunk sizes dropped)."""
     data, rest = b"", chunked
-    while rest:
+    while rest:  # the chunks' sizes dropped
         size_line, _, rest = rest.partition(b"\r\n")
         size = int(size_line, 16)
         if size == 0 or len(rest) < size:
             break
         data, rest = data + rest[:size], rest[size + 2 :]
-    return data[: data.rindex(b"\n\n") + 2]
+    return stream_id, sse_events(data[: data.rindex(b"\n\n") + 2])
 
 
 def _resume(server: RealServer, stream_id: str, last_id: str) -> list[dict[str, Any]]:
@@ -167,11 +167,6 @@ def test_a_stream_with_tool_calls_is_not_continued_but_ends_honestly(
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait()
         creator.close()
-    stream_id = next(
-        line.split(b":", 1)[1].strip().decode()
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"x-stream-id:")
-    )
-    before = sse_events(_whole_chunks(head.split(b"\r\n\r\n", 1)[1]))
+    stream_id, before = whole_events_of(head)
     after = _resume(b, stream_id, before[-1]["_id"])
     assert after == [{"type": "error", "status": 502, "error_type": "producer_lost"}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
@@ -22,14 +23,29 @@ pytestmark = pytest.mark.anyio
 SID = "str_test"
 
 
-@pytest.fixture(params=["memory", "redis"])
+MakeRedisLog = Callable[..., RedisStreamLog]
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def make_redis_log(request: pytest.FixtureRequest) -> MakeRedisLog:
+    """Redis logs on one server, or on a cluster of three (the keys are hash-tagged, so one
+    stream's keys share a slot; the writer's script call is per stream there)."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return functools.partial(RedisStreamLog, url)
+    url = request.getfixturevalue("redis_cluster_url")
+    return functools.partial(RedisStreamLog, url, cluster=True)
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def log(request: pytest.FixtureRequest) -> AsyncIterator[StreamLog]:
     backend: StreamLog
     if request.param == "memory":
         backend = MemoryStreamLog(max_bytes=4096, ttl=60.0, sweep_interval=0.0)
     else:
-        url = request.getfixturevalue("redis_url")
-        backend = RedisStreamLog(url, max_bytes=4096, ttl=60.0)
+        cluster = request.param == "redis-cluster"
+        url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+        backend = RedisStreamLog(url, max_bytes=4096, ttl=60.0, cluster=cluster)
         await backend.redis.flushdb()
     await backend.create(SID, StreamMeta(SID, "sim/fast"))
     yield backend
@@ -281,13 +297,13 @@ async def test_metadata_round_trips(log: StreamLog) -> None:
 
 
 async def test_cancelled_redis_readers_return_at_once_and_release_within_a_slice(
-    redis_url: str,
+    make_redis_log: MakeRedisLog,
 ) -> None:
     """Cancellation never reaches redis-py (its pool can wedge on a cancelled command, see
     log_redis.py): a cancelled reader returns at once, its call finishes within READ_SLICE,
     and the log keeps answering. The wedge itself is pinned end to end by
     tests/server/test_replicas.py::test_last_subscriber_leaving_on_b_cancels_on_a."""
-    log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60.0, max_connections=100)
+    log = make_redis_log(max_bytes=1 << 20, ttl=60.0, max_connections=100)
     await log.redis.flushdb()
     await log.create(SID, StreamMeta(SID, "m"))
     readers = [asyncio.create_task(log.read(SID, 0, wait=30.0)) for _ in range(20)]
@@ -364,9 +380,9 @@ async def test_a_caught_up_follower_gets_each_event_in_order(log: StreamLog) -> 
 
 
 async def test_a_redis_producer_hands_a_follower_behind_what_it_lacks_from_its_tail(
-    redis_url: str,
+    make_redis_log: MakeRedisLog,
 ) -> None:
-    log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60)
+    log = make_redis_log(max_bytes=1 << 20, ttl=60)
     try:
         sid = new_stream_id()
         await log.create(sid, StreamMeta(sid, "m", "", 0.0))
@@ -400,8 +416,8 @@ async def test_a_follower_that_declines_is_detached_and_the_log_goes_on(log: Str
     assert staying.interrupted
 
 
-async def test_a_closed_redis_log_takes_no_followers(redis_url: str) -> None:
-    log = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60.0)
+async def test_a_closed_redis_log_takes_no_followers(make_redis_log: MakeRedisLog) -> None:
+    log = make_redis_log(max_bytes=1 << 20, ttl=60.0)
     stream_id = new_stream_id()
     try:
         await log.create(stream_id, StreamMeta(stream_id, "m"))
@@ -414,8 +430,10 @@ async def test_a_closed_redis_log_takes_no_followers(redis_url: str) -> None:
     assert not log.attach(stream_id, 1, _Recorder())
 
 
-async def test_of_several_replicas_claiming_a_lost_stream_exactly_one_wins(redis_url: str) -> None:
-    logs = [RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60, lease=1.0) for _ in range(4)]
+async def test_of_several_replicas_claiming_a_lost_stream_exactly_one_wins(
+    make_redis_log: MakeRedisLog,
+) -> None:
+    logs = [make_redis_log(max_bytes=1 << 20, ttl=60, lease=1.0) for _ in range(4)]
     producer, claimers = logs[0], logs[1:]
     try:
         sid = new_stream_id()
@@ -442,9 +460,11 @@ async def test_of_several_replicas_claiming_a_lost_stream_exactly_one_wins(redis
             await log.close()
 
 
-async def test_a_stream_created_without_a_handoff_is_never_claimed(redis_url: str) -> None:
-    producer = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60, lease=0.2)
-    other = RedisStreamLog(redis_url, max_bytes=1 << 20, ttl=60, lease=0.2)
+async def test_a_stream_created_without_a_handoff_is_never_claimed(
+    make_redis_log: MakeRedisLog,
+) -> None:
+    producer = make_redis_log(max_bytes=1 << 20, ttl=60, lease=0.2)
+    other = make_redis_log(max_bytes=1 << 20, ttl=60, lease=0.2)
     try:
         sid = new_stream_id()
         await producer.create(sid, StreamMeta(sid, "m", "", 0.0))

@@ -42,7 +42,7 @@ def _settings(config: Path | None) -> Settings:
 
 def _store(config: Path | None) -> KeyStore:
     settings = _settings(config)
-    return key_store_at(settings.redis.url, settings.auth.keys_file)
+    return key_store_at(settings.redis.url, settings.auth.keys_file, cluster=settings.redis.cluster)
 
 
 def _with_store(config: Path | None, work: Callable[[KeyStore], Awaitable[T]]) -> T:

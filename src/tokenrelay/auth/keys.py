@@ -6,8 +6,8 @@ digest then confirmed with a constant-time comparison. The key itself is shown o
 `tokenrelay keys create`, and never written to a file, a log or a response.
 
 Where keys live:
-- **Redis**, when it is configured: `tr:keys` maps a digest to the key's record (JSON), and
-  `tr:keynames` a name to its digest. Every replica reads them on each request, so a
+- **Redis**, when it is configured: `tr:{keys}:records` maps a digest to the key's record
+  (JSON), and `tr:{keys}:names` a name to its digest. Every replica reads them on each request, so a
   revocation holds everywhere at once.
 - **A keys file** otherwise (`[auth] keys_file`, or `TOKENRELAY_KEYS_FILE`): JSON, written
   whole to a temporary file and renamed (mode 0600), and read again whenever it changes.
@@ -39,11 +39,12 @@ import orjson
 import redis.asyncio as aioredis
 
 from tokenrelay.errors import StoreUnavailable
-from tokenrelay.streams.log_redis import UNAVAILABLE
+from tokenrelay.streams.log_redis import UNAVAILABLE, RedisClient
 
 PREFIX = "tr-"
 LAST_USED_EVERY = 60.0  # seconds: how fresh `last_used` is kept
-_KEYS, _NAMES, _USED = "tr:keys", "tr:keynames", "tr:keyused"
+# One hash tag ({keys}), so that a revoke's transaction works on a Redis Cluster too.
+_KEYS, _NAMES, _USED = "tr:{keys}:records", "tr:{keys}:names", "tr:{keys}:used"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +241,7 @@ class RedisKeyStore(KeyStore):
     """Keys in Redis. While Redis cannot be reached no key can be checked, so every guarded
     request is refused with StoreUnavailable (503), as new streams are then anyway."""
 
-    def __init__(self, client: aioredis.Redis, *, owned: bool = False) -> None:
+    def __init__(self, client: RedisClient, *, owned: bool = False) -> None:
         self.redis = client  # the replica's one client (the log's), or the CLI's own (owned)
         self._owned = owned
         self._any: tuple[float, bool] = (-1.0, False)  # when last asked, and the answer
@@ -307,13 +308,14 @@ def where(redis_url: str, keys_file: str) -> str:
     return "Redis" if redis_url else f"{Path(keys_file).resolve()}"
 
 
-def key_store(keys_file: str, client: aioredis.Redis | None) -> KeyStore:
+def key_store(keys_file: str, client: RedisClient | None) -> KeyStore:
     """The replica's keys: in Redis through its client, if it has one; else in the file."""
     return RedisKeyStore(client) if client is not None else FileKeyStore(keys_file)
 
 
-def key_store_at(redis_url: str, keys_file: str) -> KeyStore:
+def key_store_at(redis_url: str, keys_file: str, *, cluster: bool = False) -> KeyStore:
     """The same store for a command run outside the server, with a client of its own."""
     if not redis_url:
         return FileKeyStore(keys_file)
-    return RedisKeyStore(aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0), owned=True)
+    client = aioredis.RedisCluster if cluster else aioredis.Redis
+    return RedisKeyStore(client.from_url(redis_url, socket_connect_timeout=2.0), owned=True)

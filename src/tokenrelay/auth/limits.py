@@ -26,11 +26,9 @@ from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from tokenrelay.auth.keys import ApiKey
 from tokenrelay.errors import KeyOverLimit, StoreUnavailable
-from tokenrelay.streams.log_redis import UNAVAILABLE
+from tokenrelay.streams.log_redis import UNAVAILABLE, RedisClient
 
 WINDOW = 60.0  # seconds
 
@@ -197,7 +195,7 @@ def _left(value: int) -> int | None:
 
 
 class RedisLimiter(Limiter):
-    def __init__(self, client: aioredis.Redis, lease: float) -> None:
+    def __init__(self, client: RedisClient, lease: float) -> None:
         self.redis = client  # the replica's one client (the log's)
         self.lease_ms = int(lease * 1000)
         self._admit = self.redis.register_script(_ADMIT)
@@ -250,5 +248,5 @@ class RedisLimiter(Limiter):
             pass  # the log's outage handling ends these streams; their slots then expire
 
 
-def limiter_for(client: aioredis.Redis | None, lease: float) -> Limiter:
+def limiter_for(client: RedisClient | None, lease: float) -> Limiter:
     return RedisLimiter(client, lease) if client is not None else MemoryLimiter()

@@ -18,10 +18,9 @@ import secrets
 import time
 
 import orjson
-import redis.asyncio as aioredis
 
 from tokenrelay.errors import StoreUnavailable
-from tokenrelay.streams.log_redis import UNAVAILABLE
+from tokenrelay.streams.log_redis import UNAVAILABLE, RedisClient
 
 PREFIX = "trs_"
 TOKEN_SECONDS = 60
@@ -37,7 +36,7 @@ def _unb64(text: str) -> bytes:
 
 
 class StreamTokens:
-    def __init__(self, client: aioredis.Redis | None = None) -> None:
+    def __init__(self, client: RedisClient | None = None) -> None:
         self._redis = client  # the replica's one client (the log's), to share the secret
         self._secret: bytes | None = None if client is not None else secrets.token_bytes(32)
 

@@ -14,10 +14,8 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from tokenrelay.errors import StoreUnavailable
-from tokenrelay.streams.log_redis import UNAVAILABLE
+from tokenrelay.streams.log_redis import UNAVAILABLE, RedisClient
 
 KINDS = ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 HOUR = 3600
@@ -77,7 +75,7 @@ class MemoryUsageBook(UsageBook):
 
 
 class RedisUsageBook(UsageBook):
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.redis = client  # the replica's one client (the log's)
 
     @staticmethod
@@ -111,5 +109,5 @@ class RedisUsageBook(UsageBook):
         return total
 
 
-def usage_book_for(client: aioredis.Redis | None) -> UsageBook:
+def usage_book_for(client: RedisClient | None) -> UsageBook:
     return RedisUsageBook(client) if client is not None else MemoryUsageBook()

@@ -76,6 +76,7 @@ def build_log(settings: Settings) -> StreamLog:
         max_age=max_age,
         lease=settings.redis.lease,
         grace=settings.redis.grace,
+        cluster=settings.redis.cluster,
     )
 
 

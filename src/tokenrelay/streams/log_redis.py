@@ -83,6 +83,7 @@ from tokenrelay.streams.log import (
 )
 
 T = TypeVar("T")
+RedisClient = aioredis.Redis | aioredis.RedisCluster  # one server, or a cluster
 logger = logging.getLogger("tokenrelay.redis")
 READ_SLICE = 0.5  # seconds: the longest one XREAD BLOCK waits (see read)
 PRODUCER_LOST = "producer_lost"
@@ -310,17 +311,21 @@ class RedisStreamLog(StreamLog):
         lease: float = 10.0,
         grace: float = 5.0,
         max_connections: int = 1000,
+        cluster: bool = False,
     ) -> None:
         super().__init__(max_bytes=max_bytes, ttl=ttl)
         # Each waiting reader holds a connection for its XREAD BLOCK: size the pool for them.
         # A Redis that does not answer at all (a host gone) must fail as fast as one that
         # refuses: 2 s to connect, and replies within 2 s of the longest XREAD BLOCK.
-        self.redis = aioredis.Redis.from_url(
+        # A cluster client takes one node's URL and finds the others itself.
+        client = aioredis.RedisCluster if cluster else aioredis.Redis
+        self.redis: RedisClient = client.from_url(
             url,
             max_connections=max_connections,
             socket_connect_timeout=2.0,
             socket_timeout=READ_SLICE + 2.0,
         )
+        self.cluster = cluster
         self.grace = grace
         self._health = _Health()
         self._failed: set[str] = set()  # streams produced here whose writes gave up
@@ -467,7 +472,14 @@ class RedisStreamLog(StreamLog):
             del self._local[stream_id]
 
     async def _write_lot(self, lot: dict[str, list[Event]]) -> list[bool]:
-        """One script call for the whole lot; for each stream, whether Redis kept it."""
+        """One script call for the whole lot; for each stream, whether Redis kept it. In a
+        cluster a script's keys must share a slot: one call per stream, all at once."""
+        if not self.cluster:
+            return await self._write_streams(lot)
+        each = [self._write_streams({stream_id: batch}) for stream_id, batch in lot.items()]
+        return [kept for one in await asyncio.gather(*each) for kept in one]
+
+    async def _write_streams(self, lot: dict[str, list[Event]]) -> list[bool]:
         keys: list[str] = []
         args: list[Any] = [int(self.max_age * 1000), int(self.ttl * 1000)]
         for stream_id, batch in lot.items():
