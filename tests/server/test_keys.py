@@ -434,3 +434,33 @@ def test_keys_create_refuses_bad_input(
     assert done.returncode == 2
     assert problem in done.stderr
     assert done.stdout == ""
+
+
+def test_keys_made_before_the_hash_tag_are_carried_over_and_still_required(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Keys in the old, untagged hashes: were they missed, a deployment would stop requiring
+    keys after the upgrade. The first replica to look moves them."""
+    url = own_database(redis_url, 7)
+    config = f'[redis]\nurl = "{url}"\n[sim]\nttft = 0.0\n'
+    (tmp_path / "maker").mkdir()
+    with real_server(tmp_path / "maker", config) as maker:
+        key = create_key(tmp_path / "maker" / "tokenrelay.toml", "old-team")
+        maker.terminate()
+    with redis_client.Redis.from_url(url) as admin:  # as a release before the tag kept them
+        for old, new in (
+            ("tr:keys", "tr:{keys}:records"),
+            ("tr:keynames", "tr:{keys}:names"),
+            ("tr:keyused", "tr:{keys}:used"),
+        ):
+            if admin.exists(new):
+                admin.rename(new, old)
+        assert not admin.exists("tr:{keys}:records")
+    with real_server(tmp_path, config) as server:
+        body = {"message": "hi", "model": "sim/fast"}
+        assert httpx.post(f"{server.url}/api/chat", json=body).status_code == 401
+        headers = {"authorization": f"Bearer {key}"}
+        assert httpx.post(f"{server.url}/api/chat", json=body, headers=headers).status_code == 200
+    with redis_client.Redis.from_url(url) as admin:
+        assert not admin.exists("tr:keys")
+        admin.flushdb()

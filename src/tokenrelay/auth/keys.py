@@ -45,6 +45,10 @@ PREFIX = "tr-"
 LAST_USED_EVERY = 60.0  # seconds: how fresh `last_used` is kept
 # One hash tag ({keys}), so that a revoke's transaction works on a Redis Cluster too.
 _KEYS, _NAMES, _USED = "tr:{keys}:records", "tr:{keys}:names", "tr:{keys}:used"
+# Where keys made before the hash tag live: carried over on first use (`_carry_over`). Left
+# behind, they would be missed, and a deployment whose keys all lived there would stop
+# requiring keys.
+_BEFORE = {"tr:keys": _KEYS, "tr:keynames": _NAMES, "tr:keyused": _USED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,13 +250,27 @@ class RedisKeyStore(KeyStore):
         self._owned = owned
         self._any: tuple[float, bool] = (-1.0, False)  # when last asked, and the answer
         self._used: dict[str, float] = {}  # last use noted here, by digest: a write a minute
+        self._carried_over = False
 
     async def add(self, key: ApiKey) -> None:
+        await self._carry_over()
         if not await self.redis.hsetnx(_NAMES, key.name, key.digest):
             raise KeyExists(key.name)
         await self.redis.hset(_KEYS, key.digest, key.record())
 
+    async def _carry_over(self) -> None:
+        """Move keys from where releases before the hash tag kept them (once a process)."""
+        if self._carried_over:
+            return
+        for before, now in _BEFORE.items():
+            old: Any = await self.redis.hgetall(before)
+            if old:
+                await self.redis.hset(now, mapping=old)
+                await self.redis.delete(before)
+        self._carried_over = True
+
     async def all(self) -> list[ApiKey]:
+        await self._carry_over()
         records = await self.redis.hgetall(_KEYS)
         used = await self.redis.hgetall(_USED)
         keys = [ApiKey.of(raw) for raw in records.values()]
@@ -285,6 +303,7 @@ class RedisKeyStore(KeyStore):
         now = time.monotonic()
         if asked < 0 or now - asked >= 1.0:
             try:
+                await self._carry_over()
                 answer = bool(await self.redis.hlen(_KEYS))
             except UNAVAILABLE:
                 raise StoreUnavailable() from None
