@@ -1,8 +1,10 @@
 """What sharing streams through Redis costs per token, against the memory log.
 
-Same load for each (N concurrent `sim/fast` streams of T tokens): tokenrelay with its memory
-log, then with the Redis log, where redis-server's own CPU is counted too. One process each,
-uvloop + httptools. (What the log costs over no log at all is in bench_vs_nginx: the floor
+Same load for each (N concurrent `sim/fast` streams of T tokens), in one run: one replica with
+its memory log; one with the Redis log, where redis-server's own CPU is counted too; and two
+replicas sharing Redis behind nginx with deploy/nginx.conf as shipped (both replicas and
+redis-server counted; nginx's own CPU on a row of its own). One process each, uvloop +
+httptools. (What the log costs over no log at all is in bench_vs_nginx: the floor
 relay.)
 
     .venv/bin/python -m benchmarks.bench_log --streams 200 --tokens 200 --rounds 3
@@ -22,9 +24,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from tests.realserver import real_server
-from tests.services import redis_server
+from tests.services import redis_server, shipped_nginx
 
 from benchmarks.bench_core import load_arguments, one_round
 from tokenrelay.bench.procwatch import cpu_seconds
@@ -54,6 +57,25 @@ def redis_pid(url: str) -> int:
     return int(out.stdout.split()[0])
 
 
+def with_children(pid: int) -> list[int]:
+    """A process and its children (nginx's master and its worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+class Row(NamedTuple):
+    name: str
+    figures: list[float]  # CPU us/token, per round
+    tokens_per_second: float  # relayed, wall clock over the measured rounds
+
+
+def measured(name: str, pids: list[int], url: str, load: tuple[int, int, int]) -> Row:
+    started = time.perf_counter()
+    figures = measure(pids, url, *load)
+    streams, tokens, rounds = load
+    return Row(name, figures, rounds * streams * tokens / (time.perf_counter() - started))
+
+
 def main() -> None:
     global MODEL
     paced = 0.0
@@ -65,35 +87,46 @@ def main() -> None:
     args = load_arguments(__doc__)
     load = (args.streams, args.tokens, args.rounds)
     sim = f"[sim]\nttft = 0.0\ntokens_per_second = {paced}\njitter = 0.0\n" if paced else ""
-    rows: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        with real_server(Path(tmp), sim) as server:
-            started = time.perf_counter()
-            rows["memory log"] = measure([server.process.pid], server.url, *load)
-            memory_elapsed = time.perf_counter() - started
-        with redis_server(Path(tmp)) as redis_url:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with real_server(tmp, sim) as server:
+            rows.append(measured("memory log", [server.process.pid], server.url, load))
+        with redis_server(tmp) as redis_url:
             config = f'[redis]\nurl = "{redis_url}"\n' + sim
-            (Path(tmp) / "r").mkdir()
-            with real_server(Path(tmp) / "r", config) as server:
-                started = time.perf_counter()
-                pids = [server.process.pid, redis_pid(redis_url)]
-                rows["redis log (server + redis-server)"] = measure(pids, server.url, *load)
-                rows["redis log (server only)"] = measure([server.process.pid], server.url, *load)
-                elapsed = time.perf_counter() - started
-    base = statistics.median(rows["memory log"])
+            redis = redis_pid(redis_url)
+            for name in ("r", "a", "b"):
+                (tmp / name).mkdir()
+            with real_server(tmp / "r", config) as server:
+                pids = [server.process.pid, redis]
+                rows.append(measured("redis log (+ redis-server)", pids, server.url, load))
+                rows.append(measured("  of which tokenrelay", pids[:1], server.url, load))
+            with (
+                real_server(tmp / "a", config) as a,
+                real_server(tmp / "b", config) as b,
+                shipped_nginx(tmp, [a.url, b.url]) as (url, nginx),
+            ):
+                pair = [a.process.pid, b.process.pid, redis]
+                rows.append(measured("two behind nginx (+ redis-server)", pair, url, load))
+                rows.append(measured("  nginx itself", with_children(nginx.pid), url, load))
+    report(rows, args.streams, args.tokens, args.rounds, paced)
+
+
+def report(rows: list[Row], streams: int, tokens: int, rounds: int, paced: float) -> None:
+    base = statistics.median(rows[0].figures)
     pace = f"paced at {paced:g} tokens/s" if paced else "sim/fast"
-    print(f"{args.streams} streams x {args.tokens} tokens, {pace}, {args.rounds} rounds each")
-    for name, figures in rows.items():
-        median = statistics.median(figures)
+    print(f"{streams} streams x {tokens} tokens, {pace}, {rounds} rounds each")
+    print("  CPU per token (us), against the memory log; throughput relayed (tokens/s, wall)")
+    for row in rows:
+        median = statistics.median(row.figures)
+        rounds_text = ", ".join(f"{f:.1f}" for f in row.figures)
         print(
-            f"  {name:36s} {median:6.1f} us/token  ({median / base:4.2f}x the memory log)  "
-            f"rounds {', '.join(f'{f:.1f}' for f in figures)}"
+            f"  {row.name:36s} {median:6.1f} us/token  ({median / base:4.2f}x)  "
+            f"~{row.tokens_per_second:,.0f} tokens/s  rounds {rounds_text}"
         )
-    tokens = args.rounds * args.streams * args.tokens
     print(
-        f"  throughput, one replica: memory log ~{tokens / memory_elapsed:,.0f} tokens/s, "
-        f"redis log ~{2 * tokens / elapsed:,.0f} tokens/s relayed (wall; paced runs are bound "
-        f"by the pace; the client shares the 2 cores)"
+        "  (throughput: the load generator, every replica, redis-server and nginx share the "
+        "2 cores; paced runs are bound by the pace)"
     )
 
 

