@@ -103,3 +103,18 @@ def test_a_relative_keys_file_is_the_config_files_neighbour(tmp_path: Path) -> N
     assert load_settings(config, env={}).auth.keys_file == str(config.parent / "team/keys.json")
     wins = {"TOKENRELAY_KEYS_FILE": "/var/lib/keys.json"}
     assert load_settings(config, env=wins).auth.keys_file == "/var/lib/keys.json"
+
+
+def test_the_shipped_deployment_config_loads() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "tokenrelay.toml"
+    settings = load_settings(shipped, env={})
+    assert settings.redis.url == "redis://redis:6379/0"
+    assert settings.redis.on_producer_lost == "continue"
+    assert settings.redis.cluster is False
+
+
+def test_on_producer_lost_takes_error_or_continue(tmp_path: Path) -> None:
+    path = tmp_path / "tokenrelay.toml"
+    path.write_text('[redis]\non_producer_lost = "retry"\n')
+    with pytest.raises(SettingsError, match="on_producer_lost"):
+        load_settings(path, env={})
