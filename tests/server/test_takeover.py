@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,12 @@ def _text(events: list[dict[str, Any]]) -> str:
     return "".join(e["content"] for e in events if e["type"] == "token")
 
 
-def _start_then_die(tmp_path: Path, config: str) -> tuple[str, list[dict[str, Any]]]:
+def _start_then_die(
+    tmp_path: Path, config: str, body: dict[str, object] = BODY
+) -> tuple[str, list[dict[str, Any]]]:
     """Start a stream on a replica, read its first tokens, kill -9 the replica."""
     with real_server(tmp_path, config) as doomed:
-        creator = open_request(doomed.url, "/api/chat/stream", BODY)
+        creator = open_request(doomed.url, "/api/chat/stream", body)
         head = read_until(creator, b'"type":"token"')
         while head.count(b'"type":"token"') < 8:
             head += creator.recv(65536)
@@ -136,6 +139,35 @@ def test_exactly_one_replica_takes_a_stream_over(
     assert b[-1]["type"] == "done"
     takers = [s for s in survivors if f"stream {stream_id}: its producer was lost" in s.log()]
     assert len(takers) == 1
+
+
+def test_a_taken_over_stream_stops_when_its_last_live_reader_leaves(
+    tmp_path: Path, redis_url: str, survivors: tuple[RealServer, RealServer]
+) -> None:
+    """The dead replica's reader was counted in; were it still counted, the stream would run
+    on, billing, with nobody reading."""
+    b, _ = survivors
+    body = {**BODY, "model": "sim/default+endless", "on_disconnect": "cancel"}
+    stream_id, before = _start_then_die(tmp_path, _config(redis_url), body)
+    url = f"{b.url}/api/streams/{stream_id}"
+    seen = b""
+    with httpx.stream("GET", url, headers={"last-event-id": before[-1]["_id"]}) as response:
+        for chunk in response.iter_raw():
+            seen += chunk
+            if seen.count(b'"type":"token"') >= 3:
+                break  # the only live reader leaves
+    assert b'"type":"status"' in seen
+
+    def ended() -> bool:  # read for a second at most: a stream still running never ends
+        started, body = time.monotonic(), b""
+        with httpx.stream("GET", url, headers={"last-event-id": before[-1]["_id"]}) as response:
+            for chunk in response.iter_raw():
+                body += chunk
+                if b'"type":"cancelled"' in body or time.monotonic() - started > 1.0:
+                    break
+        return b'"type":"cancelled"' in body
+
+    b.wait_for("the taken-over stream cancelled", ended, 10)
 
 
 def test_without_the_setting_a_dead_replicas_stream_ends_with_producer_lost(

@@ -7,7 +7,7 @@ Keys, per stream (the `{id}` hash tag keeps one stream's keys on one Redis Clust
     tr:{id}:meta     hash: model, owner, created_at, ended
     tr:{id}:lease    set by the producing replica and refreshed while it generates
     tr:{id}:tomb     outlives the stream for another TTL, so a late resume is 410, not 404
-    tr:{id}:subs     how many subscribers, on any replica, are reading the stream
+    tr:{id}:subs     hash: how many subscribers each replica has reading the stream
     tr:{id}:handoff  what another replica needs to take the stream over if its producer dies
                      (streams/handoff.py; only with on_producer_lost = "continue")
 
@@ -55,6 +55,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -116,11 +117,12 @@ return seq + 1
 
 
 # Creates a stream's keys in one round trip, unless its meta exists. KEYS: meta, lease, tomb,
-# handoff. ARGV: model, owner, created_at, the lease, tomb and meta lifetimes in ms, and the
-# hand-off ("" for none).
+# handoff. ARGV: model, owner, created_at, the lease, tomb and meta lifetimes in ms, the
+# hand-off ("" for none), and the producing replica's id.
 _CREATE = """
 if redis.call('HSETNX', KEYS[1], 'model', ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'created_at', ARGV[3], 'ended', '0')
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'created_at', ARGV[3], 'ended', '0',
+  'producer', ARGV[8])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -129,13 +131,18 @@ return 1
 """
 
 # Makes the caller a lapsed stream's producer, unless it has ended, its lease is held, or it
-# has no hand-off. KEYS: meta, lease, handoff. ARGV: the lease in ms. Returns the hand-off.
+# has no hand-off; the dead producer's readers are counted out (they died with it). KEYS:
+# meta, lease, handoff, subs. ARGV: the lease in ms, the caller's replica id. Returns the
+# hand-off.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'ended') ~= '0' then return false end
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local handoff = redis.call('GET', KEYS[3])
 if not handoff then return false end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+local dead = redis.call('HGET', KEYS[1], 'producer')
+if dead then redis.call('HDEL', KEYS[4], dead) end
+redis.call('HSET', KEYS[1], 'producer', ARGV[2])
 return handoff
 """
 
@@ -185,11 +192,19 @@ end
 return kept
 """
 
-# A reader leaves: one fewer, unless the count is gone (expired, or a Redis that came back
-# empty), where a DECR would make a key of -1 that never expires.
-_LEAVE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('DECR', KEYS[1])
+# The subscribers of a stream, counted per replica (a hash: replica id -> count), so that a
+# takeover can drop the count of the replica that died: its readers died with it, and would
+# otherwise keep the stream generating, and billing, after every live reader left.
+# KEYS: subs. ARGV: this replica's id, +1 or -1, the key's lifetime in ms. Returns the total.
+# A reader leaving a count that is gone (expired, or a Redis that came back empty) leaves
+# it gone: a DECR there would make a key of -1 that never expires.
+_COUNT_SUBSCRIBER = """
+if ARGV[2] == '-1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[2] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+local total = 0
+for _, count in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(count) end
+return total
 """
 
 
@@ -326,6 +341,7 @@ class RedisStreamLog(StreamLog):
             socket_timeout=READ_SLICE + 2.0,
         )
         self.cluster = cluster
+        self.replica = secrets.token_hex(8)  # this process, in a stream's producer and counts
         self.grace = grace
         self._health = _Health()
         self._failed: set[str] = set()  # streams produced here whose writes gave up
@@ -345,7 +361,7 @@ class RedisStreamLog(StreamLog):
         self._append_script = self.redis.register_script(_APPEND)
         self._create_script = self.redis.register_script(_CREATE)
         self._claim_script = self.redis.register_script(_CLAIM)
-        self._leave = self.redis.register_script(_LEAVE)
+        self._count_subscriber = self.redis.register_script(_COUNT_SUBSCRIBER)
 
     # ------------------------------------------------------------------ writing
 
@@ -355,7 +371,8 @@ class RedisStreamLog(StreamLog):
         lives = (self.lease, self.max_age + self.ttl, self.max_age)  # lease, tomb, meta
         ms = [int(seconds * 1000) for seconds in lives]
         created = await self._create_script(
-            keys=keys, args=[meta.model, meta.owner, str(meta.created_at), *ms, handoff]
+            keys=keys,
+            args=[meta.model, meta.owner, str(meta.created_at), *ms, handoff, self.replica],
         )
         if not created:
             raise ValueError(f"stream {stream_id} exists")
@@ -551,7 +568,7 @@ class RedisStreamLog(StreamLog):
         k = _keys(stream_id)
         lease_ms = int(self.lease * 1000)
         handoff: Any = await self._claim_script(
-            keys=[k["meta"], k["lease"], k["handoff"]], args=[lease_ms]
+            keys=[k["meta"], k["lease"], k["handoff"], k["subs"]], args=[lease_ms, self.replica]
         )
         if handoff is None:
             return None
@@ -711,18 +728,19 @@ class RedisStreamLog(StreamLog):
         return StreamStatus(last_seq, ended == b"1")  # someone else ended it, or it came back
 
     async def _add_subscriber(self, stream_id: str) -> int:
-        k = _keys(stream_id)["subs"]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(k)
-            pipe.pexpire(k, int((self.max_age + self.ttl) * 1000))
-            count, _ = await pipe.execute()
-        return int(count)
+        return await self._count(stream_id, 1)
 
     async def _remove_subscriber(self, stream_id: str) -> int:
-        return int(await self._leave(keys=[_keys(stream_id)["subs"]]))
+        return await self._count(stream_id, -1)
+
+    async def _count(self, stream_id: str, change: int) -> int:
+        life_ms = int((self.max_age + self.ttl) * 1000)
+        keys = [_keys(stream_id)["subs"]]
+        return int(await self._count_subscriber(keys=keys, args=[self.replica, change, life_ms]))
 
     async def _subscribers(self, stream_id: str) -> int:
-        return int(await self.redis.get(_keys(stream_id)["subs"]) or 0)
+        counts: Any = await self.redis.hvals(_keys(stream_id)["subs"])
+        return sum(int(count) for count in counts)
 
     async def _publish(self, message: dict[str, Any]) -> None:
         await self.redis.publish(CONTROL_CHANNEL, orjson.dumps(message))
