@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -77,6 +78,7 @@ def _running(
             stdin=subprocess.DEVNULL,
             env=env,
             preexec_fn=limit_files,
+            start_new_session=True,  # a group of its own: its workers go with it (below)
         )
     try:
         deadline = time.monotonic() + 20
@@ -92,9 +94,9 @@ def _running(
                 time.sleep(0.05)
         yield process
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):  # workers too, whatever became of it
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @contextmanager

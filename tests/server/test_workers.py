@@ -3,6 +3,8 @@ from either worker (each request on a new connection, which the kernel spreads).
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -41,3 +43,27 @@ def test_resume_and_cancel_reach_a_stream_from_any_worker(tmp_path: Path, redis_
             timeout=30,
         )
         assert '"type":"cancelled"' in ended.text
+
+
+def test_workers_whose_supervisor_is_killed_shut_down(tmp_path: Path, redis_url: str) -> None:
+    """Orphaned, they would go on holding the port with nothing left to stop them."""
+    config = f'[redis]\nurl = "{redis_url}"\n[sim]\nttft = 0.0\n'
+    with real_server(tmp_path, config, workers=2) as server:
+        supervisor = server.process.pid
+        workers = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        assert len(workers) >= 2
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.1)
+
+
+def _alive(pid: str) -> bool:
+    """Running, neither gone nor a zombie waiting for whoever adopted it to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

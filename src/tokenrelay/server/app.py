@@ -51,7 +51,11 @@ from tokenrelay.server import (
 from tokenrelay.server.auth import EXPOSED_HEADERS
 from tokenrelay.server.dialects import dialect_of, limit_headers
 from tokenrelay.server.dispatch import Dispatcher
-from tokenrelay.server.lifecycle import chain_shutdown_signals
+from tokenrelay.server.lifecycle import (
+    chain_shutdown_signals,
+    exit_with_the_supervisor,
+    is_worker,
+)
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.settings import Settings, load_settings
 from tokenrelay.streams.log import StreamLog
@@ -198,6 +202,11 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
         if not uvicorn_writer.available():
             logger.warning("uvicorn's connection state has changed: tokens go through ASGI send")
         state.manager.start_background()
+        orphaned = (
+            asyncio.create_task(exit_with_the_supervisor(), name="supervisor")
+            if is_worker()
+            else None
+        )
         shared = metrics_workers.directory()
         snapshots = (
             asyncio.create_task(metrics_workers.keep_writing(METRICS, shared), name="metrics")
@@ -207,9 +216,10 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
         try:
             yield
         finally:
-            if snapshots is not None:
-                snapshots.cancel()
-                await asyncio.gather(snapshots, return_exceptions=True)
+            for task in (snapshots, orphaned):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             if restore is not None:
                 restore()
             await state.manager.close()

@@ -45,6 +45,24 @@ def server_pid() -> int:
     return os.getpid()
 
 
+def is_worker() -> bool:
+    """Whether this process is one of `tokenrelay serve --workers N`'s workers."""
+    return server_pid() != os.getpid()
+
+
+async def exit_with_the_supervisor(every: float = 1.0) -> None:
+    """A worker whose supervisor died (kill -9, a crash) would go on serving the port with
+    nothing left to stop or restart it, and be found only by its held port. It shuts down as
+    a SIGTERM has it: open streams drain first."""
+    supervisor = os.getppid()
+    while True:
+        await asyncio.sleep(every)
+        if os.getppid() != supervisor:
+            logger.error("the supervisor (pid %d) is gone: this worker shuts down", supervisor)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
 def chain_shutdown_signals(
     drain: Callable[[], Coroutine[Any, Any, None]], hurry: Callable[[], None]
 ) -> Callable[[], None]:
