@@ -4,12 +4,15 @@ file in docs/."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from pydantic import BaseModel
 
-from tests.markdown_blocks import ROOT, heading_anchors, links
+from tests.markdown_blocks import ROOT, code_blocks, heading_anchors, links
+from tokenrelay.settings import Settings, parse_settings
 
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -54,3 +57,15 @@ def test_the_link_checker_sees_links_and_headings() -> None:
     text = "# The `sim` models\n\nSee [api](docs/api.md#errors).\n\n```\n[x](nowhere.md)\n```\n"
     assert links(text) == ["docs/api.md#errors"]
     assert heading_anchors(text) == {"the-sim-models"}
+
+
+def test_the_configuration_reference_shows_every_setting_at_its_default() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    reference = next(b for b in code_blocks(text) if b.info == "toml")
+    data = tomllib.loads(reference.body)
+    data.pop("upstreams")  # examples, not defaults
+    data.pop("aliases")
+    assert parse_settings(data) == Settings()
+    for name, section in Settings.model_fields.items():  # none is left out
+        if isinstance(section.default, BaseModel) and name in data:
+            assert set(data[name]) == set(type(section.default).model_fields), name
