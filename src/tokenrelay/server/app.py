@@ -54,7 +54,7 @@ from tokenrelay.server.dispatch import Dispatcher
 from tokenrelay.server.lifecycle import (
     chain_shutdown_signals,
     exit_with_the_supervisor,
-    is_worker,
+    supervisor_pid,
 )
 from tokenrelay.server.state import AppState, request_id_of
 from tokenrelay.settings import Settings, load_settings
@@ -202,9 +202,10 @@ def _lifespan(state: AppState, handle_signals: bool) -> StatelessLifespan[Starle
         if not uvicorn_writer.available():
             logger.warning("uvicorn's connection state has changed: tokens go through ASGI send")
         state.manager.start_background()
+        supervisor = supervisor_pid()
         orphaned = (
-            asyncio.create_task(exit_with_the_supervisor(), name="supervisor")
-            if is_worker()
+            asyncio.create_task(exit_with_the_supervisor(supervisor), name="supervisor")
+            if supervisor is not None
             else None
         )
         shared = metrics_workers.directory()

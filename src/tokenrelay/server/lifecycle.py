@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -45,16 +46,21 @@ def server_pid() -> int:
     return os.getpid()
 
 
-def is_worker() -> bool:
-    """Whether this process is one of `tokenrelay serve --workers N`'s workers."""
-    return server_pid() != os.getpid()
+def supervisor_pid() -> int | None:
+    """The `tokenrelay serve` that started this worker (alive or not), or None if this is not
+    one of its workers. Asked of multiprocessing, which spawned it: the parent's pid stays
+    known after the parent is gone, as `getppid()` does not."""
+    parent = multiprocessing.parent_process()
+    named = os.environ.get(SERVER_PID_ENV, "")
+    if parent is not None and named.isdigit() and int(named) == parent.pid:
+        return parent.pid
+    return None
 
 
-async def exit_with_the_supervisor(every: float = 1.0) -> None:
+async def exit_with_the_supervisor(supervisor: int, every: float = 1.0) -> None:
     """A worker whose supervisor died (kill -9, a crash) would go on serving the port with
     nothing left to stop or restart it, and be found only by its held port. It shuts down as
     a SIGTERM has it: open streams drain first."""
-    supervisor = os.getppid()
     while True:
         await asyncio.sleep(every)
         if os.getppid() != supervisor:
