@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from tokenrelay.errors import StreamExpired, StreamTooLarge, UnknownStream
+from tokenrelay.errors import StoreUnavailable, StreamExpired, StreamTooLarge, UnknownStream
 from tokenrelay.events import Event, cancelled_event, start_event, token_event
 from tokenrelay.metrics import METRICS
 from tokenrelay.streams.log import StreamLog, StreamMeta, StreamStatus
@@ -476,3 +476,36 @@ async def test_a_stream_created_without_a_handoff_is_never_claimed(
         assert status == StreamStatus(2, True)
     finally:
         await other.close()
+
+
+async def test_a_producer_that_lost_its_stream_writes_no_more_of_it(
+    make_redis_log: MakeRedisLog,
+) -> None:
+    """Its lease lapsed (an outage, a long pause) and another replica took the stream over, or
+    a reader ended it as lost: what it appends later is refused, never written beside the
+    successor's events, and its lease renewals do not take the stream back."""
+    old, new, reader = (make_redis_log(max_bytes=1 << 20, ttl=60, lease=1.0) for _ in range(3))
+    try:
+        taken, lost = new_stream_id(), new_stream_id()
+        for sid, handoff in ((taken, b"{}"), (lost, b"")):
+            await old.create(sid, StreamMeta(sid, "m", "", 0.0), handoff)
+            await old.append(sid, start_event(1, sid, "m"))
+        await asyncio.sleep(1.1)
+        assert await new.claim(taken) is not None
+        assert await reader.status(lost) == StreamStatus(2, True)  # ended: producer_lost
+        await old.renew_leases()
+        for sid in (taken, lost):
+            old.append_nowait(sid, token_event(2, "late"))
+        await old.flush()
+        for sid in (taken, lost):
+            with pytest.raises(StoreUnavailable):
+                old.append_nowait(sid, token_event(3, "later"))
+        new.append_nowait(taken, token_event(2, "successor"))
+        await new.append(taken, cancelled_event(3, "x"))
+        events = await reader.read(taken, 0, wait=0)
+        assert [(e.seq, e.type) for e in events] == [(1, "start"), (2, "token"), (3, "cancelled")]
+        assert b"successor" in events[1].data
+        assert [e.type for e in await reader.read(lost, 0, wait=0)] == ["start", "error"]
+    finally:
+        for log in (old, new, reader):
+            await log.close()

@@ -96,13 +96,18 @@ FAIL_FAST = 1.0  # seconds after a failure in which new streams are refused with
 # What a Redis that cannot serve us raises: unreachable (refused, reset, timed out), still
 # loading its data, a replica a failover has not yet promoted, refusing writes (out of
 # memory, a failed save). Any of these is an outage to ride out, then StoreUnavailable.
-UNAVAILABLE = (redis.exceptions.RedisError, OSError)
+# A cluster that cannot be reached raises RedisClusterException, which is no RedisError.
+UNAVAILABLE = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
-# Ends a stream whose producer's lease lapsed, unless it has ended or the lease is back.
-# KEYS: events, meta, lease, tomb, handoff. ARGV: payload of the error event, ttl in ms.
+# Ends a stream whose producer's lease lapsed, unless it has ended or the lease is back, or,
+# asked by a replica that takes streams over (ARGV[3] '1'), another replica may yet take this
+# one over (it has a hand-off): a draining replica does not claim, and must not end it either.
+# KEYS: events, meta, lease, tomb, handoff. ARGV: payload of the error event, ttl in ms, '1' or
+# '0'.
 _FINALIZE_LOST = """
 if redis.call('HGET', KEYS[2], 'ended') ~= '0' then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local seq = 0
 if #last > 0 then seq = tonumber(string.match(last[1][1], '-(%d+)$')) end
@@ -148,20 +153,25 @@ return handoff
 
 # Appends each stream's waiting events, and ends the streams whose batch ends with the terminal
 # event. KEYS: events, meta, lease, tomb, handoff, for each stream. ARGV: max_age and ttl in
-# ms, then for each stream its event count and whether it ends, then each event's seq, type and
-# payload.
-# An event Redis already has (its write's reply was lost in an outage) is skipped. After the
-# first event XADD does not create the events key (NOMKSTREAM): if it is gone, Redis came back
-# empty and the stream's start is lost; writing on would only make keys without an expiry, so
-# that stream is reported 0 and left alone. Returns 1 or 0 per stream.
+# ms, this replica's id, then for each stream its event count and whether it ends, then each
+# event's seq, type and payload.
+# A stream is written only by its producer, and only until it has ended: once another replica
+# has taken it over, or ended it as lost, this one's writes are refused (0), so a replica that
+# lost its lease in an outage cannot go on beside its successor. An event Redis already has
+# (this producer's write whose reply was lost in an outage) is skipped. After the first
+# event XADD does not create the events key (NOMKSTREAM): if it is gone, Redis came back empty
+# and the stream's start is lost; writing on would only make keys without an expiry, so that
+# stream is reported 0 and left alone. Returns 1 or 0 per stream.
 _APPEND = """
 local max_age, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local at, kept = 3, {}
+local at, kept = 4, {}
 for s = 0, #KEYS / 5 - 1 do
   local events, meta, lease, tomb = KEYS[s*5+1], KEYS[s*5+2], KEYS[s*5+3], KEYS[s*5+4]
   local count, ends = tonumber(ARGV[at]), ARGV[at+1] == '1'
   local ok = 1
   at = at + 2
+  local fenced = redis.call('HMGET', meta, 'producer', 'ended')
+  if fenced[1] ~= ARGV[3] or fenced[2] ~= '0' then ok = 0 end
   for _ = 1, count do
     local seq, kind, data = ARGV[at], ARGV[at+1], ARGV[at+2]
     at = at + 3
@@ -192,6 +202,18 @@ end
 return kept
 """
 
+# Renews leases, of the streams the caller still produces. KEYS: meta and lease, for each
+# stream. ARGV: the caller's replica id, the lease in ms.
+_RENEW = """
+for i = 1, #KEYS, 2 do
+  local fenced = redis.call('HMGET', KEYS[i], 'producer', 'ended')
+  if fenced[1] == ARGV[1] and fenced[2] == '0' then
+    redis.call('SET', KEYS[i + 1], '1', 'PX', ARGV[2])
+  end
+end
+return 0
+"""
+
 # The subscribers of a stream, counted per replica (a hash: replica id -> count), so that a
 # takeover can drop the count of the replica that died: its readers died with it, and would
 # otherwise keep the stream generating, and billing, after every live reader left.
@@ -208,9 +230,11 @@ return total
 """
 
 
-def _keys(stream_id: str) -> dict[str, str]:
+def _keys(stream_id: str, *only: str) -> dict[str, str]:
+    """A stream's keys by name (all of them, or `only` those, in that order)."""
     base = f"tr:{{{stream_id}}}"
-    return {k: f"{base}:{k}" for k in ("events", "meta", "lease", "tomb", "subs", "handoff")}
+    names = only or ("events", "meta", "lease", "tomb", "subs", "handoff")
+    return {k: f"{base}:{k}" for k in names}
 
 
 def _seq_of(entry_id: bytes) -> int:
@@ -361,6 +385,7 @@ class RedisStreamLog(StreamLog):
         self._append_script = self.redis.register_script(_APPEND)
         self._create_script = self.redis.register_script(_CREATE)
         self._claim_script = self.redis.register_script(_CLAIM)
+        self._renew_script = self.redis.register_script(_RENEW)
         self._count_subscriber = self.redis.register_script(_COUNT_SUBSCRIBER)
 
     # ------------------------------------------------------------------ writing
@@ -426,7 +451,12 @@ class RedisStreamLog(StreamLog):
             lot, self._pending = self._pending, {}
             try:
                 stored = await self._guard(self._write_lot(lot))
-            except StoreUnavailable:
+            except Exception as exc:
+                if not isinstance(exc, StoreUnavailable):  # a bug: no retry would help
+                    logger.exception("stream writes failed; their streams end")
+                    for stream_id in list(lot):
+                        self._give_up(stream_id)
+                    continue
                 failing_since = loop.time() if failing_since is None else failing_since
                 for stream_id, later in self._pending.items():  # after the lot, in order
                     lot.setdefault(stream_id, []).extend(later)
@@ -498,7 +528,7 @@ class RedisStreamLog(StreamLog):
 
     async def _write_streams(self, lot: dict[str, list[Event]]) -> list[bool]:
         keys: list[str] = []
-        args: list[Any] = [int(self.max_age * 1000), int(self.ttl * 1000)]
+        args: list[Any] = [int(self.max_age * 1000), int(self.ttl * 1000), self.replica]
         for stream_id, batch in lot.items():
             k = _keys(stream_id)
             keys += (k["events"], k["meta"], k["lease"], k["tomb"], k["handoff"])
@@ -519,7 +549,9 @@ class RedisStreamLog(StreamLog):
     def _settled(self, task: asyncio.Task[Any]) -> None:
         self._inflight.discard(task)
         if not task.cancelled():
-            task.exception()  # mark it seen: a cancelled caller cannot; the log has it if any
+            # Marked seen: a caller cancelled meanwhile cannot. A caller that awaited it has
+            # had it, and the writer logs its own failures (`_write`).
+            task.exception()
 
     async def _guard(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` shielded; an unreachable Redis becomes StoreUnavailable."""
@@ -616,13 +648,16 @@ class RedisStreamLog(StreamLog):
             await self._guard(self._renew_leases())
 
     async def _renew_leases(self) -> None:
-        """Called periodically by the producing replica for the streams it is writing."""
-        if not self._written:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream_id in self._written:
-                pipe.set(_keys(stream_id)["lease"], "1", px=int(self.lease * 1000))
-            await pipe.execute()
+        """Called periodically by the producing replica for the streams it is writing: only
+        those it still produces (a lease that lapsed in an outage may have been taken). One
+        call, or in a cluster one a stream (a script's keys share a slot)."""
+        streams = list(self._written)
+        groups = [[stream_id] for stream_id in streams] if self.cluster else [streams]
+        await asyncio.gather(*(self._renew(group) for group in groups if group))
+
+    async def _renew(self, streams: list[str]) -> None:
+        keys = [key for stream_id in streams for key in _keys(stream_id, "meta", "lease").values()]
+        await self._renew_script(keys=keys, args=[self.replica, int(self.lease * 1000)])
 
     # ------------------------------------------------------------------ following
 
@@ -721,7 +756,8 @@ class RedisStreamLog(StreamLog):
         k = _keys(stream_id)
         payload = error_event(0, PRODUCER_LOST, client_message(PRODUCER_LOST), retryable=True).data
         keys = [k["events"], k["meta"], k["lease"], k["tomb"], k["handoff"]]
-        written = await self._finalize(keys=keys, args=[payload, int(self.ttl * 1000)])
+        spare = "1" if self.take_over is not None else "0"
+        written = await self._finalize(keys=keys, args=[payload, int(self.ttl * 1000), spare])
         if written:
             return StreamStatus(int(written), True)
         ended = await self.redis.hget(k["meta"], "ended")
