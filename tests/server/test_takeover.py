@@ -170,6 +170,24 @@ def test_a_taken_over_stream_stops_when_its_last_live_reader_leaves(
     b.wait_for("the taken-over stream cancelled", ended, 10)
 
 
+def test_a_taken_over_stream_that_nobody_reads_is_not_left_running(
+    tmp_path: Path, redis_url: str, survivors: tuple[RealServer, RealServer]
+) -> None:
+    """The resume that noticed the lapsed lease is refused (a cursor past the end) after its
+    replica took the stream over: nobody ever reads it, and its on_disconnect applies."""
+    b, _ = survivors
+    body = {**BODY, "model": "sim/default+endless", "on_disconnect": "cancel"}
+    stream_id, _ = _start_then_die(tmp_path, _config(redis_url), body)
+    url = f"{b.url}/api/streams/{stream_id}"
+    time.sleep(1.2)  # the dead replica's lease lapses
+    refused = httpx.get(url, headers={"last-event-id": f"{stream_id}:99999"}, timeout=10)
+    assert refused.status_code == 400
+
+    # Watched without reading it: a reader leaving would apply the policy itself.
+    assert b.health()["active_streams"] == 1  # taken over, on the replica that noticed
+    b.wait_for("the unread stream stopped", lambda: b.health()["active_streams"] == 0, 15)
+
+
 def test_without_the_setting_a_dead_replicas_stream_ends_with_producer_lost(
     tmp_path: Path, redis_url: str
 ) -> None:

@@ -25,6 +25,8 @@ class HandOff:
     continue_on_error: bool = False
     include_reasoning: bool = True
     validate_tool_arguments: bool = False
+    owner: str = ""  # the key's name, whose usage and slot it is
+    key_digest: str = ""  # and its digest, so that revoking the key still ends it
 
 
 _ADAPTER = TypeAdapter(HandOff)

@@ -39,6 +39,8 @@ from tokenrelay.streams.stream import SHUTDOWN, Stream
 
 logger = logging.getLogger("tokenrelay.streams")
 
+UNREAD_GRACE = 5.0  # seconds a taken-over stream may run before anyone reads it
+
 # The registry's resolve: a model's name to its provider, the name it is given, and the
 # canonical name.
 Resolve = Callable[[str], tuple[Provider, str, str]]
@@ -114,11 +116,14 @@ class StreamManager:
         owner = key.name if key is not None else ""
         if key is not None:
             await self.limiter.admit(key, stream_id)
-        plan = b""
-        if self._resolve is not None and (shaping is None or not shaping.active):
-            options = (on_disconnect, continue_on_error, include_reasoning, validate_tool_arguments)
-            plan = handoff.dump(HandOff(request, model, *options))
         try:  # until the task exists, nothing else would give the slot back
+            plan = b""
+            if self._resolve is not None and (shaping is None or not shaping.active):
+                options = (on_disconnect, continue_on_error, include_reasoning)
+                digest = key.digest if key is not None else ""
+                plan = handoff.dump(
+                    HandOff(request, model, *options, validate_tool_arguments, owner, digest)
+                )
             meta = StreamMeta(stream_id, model, owner, time.time())
             await self.log.create(stream_id, meta, plan)
             stream = Stream(
@@ -156,50 +161,63 @@ class StreamManager:
         policy: DisconnectPolicy,
         owner: str,
         key_digest: str = "",
+        counted: int = 0,
     ) -> None:
         stream_id = stream.stream_id
-        self._running[stream_id] = _Running(
-            stream, task, policy, owner=owner, key_digest=key_digest
-        )
+        self._running[stream_id] = _Running(stream, task, policy, None, owner, key_digest, counted)
         METRICS.active_streams += 1
         task.add_done_callback(lambda _task: self._finished(stream_id))
 
     async def _take_over(self, stream_id: str) -> bool:
         """Continue here a stream whose producer, another replica, died (the log found its
         lease lapsed). The log's claim is atomic: of every replica that notices, exactly one
-        takes it over; the others, and this one if its claim fails, return False."""
+        takes it over; the others, and this one if its claim fails, return False. Once
+        claimed, the stream is this replica's to end, whatever fails next."""
         if self._draining or self._resolve is None:
             return False
         claimed = await self.log.claim(stream_id)
         if claimed is None:
             return False
         data, events = claimed
-        meta = await self.log.meta(stream_id)
         try:
             plan = handoff.load(data)
             provider = self._resolve(plan.model)[0]
+            stream = Stream(
+                stream_id,
+                plan.model,
+                provider,
+                plan.request,
+                self.log,
+                self.settings,
+                continue_on_error=plan.continue_on_error,
+                include_reasoning=plan.include_reasoning,
+                validate_tool_arguments=plan.validate_tool_arguments,
+            )
         except Exception:  # another release's hand-off, or a model this replica lacks
             logger.exception("stream %s: cannot take it over; it ends", stream_id)
             seq = (events[-1].seq if events else 0) + 1
             lost = error_event(seq, "producer_lost", client_message("producer_lost"), True)
-            await self.log.append(stream_id, lost)
+            with contextlib.suppress(StoreUnavailable):  # then its lease lapses again
+                await self.log.append(stream_id, lost)
             return True
-        stream = Stream(
-            stream_id,
-            plan.model,
-            provider,
-            plan.request,
-            self.log,
-            self.settings,
-            continue_on_error=plan.continue_on_error,
-            include_reasoning=plan.include_reasoning,
-            validate_tool_arguments=plan.validate_tool_arguments,
-        )
         task = asyncio.create_task(stream.run(events), name=f"tokenrelay-{stream_id}")
-        # Its usage is booked to its owner; its slot was the dead replica's, which lapses.
-        self._run(stream, task, plan.on_disconnect, meta.owner if meta is not None else "")
+        # Its usage is booked to its key, whose slot it holds here from now on; the pieces
+        # the dead replica already counted are not counted again.
+        inherited = sum(event.type == "token" for event in events)
+        self._run(stream, task, plan.on_disconnect, plan.owner, plan.key_digest, inherited)
         logger.warning("stream %s: its producer was lost; continuing it here", stream_id)
+        # Whoever noticed may never read it (a resume refused after the claim): with nobody
+        # counted in by then, the disconnect policy applies as if the last reader left.
+        self._spawn(self._unless_read(stream_id))
         return True
+
+    async def _unless_read(self, stream_id: str) -> None:
+        await asyncio.sleep(UNREAD_GRACE)
+        running = self._running.get(stream_id)
+        if running is not None and not running.stream.ended:
+            with contextlib.suppress(StoreUnavailable):
+                if await self.log.subscribers(stream_id) <= 0:
+                    self._apply_policy(stream_id, running)
 
     @asynccontextmanager
     async def subscription(self, stream_id: str) -> AsyncIterator[None]:

@@ -257,13 +257,17 @@ class Stream:
         self._seq = events[-1].seq
         if any(event.type in _NOT_CONTINUABLE for event in events):
             raise ProducerLost()
+        asked_to_continue = self._parts is not None  # on_upstream_error: "continue"
         self._parts = [event.payload()["content"] for event in events if event.type == "token"]
         self.token_count = len(self._parts)
         if self.token_count:  # the answer had begun: what follows is not a first token
             self._first_token_at = self._last_token_at = time.monotonic()
         note = "The server generating this answer stopped; another server continues it."
         await self._append(ev.status_event(self._next_seq(), note))
-        return self._continue() if self.token_count else self._request
+        request = self._continue() if self.token_count else self._request
+        if not asked_to_continue:  # a later upstream error ends it, as the caller asked
+            self._parts = None
+        return request
 
     async def _generate_with_retries(self, request: GenerationRequest) -> tuple[str, Usage | None]:
         attempt = 0
