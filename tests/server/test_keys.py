@@ -461,6 +461,11 @@ def test_keys_made_before_the_hash_tag_are_carried_over_and_still_required(
         assert httpx.post(f"{server.url}/api/chat", json=body).status_code == 401
         headers = {"authorization": f"Bearer {key}"}
         assert httpx.post(f"{server.url}/api/chat", json=body, headers=headers).status_code == 200
-    with redis_client.Redis.from_url(url) as admin:
-        assert not admin.exists("tr:keys")
+        create_key(tmp_path / "tokenrelay.toml", "new-team")  # keys stay required after
+        assert keys_command(tmp_path / "tokenrelay.toml", "revoke", "old-team").returncode == 0
+        refused = httpx.post(f"{server.url}/api/chat", json=body, headers=headers)
+        assert refused.status_code == 401
+    with redis_client.Redis.from_url(url) as admin:  # gone from both: nothing brings it back
+        assert not admin.hlen("tr:keys")
+        assert admin.hkeys("tr:{keys}:names") == [b"new-team"]
         admin.flushdb()

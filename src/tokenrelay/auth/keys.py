@@ -45,9 +45,10 @@ PREFIX = "tr-"
 LAST_USED_EVERY = 60.0  # seconds: how fresh `last_used` is kept
 # One hash tag ({keys}), so that a revoke's transaction works on a Redis Cluster too.
 _KEYS, _NAMES, _USED = "tr:{keys}:records", "tr:{keys}:names", "tr:{keys}:used"
-# Where keys made before the hash tag live: carried over on first use (`_carry_over`). Left
+# Where keys made before the hash tag live: copied over on first use (`_carry_over`). Left
 # behind, they would be missed, and a deployment whose keys all lived there would stop
-# requiring keys.
+# requiring keys. The old hashes stay, so that replicas of the earlier release, still running
+# in a rolling upgrade, go on finding them; a revoke removes a key from both.
 _BEFORE = {"tr:keys": _KEYS, "tr:keynames": _NAMES, "tr:keyused": _USED}
 
 
@@ -259,14 +260,14 @@ class RedisKeyStore(KeyStore):
         await self.redis.hset(_KEYS, key.digest, key.record())
 
     async def _carry_over(self) -> None:
-        """Move keys from where releases before the hash tag kept them (once a process)."""
+        """Copy keys from where releases before the hash tag kept them, once a process; a
+        field already here wins (it is newer)."""
         if self._carried_over:
             return
         for before, now in _BEFORE.items():
             old: Any = await self.redis.hgetall(before)
-            if old:
-                await self.redis.hset(now, mapping=old)
-                await self.redis.delete(before)
+            for field_name, value in old.items():
+                await self.redis.hsetnx(now, field_name, value)
         self._carried_over = True
 
     async def all(self) -> list[ApiKey]:
@@ -278,6 +279,7 @@ class RedisKeyStore(KeyStore):
         return sorted(keys, key=lambda k: k.created_at)
 
     async def revoke(self, name: str) -> bool:
+        await self._carry_over()
         digest = await self.redis.hget(_NAMES, name)
         if digest is None:
             return False
@@ -286,10 +288,15 @@ class RedisKeyStore(KeyStore):
             pipe.hdel(_NAMES, name)
             pipe.hdel(_USED, digest)
             await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:  # where old releases look
+            for before, field_name in zip(_BEFORE, (digest, name, digest), strict=True):
+                pipe.hdel(before, field_name)
+            await pipe.execute()
         return True
 
     async def by_digest(self, digest: str) -> ApiKey | None:
         try:
+            await self._carry_over()  # `[auth] required` skips any(): it must happen here too
             raw = await self.redis.hget(_KEYS, digest)
         except UNAVAILABLE:
             raise StoreUnavailable() from None

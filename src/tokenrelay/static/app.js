@@ -393,9 +393,10 @@ prompt.addEventListener("keydown", (event) => {
   }
 });
 // Esc stops the answer that is streaming, wherever the focus is (a closing dialog's Esc
-// is the browser's and never reaches here).
+// is the browser's and never reaches here), but not the Esc that cancels a composition in
+// an input method (Japanese, Chinese, Korean typing).
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && current) {
+  if (event.key === "Escape" && current && !event.isComposing) {
     event.preventDefault();
     stop();
   }
