@@ -38,9 +38,10 @@ once when it ends (`_Health`), never once per token. From the first failed call,
 refuses (`StoreUnavailable`: a 503 with Retry-After). Streams under way ride it out for
 `grace` seconds: the writer keeps their events and retries, readers retry their reads. If
 Redis is back by then with its data, nothing was lost or doubled (a failover that lost
-acknowledged writes leaves a gap, which is not detected: docs/replicas.md). If not, the producer's next append raises
-`StoreUnavailable` (its stream ends: the upstream is closed, and no terminal event can be
-stored), and readers get theirs, which the response turns into a retryable terminal `error`.
+acknowledged writes leaves a gap, which is not detected: docs/replicas.md). If not, the
+producer's next append raises `StoreUnavailable` (its stream ends: the upstream is closed,
+and no terminal event can be stored), and readers get theirs, which the response turns into
+a retryable terminal `error`.
 
 Cancellation never lands inside redis-py. Its asyncio pool holds one pool-wide lock while a
 released connection disconnects, and a command cut by a cancel can leave that pending: every
