@@ -23,6 +23,7 @@ to them in the environment.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -107,13 +108,15 @@ def chain_shutdown_signals(
         draining.add(loop.create_task(drain_then_pass_on(signum)))
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        # A signal interrupts whatever runs, a request's task included: the drain gets a
+        # context of its own, or its log lines would carry that request's id.
         nonlocal signalled
         if signalled:
-            loop.call_soon_threadsafe(hurry)
+            loop.call_soon_threadsafe(hurry, context=contextvars.Context())
             pass_on(signum, frame)
         else:
             signalled = True
-            loop.call_soon_threadsafe(start_draining, signum)
+            loop.call_soon_threadsafe(start_draining, signum, context=contextvars.Context())
 
     for sig in _SIGNALS:
         previous[sig] = signal.getsignal(sig)
