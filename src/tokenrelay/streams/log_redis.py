@@ -232,11 +232,9 @@ return total
 """
 
 
-def _keys(stream_id: str, *only: str) -> dict[str, str]:
-    """A stream's keys by name (all of them, or `only` those, in that order)."""
+def _keys(stream_id: str) -> dict[str, str]:
     base = f"tr:{{{stream_id}}}"
-    names = only or ("events", "meta", "lease", "tomb", "subs", "handoff")
-    return {k: f"{base}:{k}" for k in names}
+    return {k: f"{base}:{k}" for k in ("events", "meta", "lease", "tomb", "subs", "handoff")}
 
 
 def _seq_of(entry_id: bytes) -> int:
@@ -520,13 +518,19 @@ class RedisStreamLog(StreamLog):
         if batch[-1].terminal:
             del self._local[stream_id]
 
+    def _by_slot(self, stream_ids: list[str]) -> list[list[str]]:
+        """Streams grouped for one script call each: all in one, but in a cluster, where a
+        script's keys must share a slot, one call per stream."""
+        return [[stream_id] for stream_id in stream_ids] if self.cluster else [stream_ids]
+
     async def _write_lot(self, lot: dict[str, list[Event]]) -> list[bool]:
-        """One script call for the whole lot; for each stream, whether Redis kept it. In a
-        cluster a script's keys must share a slot: one call per stream, all at once."""
-        if not self.cluster:
-            return await self._write_streams(lot)
-        each = [self._write_streams({stream_id: batch}) for stream_id, batch in lot.items()]
-        return [kept for one in await asyncio.gather(*each) for kept in one]
+        """One script call for the whole lot (`_by_slot`); for each stream, whether Redis
+        kept it."""
+        calls = [
+            self._write_streams({sid: lot[sid] for sid in group})
+            for group in self._by_slot(list(lot))
+        ]
+        return [kept for one in await asyncio.gather(*calls) for kept in one]
 
     async def _write_streams(self, lot: dict[str, list[Event]]) -> list[bool]:
         keys: list[str] = []
@@ -651,14 +655,15 @@ class RedisStreamLog(StreamLog):
 
     async def _renew_leases(self) -> None:
         """Called periodically by the producing replica for the streams it is writing: only
-        those it still produces (a lease that lapsed in an outage may have been taken). One
-        call, or in a cluster one a stream (a script's keys share a slot)."""
-        streams = list(self._written)
-        groups = [[stream_id] for stream_id in streams] if self.cluster else [streams]
+        those it still produces (a lease that lapsed in an outage may have been taken)."""
+        groups = self._by_slot(list(self._written))
         await asyncio.gather(*(self._renew(group) for group in groups if group))
 
-    async def _renew(self, streams: list[str]) -> None:
-        keys = [key for stream_id in streams for key in _keys(stream_id, "meta", "lease").values()]
+    async def _renew(self, stream_ids: list[str]) -> None:
+        keys: list[str] = []
+        for stream_id in stream_ids:
+            k = _keys(stream_id)
+            keys += (k["meta"], k["lease"])
         await self._renew_script(keys=keys, args=[self.replica, int(self.lease * 1000)])
 
     # ------------------------------------------------------------------ following
