@@ -39,18 +39,16 @@ logger = logging.getLogger("tokenrelay.lifecycle")
 
 
 def server_pid() -> int:
-    """The `tokenrelay serve` process: this one, or the supervisor of this worker. A value
-    inherited from further up (a server that started another) names neither, and is ignored."""
-    named = os.environ.get(SERVER_PID_ENV, "")
-    if named.isdigit() and int(named) == os.getppid():
-        return int(named)
-    return os.getpid()
+    """The `tokenrelay serve` process: this one, or the supervisor of this worker."""
+    return supervisor_pid() or os.getpid()
 
 
 def supervisor_pid() -> int | None:
     """The `tokenrelay serve` that started this worker (alive or not), or None if this is not
     one of its workers. Asked of multiprocessing, which spawned it: the parent's pid stays
-    known after the parent is gone, as `getppid()` does not."""
+    known after the parent is gone, as `getppid()` does not. A value of SERVER_PID_ENV
+    inherited from further up (a server that started another) names no parent, and is
+    ignored."""
     parent = multiprocessing.parent_process()
     named = os.environ.get(SERVER_PID_ENV, "")
     if parent is not None and named.isdigit() and int(named) == parent.pid:

@@ -114,13 +114,13 @@ class StreamManager:
             raise ServiceUnavailable()
         stream_id = new_stream_id()
         owner = key.name if key is not None else ""
+        digest = key.digest if key is not None else ""
         if key is not None:
             await self.limiter.admit(key, stream_id)
         try:  # until the task exists, nothing else would give the slot back
             plan = b""
             if self._resolve is not None and (shaping is None or not shaping.active):
                 options = (on_disconnect, continue_on_error, include_reasoning)
-                digest = key.digest if key is not None else ""
                 plan = handoff.dump(
                     HandOff(request, model, *options, validate_tool_arguments, owner, digest)
                 )
@@ -143,7 +143,6 @@ class StreamManager:
             if key is not None:
                 await self.limiter.release(owner, stream_id)
             raise
-        digest = key.digest if key is not None else ""
         self._run(stream, task, on_disconnect, owner, digest)
         logger.debug(  # the request line names the stream (server/middleware.py)
             "stream %s started: %s (request %s)",
