@@ -75,23 +75,7 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
     """A throwaway redis-server (no persistence) on a free port; yields its URL."""
     binary = require_binary("redis-server", "redis-server")
     port = free_port()
-    process = _spawn(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-            "--protected-mode",
-            "yes",
-        ]
-    )
+    process = _spawn(_redis_args(binary, port, tmp_path))
     try:
         _wait_until_ready(
             process, lambda: _answers_ping(port), lambda: "redis-server did not start"
@@ -139,27 +123,34 @@ def redis_cluster(tmp_path: Path, nodes: int = 3) -> Iterator[str]:
             process.wait(10)
 
 
-def _cluster_node_args(binary: str, port: int, tmp_path: Path) -> list[str]:
-    directory = tmp_path / f"cluster-{port}"
-    directory.mkdir()
+def _redis_args(binary: str, port: int, directory: Path, save: str = "") -> list[str]:
+    """redis-server on loopback, its files in `directory`; `save`: its RDB rule ("": none)."""
     return [
         binary,
         "--port",
         str(port),
         "--bind",
         "127.0.0.1",
+        "--save",
+        save,
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+
+
+def _cluster_node_args(binary: str, port: int, tmp_path: Path) -> list[str]:
+    directory = tmp_path / f"cluster-{port}"
+    directory.mkdir()
+    return [
+        *_redis_args(binary, port, directory),
         "--cluster-enabled",
         "yes",
         "--cluster-port",  # its bus, where it would otherwise take port + 10000 (or fail)
         str(free_port()),
         "--cluster-config-file",
         str(directory / "nodes.conf"),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(directory),
     ]
 
 
@@ -180,9 +171,8 @@ class RedisProcess:
         self.binary = require_binary("redis-server", "redis-server")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        save = ["--save", "3600 1"] if persist else ["--save", ""]
-        self.args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        self.args += [*save, "--appendonly", "no", "--dir", str(tmp_path)]
+        save = "3600 1" if persist else ""
+        self.args = _redis_args(self.binary, self.port, tmp_path, save)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
